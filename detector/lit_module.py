@@ -1,0 +1,92 @@
+"""LightningModule: training/validation steps, optimizer and schedule, COCO evaluation each epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from detector.criterion import DetectionCriterion
+from detector.data.transforms import unletterbox_boxes
+from detector.evaluation.coco_eval import STAT_NAMES, COCOEvaluator
+from detector.postprocess import Postprocessor
+
+OptimizerFactory = Callable[[list[dict]], torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class LitDetector(L.LightningModule):
+    def __init__(
+        self, model: nn.Module, criterion: DetectionCriterion, postprocess: Postprocessor,
+        optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None, channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model, self.criterion, self.postprocess = model, criterion, postprocess
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.evaluator: COCOEvaluator | None = None
+        self.class_names: list[str] = []
+        self.best_metrics: dict[str, float] = {}
+
+    def forward(self, images: torch.Tensor):
+        images = images.float() / 255 if images.dtype == torch.uint8 else images
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def _losses(self, batch: dict, output) -> dict[str, torch.Tensor]:
+        return self.criterion(output, batch["labels"], batch["boxes"], batch["mask"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self._losses(batch, self(batch["images"]))
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["images"]))
+        return losses["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        if self.evaluator is None:
+            dataset = self.trainer.datamodule.val_dataset
+            self.evaluator = COCOEvaluator(dataset.coco_ground_truth(), dataset.category_ids)
+            self.class_names = dataset.class_names
+        self.evaluator.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        output = self(batch["images"])
+        losses = self._losses(batch, output)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["images"]), sync_dist=True)
+        for detections, image_id, (height, width), scale in zip(
+            self.postprocess(output), batch["image_ids"], batch["orig_sizes"], batch["scales"]
+        ):
+            boxes = unletterbox_boxes(detections["boxes"], scale, height, width)
+            self.evaluator.update(image_id, boxes, detections["scores"], detections["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        stats = self.evaluator.compute()
+        self.log_dict({f"val/{name}": value for name, value in stats.items()}, prog_bar=False, sync_dist=True)
+        self.log("val/mAP50-95", stats["map"], prog_bar=True, sync_dist=True)
+        self.log("val/mAP50", stats["map_50"], prog_bar=True, sync_dist=True)
+        if not self.trainer.sanity_checking and stats["map"] >= self.best_metrics.get("map", -1.0):
+            self.best_metrics = {**stats, "epoch": float(self.current_epoch)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["class_names"] = self.class_names
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for module in self.model.modules():
+            for name, parameter in module.named_parameters(recurse=False):
+                if not parameter.requires_grad:
+                    continue
+                is_norm = isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))
+                (no_decay if is_norm or name == "bias" else decay).append(parameter)
+        # the optimizer's own weight_decay applies to conv/linear weights; norms and biases get none
+        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps, steps_per_epoch=max(total_steps // epochs, 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,3 @@
+from detector.models.detector import HeadOutput, YOLODetector
+
+__all__ = ["HeadOutput", "YOLODetector"]

@@ -1,0 +1,53 @@
+"""YOLOv8-style anchor-free detector: CSP backbone -> PAN neck -> decoupled DFL head."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from detector.models.backbones import CSPDarknet
+from detector.models.heads import DFLHead
+from detector.models.necks import PAN
+from detector.models.scales import get_scale
+from detector.priors import anchor_points
+
+
+class HeadOutput(NamedTuple):
+    """Raw head output of one batch: box_logits (B, A, 4 * reg_max), cls_logits (B, A, C),
+    points (A, 2) in grid units and strides (A, 1)."""
+
+    box_logits: torch.Tensor
+    cls_logits: torch.Tensor
+    points: torch.Tensor
+    strides: torch.Tensor
+
+
+class YOLODetector(nn.Module):
+    """Anchor-free detector at scale n/s/m/l/x; `reg_max` distribution bins per box side."""
+
+    strides = (8, 16, 32)
+
+    def __init__(self, num_classes: int, scale: str = "n", reg_max: int = 16, image_size: int = 640) -> None:
+        super().__init__()
+        size = get_scale(scale)
+        self.num_classes, self.reg_max = num_classes, reg_max
+        self.backbone = CSPDarknet(size)
+        self.neck = PAN(self.backbone.out_channels, size.repeats(3))
+        self.head = DFLHead(self.neck.out_channels, num_classes, self.strides, reg_max)
+        self.head.reset_bias(image_size)
+        self._priors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def priors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor points and strides for these feature sizes, cached per size and device."""
+        key = (tuple(feature_sizes), str(device))
+        if key not in self._priors:
+            self._priors[key] = anchor_points(feature_sizes, self.strides, device=device)
+        return self._priors[key]
+
+    def forward(self, images: torch.Tensor) -> HeadOutput:
+        features = self.neck(self.backbone(images))
+        box_logits, cls_logits = self.head(features)
+        points, strides = self.priors([tuple(f.shape[-2:]) for f in features], images.device)
+        return HeadOutput(box_logits, cls_logits, points, strides)

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from detector.models import YOLODetector
+from detector.models.scales import SCALES
+
+
+def test_n_scale_parameter_count_matches_published_yolov8n():
+    model = YOLODetector(num_classes=80, scale="n")
+    count = sum(p.numel() for p in model.parameters())
+    # published YOLOv8n: 3,151,904 parameters with BatchNorm fused into the convs (3,157,200 unfused
+    # including the 16 fixed DFL weights, which this head does not need as a layer)
+    assert abs(count - 3_151_904) / 3_151_904 < 0.05
+    assert count == 3_157_184
+
+
+@pytest.mark.parametrize("scale", sorted(SCALES))
+def test_output_shapes_for_every_scale(scale):
+    model = YOLODetector(num_classes=3, scale=scale).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 96))
+    anchors = 8 * 12 + 4 * 6 + 2 * 3  # strides 8/16/32 on a 64x96 input
+    assert out.box_logits.shape == (1, anchors, 64)
+    assert out.cls_logits.shape == (1, anchors, 3)
+    assert out.points.shape == (anchors, 2) and out.strides.shape == (anchors, 1)
+
+
+def test_scales_grow_monotonically():
+    counts = [sum(p.numel() for p in YOLODetector(80, s).parameters()) for s in "nsml"]
+    assert counts == sorted(counts)
+
+
+def test_head_bias_initialisation():
+    model = YOLODetector(num_classes=80, scale="n", image_size=640)
+    import math
+
+    for cls_branch, box_branch, stride in zip(model.head.cls_branches, model.head.box_branches, (8, 16, 32)):
+        assert torch.allclose(box_branch[-1].bias, torch.ones(64))
+        expected = math.log(5 / 80 / (640 / stride) ** 2)
+        assert torch.allclose(cls_branch[-1].bias, torch.full((80,), expected))
+
+
+def test_unknown_scale_is_refused():
+    with pytest.raises(ValueError, match="unknown model scale 'q'"):
+        YOLODetector(3, scale="q")

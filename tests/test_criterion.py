@@ -1,0 +1,111 @@
+"""The criterion's normalisation and gains on a hand-computed case, and its edge cases."""
+
+import math
+
+import torch
+
+from detector.assigners.base import Assignment
+from detector.assigners.tal import TaskAlignedAssigner
+from detector.criterion import DetectionCriterion
+from detector.losses.classification import BCEWithLogits
+from detector.losses.dfl import DFLoss
+from detector.losses.iou import CIoULoss, IoULoss
+from detector.models.detector import HeadOutput
+
+REG_MAX = 16
+POINTS = torch.tensor([[2.5, 2.5], [6.5, 2.5], [2.5, 6.5]])  # grid units, stride 8
+STRIDES = torch.full((3, 1), 8.0)
+
+
+class FixedAssigner(torch.nn.Module):
+    """Returns a fixed assignment, so the loss arithmetic is tested on its own."""
+
+    def __init__(self, assignment):
+        super().__init__()
+        self.assignment = assignment
+
+    def forward(self, *args):
+        return self.assignment
+
+
+def head_output():
+    # every side: p(bin 0) = 0.25, p(bin 1) = 0.5, p(bin 2) = 0.25, others 0 -> expected distance 1
+    side = torch.full((REG_MAX,), -1e9)
+    side[:3] = torch.log(torch.tensor([0.25, 0.5, 0.25]))
+    box_logits = side.repeat(4).expand(1, 3, -1).clone().requires_grad_()
+    cls_logits = torch.zeros(1, 3, 2, requires_grad=True)
+    return HeadOutput(box_logits, cls_logits, POINTS, STRIDES)
+
+
+def hand_assignment():
+    return Assignment(
+        labels=torch.tensor([[1, 0, 0]]),
+        boxes=torch.tensor([[[12.0, 12, 28, 36], [44, 12, 60, 28], [0, 0, 0, 0]]]),
+        scores=torch.tensor([[[0.0, 0.8], [0.5, 0.0], [0.0, 0.0]]]),
+        foreground=torch.tensor([[True, True, False]]),
+        gt_index=torch.zeros(1, 3, dtype=torch.long),
+    )
+
+
+def test_hand_computed_components():
+    # anchor 0: class 1, soft score 0.8, target [1.5, 1.5, 3.5, 4.5] grid = [12, 12, 28, 36] px
+    #           prediction = point +- 1 = [1.5, 1.5, 3.5, 3.5] -> IoU 4 / 6; DFL targets (1, 1, 1, 2)
+    # anchor 1: class 0, soft score 0.5, target = its prediction [5.5, 1.5, 7.5, 3.5] -> IoU 1; targets (1, 1, 1, 1)
+    # anchor 2: background
+    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DFLoss(REG_MAX), REG_MAX)
+    out = head_output()
+    losses = criterion(out, torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool))
+    tss = 1.3
+    # BCE with logit 0 is log 2 whatever the target: 3 anchors x 2 classes
+    assert math.isclose(losses["cls"].item(), 0.5 * 6 * math.log(2) / tss, rel_tol=1e-6)
+    assert math.isclose(losses["box"].item(), 7.5 * ((1 - 4 / 6) * 0.8 + 0.0 * 0.5) / tss, rel_tol=1e-5)
+    # DFL of an integer target k is -log p(k): anchor 0 -> (3 log 2 + log 4) / 4, anchor 1 -> log 2
+    dfl = (1.25 * math.log(2) * 0.8 + math.log(2) * 0.5) / tss
+    assert math.isclose(losses["dfl"].item(), 1.5 * dfl, rel_tol=1e-5)
+    assert math.isclose(losses["loss"].item(), sum(losses[k].item() for k in ("box", "cls", "dfl")), rel_tol=1e-6)
+
+
+def make_criterion(num_classes=3):
+    return DetectionCriterion(TaskAlignedAssigner(num_classes), BCEWithLogits(), CIoULoss(), DFLoss(REG_MAX), REG_MAX)
+
+
+def random_output(batch, anchors_side=8, num_classes=3, seed=0):
+    from detector.priors import anchor_points
+
+    g = torch.Generator().manual_seed(seed)
+    points, strides = anchor_points([(anchors_side, anchors_side)], (8,))
+    box_logits = torch.randn(batch, len(points), 4 * REG_MAX, generator=g, requires_grad=True)
+    cls_logits = torch.randn(batch, len(points), num_classes, generator=g, requires_grad=True)
+    return HeadOutput(box_logits, cls_logits, points, strides)
+
+
+def test_zero_gt_batch_trains_classification_only_and_keeps_the_graph():
+    out = random_output(2)
+    losses = make_criterion()(out, torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool))
+    assert losses["box"].item() == 0 and losses["dfl"].item() == 0
+    expected_cls = torch.nn.functional.binary_cross_entropy_with_logits(out.cls_logits, torch.zeros_like(out.cls_logits), reduction="sum")
+    torch.testing.assert_close(losses["cls"], 0.5 * expected_cls)  # tss clamps to 1
+    losses["loss"].backward()
+    assert out.box_logits.grad is not None and out.box_logits.grad.eq(0).all()
+    assert out.cls_logits.grad.abs().sum() > 0
+
+
+def test_loss_does_not_scale_with_batch_size():
+    # the hand case above, once and as two identical images: sums and tss both double
+    one = head_output()
+    two = HeadOutput(one.box_logits.repeat(2, 1, 1), one.cls_logits.repeat(2, 1, 1), one.points, one.strides)
+    one_assignment = hand_assignment()
+    two_assignment = Assignment(*(t.repeat(2, *[1] * (t.dim() - 1)) for t in one_assignment))
+    empty = (torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool))
+    single = DetectionCriterion(FixedAssigner(one_assignment), BCEWithLogits(), CIoULoss(), DFLoss(REG_MAX))(one, *empty)
+    double = DetectionCriterion(FixedAssigner(two_assignment), BCEWithLogits(), CIoULoss(), DFLoss(REG_MAX))(two, *empty)
+    for key in ("box", "cls", "dfl", "loss"):
+        torch.testing.assert_close(single[key], double[key])
+
+
+def test_gradients_are_finite_with_degenerate_gt():
+    out = random_output(1)
+    boxes = torch.tensor([[[10.0, 10.0, 10.0, 10.0], [0.0, 0.0, 64.0, 64.0], [5.0, 5.0, 5.5, 40.0]]])
+    losses = make_criterion()(out, torch.tensor([[0, 1, 2]]), boxes, torch.ones(1, 3, dtype=torch.bool))
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"]) and torch.isfinite(out.box_logits.grad).all()

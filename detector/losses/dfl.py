@@ -2,6 +2,9 @@
 
 A continuous target y between bins y_l = floor(y) and y_r = y_l + 1 is learned as
 DFL(S) = -((y_r - y) log S_l + (y - y_l) log S_r), S = softmax of the bin logits.
+
+Configured by `configs/loss/dfl/`: `dfl` (this loss, weighted by `loss.weights.dfl`) or `none`
+(`loss/dfl=none`: loss.dfl is null and the criterion reports a zero DFL component).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import Callback, WeightAveraging
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 
 class EMA(WeightAveraging):
@@ -19,3 +21,78 @@ class EMA(WeightAveraging):
             return averaged * d + current * (1 - d)
 
         super().__init__(avg_fn=ema_update)
+
+
+class Unfreeze(Callback):
+    """Make every parameter trainable again at the start of epoch `epoch` (after `model.freeze=...`)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            frozen = [p for p in pl_module.parameters() if not p.requires_grad]
+            for parameter in frozen:
+                parameter.requires_grad_(True)
+            if frozen:
+                rank_zero_info(f"epoch {self.epoch}: unfroze {len(frozen)} parameter tensors")
+
+
+class MetricsHistory(Callback):
+    """Per-epoch history for `metrics.json` (added by `detector.runner.train`, whatever the callbacks config):
+    the mean training loss over the epoch's finite steps (the loss the optimizer saw, undoing Lightning's
+    division by `accumulate_grad_batches`), how many steps were non-finite, and the validation mAP50-95 /
+    mAP50 / loss of the epoch. Sums stay on the device (no synchronisation per step); a run that crashes
+    mid-epoch keeps its partial epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, dict[str, float | int | None]] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._finite_steps: torch.Tensor | int = 0
+        self._nonfinite_steps: torch.Tensor | int = 0
+        self._epoch: int | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush()
+        self._epoch = trainer.current_epoch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        loss = loss.detach().float() * trainer.accumulate_grad_batches
+        finite = torch.isfinite(loss)
+        self._epoch = trainer.current_epoch
+        self._loss_sum = self._loss_sum + torch.where(finite, loss, torch.zeros_like(loss))
+        self._finite_steps = self._finite_steps + finite.long()
+        self._nonfinite_steps = self._nonfinite_steps + (~finite).long()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after LitDetector.on_validation_epoch_end has logged val/map (callback hooks run before the module's)
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        row = self.epochs.setdefault(trainer.current_epoch, {"epoch": trainer.current_epoch})
+        for key, name in (("val/map", "val_map"), ("val/map_50", "val_map_50"), ("val/loss", "val_loss")):
+            if key in metrics:
+                row[name] = float(metrics[key])
+
+    def _flush(self) -> None:
+        if self._epoch is None:
+            return
+        steps, nonfinite = int(self._finite_steps), int(self._nonfinite_steps)
+        row = self.epochs.setdefault(self._epoch, {"epoch": self._epoch})
+        row["train_loss"] = float(self._loss_sum) / steps if steps else None
+        row["train_steps"], row["train_nonfinite_steps"] = steps, nonfinite
+        self._reset()
+
+    def history(self) -> list[dict[str, float | int | None]]:
+        """One dict per epoch seen so far (including a partial epoch), sorted by epoch."""
+        self._flush()
+        return [self.epochs[epoch] for epoch in sorted(self.epochs)]

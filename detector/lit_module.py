@@ -6,12 +6,17 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
 from detector.criterion import DetectionCriterion
 from detector.data.transforms import unletterbox_boxes
 from detector.evaluation.coco_eval import STAT_NAMES, COCOEvaluator
 from detector.postprocess import Postprocessor
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/Inf losses or gradients for too many consecutive steps."""
+
 
 OptimizerFactory = Callable[[list[dict]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -21,15 +26,24 @@ class LitDetector(L.LightningModule):
     def __init__(
         self, model: nn.Module, criterion: DetectionCriterion, postprocess: Postprocessor,
         optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None, channels_last: bool = False,
+        max_nonfinite_steps: int = 10, run_config: dict | None = None,
     ) -> None:
+        """A step whose loss or gradients are NaN/Inf is skipped with a warning; after
+        `max_nonfinite_steps` such steps in a row training stops with NonFiniteLossError."""
         super().__init__()
         self.model, self.criterion, self.postprocess = model, criterion, postprocess
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last = channels_last
+        # the resolved run config (plain types), stored in checkpoints so that they rebuild the model alone
+        self.run_config = run_config
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_steps = 0
+        self._last_losses: dict[str, torch.Tensor] = {}
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.evaluator: COCOEvaluator | None = None
         self.class_names: list[str] = []
+        self.category_ids: list[int] = []
         self.best_metrics: dict[str, float] = {}
 
     def forward(self, images: torch.Tensor):
@@ -43,14 +57,41 @@ class LitDetector(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch, self(batch["images"]))
+        self._last_losses = {k: v.detach() for k, v in losses.items()}
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["images"]))
         return losses["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the update when the gradients are not finite (gradients are already reduced across DDP
+        ranks here, so every rank takes the same decision)."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        self.log("train/grad_norm", norm, batch_size=1)
+        if torch.isfinite(norm):
+            self.nonfinite_steps = 0
+            return
+        for parameter in self.parameters():
+            parameter.grad = None  # the optimizer skips parameters without gradient
+        self.nonfinite_steps += 1
+        culprits = [k for k, v in self._last_losses.items() if not torch.isfinite(v)] or ["gradients only"]
+        rank_zero_warn(
+            f"step {self.global_step}: non-finite {', '.join(culprits)}; skipped the update "
+            f"({self.nonfinite_steps}/{self.max_nonfinite_steps} in a row)"
+        )
+        if self.nonfinite_steps >= self.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_steps} consecutive steps with non-finite loss/gradients (last: {', '.join(culprits)}); "
+                "lower the learning rate, check the data (check_dataset), or raise module.max_nonfinite_steps"
+            )
 
     def on_validation_epoch_start(self) -> None:
         if self.evaluator is None:
             dataset = self.trainer.datamodule.val_dataset
             self.evaluator = COCOEvaluator(dataset.coco_ground_truth(), dataset.category_ids)
             self.class_names = dataset.class_names
+            self.category_ids = list(dataset.category_ids)
         self.evaluator.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -72,14 +113,21 @@ class LitDetector(L.LightningModule):
             self.best_metrics = {**stats, "epoch": float(self.current_epoch)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["class_names"] = self.class_names
+        # plain types only, so that torch.load(..., weights_only=True) reads the checkpoint (detector.checkpoint)
+        class_names, category_ids = self.class_names, self.category_ids
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if not class_names and getattr(datamodule, "val_dataset", None) is not None:
+            class_names, category_ids = datamodule.val_dataset.class_names, datamodule.val_dataset.category_ids
+        checkpoint["class_names"] = list(class_names)
+        checkpoint["category_ids"] = [int(c) for c in category_ids]
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
 
     def configure_optimizers(self):
+        # frozen parameters are included too, so that unfreezing later needs no new optimizer
         decay, no_decay = [], []
         for module in self.model.modules():
             for name, parameter in module.named_parameters(recurse=False):
-                if not parameter.requires_grad:
-                    continue
                 is_norm = isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))
                 (no_decay if is_norm or name == "bias" else decay).append(parameter)
         # the optimizer's own weight_decay applies to conv/linear weights; norms and biases get none

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from detector.models.backbones import CSPDarknet
+from detector.models.finetune import freeze as finetune_freeze
+from detector.models.finetune import load_matching_weights
 from detector.models.heads import DFLHead
 from detector.models.necks import PAN
 from detector.models.scales import get_scale
@@ -29,7 +31,12 @@ class YOLODetector(nn.Module):
 
     strides = (8, 16, 32)
 
-    def __init__(self, num_classes: int, scale: str = "n", reg_max: int = 16, image_size: int = 640) -> None:
+    def __init__(
+        self, num_classes: int, scale: str = "n", reg_max: int = 16, image_size: int = 640,
+        init_from: str | None = None, freeze: str | int | None = None,
+    ) -> None:
+        """`init_from`: a checkpoint whose matching weights are loaded (fine-tuning); `freeze`: 'backbone'
+        or a number of backbone stages to freeze (see detector.models.finetune)."""
         super().__init__()
         size = get_scale(scale)
         self.num_classes, self.reg_max = num_classes, reg_max
@@ -37,6 +44,9 @@ class YOLODetector(nn.Module):
         self.neck = PAN(self.backbone.out_channels, size.repeats(3))
         self.head = DFLHead(self.neck.out_channels, num_classes, self.strides, reg_max)
         self.head.reset_bias(image_size)
+        if init_from is not None:
+            load_matching_weights(self, init_from)
+        finetune_freeze(self, freeze)
         self._priors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def priors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

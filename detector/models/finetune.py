@@ -1,0 +1,69 @@
+"""Fine-tuning helpers: start from another checkpoint's weights, freeze part of the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch import nn
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights from a Lightning checkpoint of this project (EMA weights) or a plain state dict,
+    loaded with `weights_only=True` (no arbitrary pickled code)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: neither a Lightning checkpoint nor a state dict of tensors")
+    prefix = "model."
+    if any(k.startswith(prefix) for k in state):  # a LitDetector checkpoint: keep the network's weights
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Copy every tensor whose name and shape match; the rest keep their initialisation (e.g. a class
+    head for a different number of classes). Returns and logs what was loaded and what was not."""
+    source = read_state_dict(path)
+    target = model.state_dict()
+    loaded = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
+    report = {
+        "loaded": loaded,
+        "shape_mismatch": [k for k, v in source.items() if k in target and target[k].shape != v.shape],
+        "not_in_checkpoint": [k for k in target if k not in source],
+        "unused": [k for k in source if k not in target],
+    }
+    model.load_state_dict({k: source[k] for k in loaded}, strict=False)
+    rank_zero_info(
+        f"init_from {path}: loaded {len(loaded)}/{len(target)} tensors; re-initialised (shape differs): "
+        f"{_summary(report['shape_mismatch'])}; not in checkpoint: {_summary(report['not_in_checkpoint'])}"
+    )
+    return report
+
+
+def _summary(names: list[str], limit: int = 6) -> str:
+    if not names:
+        return "none"
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def freeze(model: nn.Module, spec: str | int | None) -> list[str]:
+    """Freeze (requires_grad=False) `spec`: 'backbone', or an int N = the first N stages of the backbone
+    (stem, stage2, ... stage5). Returns the frozen parameter names. `Unfreeze` (callbacks) undoes it."""
+    if spec is None:
+        return []
+    backbone = model.get_submodule("backbone")
+    if spec == "backbone":
+        modules = [backbone]
+    elif isinstance(spec, int) and not isinstance(spec, bool) and spec >= 0:
+        modules = list(backbone.children())[:spec]
+    else:
+        raise ValueError(f"freeze must be 'backbone', a number of backbone stages or null, got {spec!r}")
+    frozen = []
+    for module in modules:
+        for name, parameter in module.named_parameters():
+            parameter.requires_grad_(False)
+            frozen.append(name)
+    rank_zero_info(f"froze {len(frozen)} parameter tensors ({spec})")
+    return frozen

@@ -1,0 +1,69 @@
+"""Fine-tuning: matching weights are loaded, a different class head is re-initialised, freezing works."""
+
+import pytest
+import torch
+
+from detector.callbacks import Unfreeze
+from detector.models import YOLODetector
+from detector.models.finetune import load_matching_weights
+
+
+@pytest.fixture
+def source_checkpoint(tmp_path):
+    model = YOLODetector(5, "n")
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    path = tmp_path / "source.ckpt"
+    # the layout of a Lightning checkpoint of LitDetector: weights under "state_dict" with a "model." prefix
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}, path)
+    return model, path
+
+
+def test_matching_weights_load_and_class_head_is_reinitialised(source_checkpoint):
+    source, path = source_checkpoint
+    fresh = YOLODetector(3, "n")
+    fresh_head = [b[-1].weight.clone() for b in fresh.head.cls_branches]
+    model = YOLODetector(3, "n", init_from=str(path))
+    report = load_matching_weights(YOLODetector(3, "n"), path)
+    # only the last conv of each class branch (3 levels x weight + bias) differs in shape
+    assert sorted(report["shape_mismatch"]) == sorted(f"head.cls_branches.{i}.2.{p}" for i in range(3) for p in ("weight", "bias"))
+    assert report["not_in_checkpoint"] == [] and report["unused"] == []
+    assert torch.equal(model.backbone.stem[0].weight, source.backbone.stem[0].weight)
+    assert torch.equal(model.head.box_branches[0][-1].weight, source.head.box_branches[0][-1].weight)
+    # the new class head keeps its own initialisation (same seedless shapes: compare the bias prior)
+    assert model.head.cls_branches[0][-1].weight.shape == fresh_head[0].shape
+    assert torch.equal(model.head.cls_branches[0][-1].bias, fresh.head.cls_branches[0][-1].bias)
+
+
+def test_freeze_backbone_then_unfreeze(source_checkpoint):
+    _, path = source_checkpoint
+    model = YOLODetector(3, "n", init_from=str(path), freeze="backbone")
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+    class FakeTrainer:
+        current_epoch = 2
+
+    Unfreeze(epoch=2).on_train_epoch_start(FakeTrainer(), Holder())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_freeze_first_stages_and_bad_spec():
+    model = YOLODetector(3, "n", freeze=2)
+    assert not any(p.requires_grad for p in model.backbone.stem.parameters())
+    assert not any(p.requires_grad for p in model.backbone.stage2.parameters())
+    assert all(p.requires_grad for p in model.backbone.stage3.parameters())
+    with pytest.raises(ValueError, match="freeze must be 'backbone'"):
+        YOLODetector(3, "n", freeze="neck")
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.ckpt"
+    torch.save({"state_dict": {"a": "not a tensor"}}, path)
+    with pytest.raises(ValueError, match="neither a Lightning checkpoint nor a state dict"):
+        YOLODetector(3, "n", init_from=str(path))

@@ -5,11 +5,17 @@ For each GT g and anchor point a strictly inside g:
     t(a, g) = s(a, class(g))^alpha * u(a, g)^beta
 with s the predicted class probability and u the overlap (CIoU, clamped at 0) of the anchor's
 decoded prediction with g. Each GT keeps its top-k anchors by t; an anchor kept by several GTs
-goes to the GT with the largest overlap. The soft class target of a positive anchor is
-    max_g  t(a, g) * max_a' u(a', g) / (max_a' t(a', g) + eps).
+goes to the GT it overlaps most. The soft class target of a positive anchor is
+    t(a, g) * max_a' u(a', g) / (max_a' t(a', g) + eps)      (a' over the positives of g).
 
-Memory: the overlap is evaluated only for (image, GT, anchor) candidates inside a GT, so no
-(B, M, A, 4) tensor is formed; the (B, M, A) score tensors are the largest ones.
+Sparse by construction: everything is computed on the list of (image, GT, anchor) candidates,
+i.e. the anchors inside each GT, so memory grows with the number of candidates, not with
+batch x GT x anchors; crowded images (1000 GT) fit easily. Top-k, conflict resolution and the
+per-GT maxima are segment operations (sort, scatter_reduce) on that list.
+
+One difference from YOLOv8's dense top-k: a candidate with alignment exactly 0 is never positive
+(the dense top-k picks such anchors arbitrarily among tied zeros). Their soft target is 0, so they
+contribute nothing to any loss either way.
 """
 
 from __future__ import annotations
@@ -24,14 +30,20 @@ from detector.assigners.base import Assignment, background_assignment
 from detector.losses.iou import ciou
 
 
+def _segment_max(values: torch.Tensor, segments: torch.Tensor, size: int) -> torch.Tensor:
+    """max of `values` within each segment id in 0..size-1 (0 for empty segments)."""
+    return values.new_zeros(size).scatter_reduce(0, segments, values, "amax", include_self=False)
+
+
 class TaskAlignedAssigner(nn.Module):
     def __init__(
         self, num_classes: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9,
-        overlap: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = ciou,
+        overlap: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = ciou, chunk_elements: int = 1 << 24,
     ) -> None:
+        """`chunk_elements` bounds the number of (GT, anchor) inside-tests evaluated at once."""
         super().__init__()
         self.num_classes, self.topk, self.alpha, self.beta, self.eps = num_classes, topk, alpha, beta, eps
-        self.overlap = overlap
+        self.overlap, self.chunk_elements = overlap, chunk_elements
 
     @torch.no_grad()
     def forward(
@@ -42,44 +54,79 @@ class TaskAlignedAssigner(nn.Module):
         gt_labels (B, M), gt_boxes (B, M, 4) pixels, gt_mask (B, M) True for real (not padded) rows."""
         batch, anchors, _ = pred_scores.shape
         num_gt = gt_boxes.shape[1]
-        if num_gt == 0:
+        b, g, a = self._candidates(points, gt_boxes, gt_mask)
+        if len(b) == 0:
             return background_assignment(batch, anchors, self.num_classes, pred_boxes)
-
-        inside = self._points_inside(points, gt_boxes) & gt_mask.unsqueeze(-1)  # (B, M, A)
-        b, g, a = inside.nonzero(as_tuple=True)
         gt_labels = gt_labels.long()
-        overlaps = pred_boxes.new_zeros(batch, num_gt, anchors)
-        overlaps[b, g, a] = self.overlap(gt_boxes[b, g], pred_boxes[b, a]).clamp(min=0).to(overlaps.dtype)
-        align = torch.zeros_like(overlaps)
-        scores = pred_scores[b, a, gt_labels[b, g]]
-        align[b, g, a] = scores.pow(self.alpha) * overlaps[b, g, a].pow(self.beta)
+        overlap = self.overlap(gt_boxes[b, g], pred_boxes[b, a]).clamp(min=0).to(pred_scores.dtype)
+        align = pred_scores[b, a, gt_labels[b, g]].pow(self.alpha) * overlap.pow(self.beta)
 
-        topk = min(self.topk, anchors)
-        top_index = align.topk(topk, dim=-1).indices
-        positive = torch.zeros_like(inside).scatter_(-1, top_index, True) & inside
+        # top-k per GT: order candidates by GT, then by decreasing alignment, and rank them in their GT
+        gt_key = b * num_gt + g
+        order = torch.sort(align, descending=True, stable=True).indices
+        order = order[torch.sort(gt_key[order], stable=True).indices]
+        sorted_key = gt_key[order]
+        first_of_gt = torch.ones_like(sorted_key, dtype=torch.bool)
+        first_of_gt[1:] = sorted_key[1:] != sorted_key[:-1]
+        position = torch.arange(len(order), device=order.device)
+        start = torch.cummax(torch.where(first_of_gt, position, 0), 0).values
+        rank = torch.empty_like(position)
+        rank[order] = position - start
+        positive = (rank < self.topk) & (align > 0)
 
-        claims = positive.sum(1)  # (B, A)
-        contested = claims > 1
-        if contested.any():
-            best_gt = F.one_hot(overlaps.argmax(1), num_gt).transpose(1, 2).bool()
-            positive = torch.where(contested.unsqueeze(1), best_gt, positive)
-        foreground = positive.any(1)
-        gt_index = positive.long().argmax(1)  # (B, A)
+        # an anchor that is positive for several GTs goes to the GT it overlaps most (ties: lowest GT index)
+        anchor_key = b * anchors + a
+        claims = torch.zeros(batch * anchors, dtype=torch.long, device=b.device).index_add_(0, anchor_key, positive.long())
+        contested = claims[anchor_key] > 1
+        best_overlap = _segment_max(overlap, anchor_key, batch * anchors)[anchor_key]
+        best_gt = torch.full((batch * anchors,), num_gt, dtype=torch.long, device=b.device)
+        best_gt.scatter_reduce_(0, anchor_key[overlap == best_overlap], g[overlap == best_overlap], "amin")
+        positive = torch.where(contested, g == best_gt[anchor_key], positive)
 
+        b, g, a, align, overlap = b[positive], g[positive], a[positive], align[positive], overlap[positive]
+        gt_key = b * num_gt + g
+        max_align = _segment_max(align, gt_key, batch * num_gt)[gt_key]
+        max_overlap = _segment_max(overlap, gt_key, batch * num_gt)[gt_key]
+        quality = align * max_overlap / (max_align + self.eps)
+
+        foreground = torch.zeros(batch, anchors, dtype=torch.bool, device=b.device)
+        foreground[b, a] = True
+        gt_index = torch.zeros(batch, anchors, dtype=torch.long, device=b.device)
+        gt_index[b, a] = g
         labels = gt_labels.gather(1, gt_index).clamp(min=0)
         boxes = gt_boxes.gather(1, gt_index.unsqueeze(-1).expand(-1, -1, 4))
-        align = align * positive
-        overlaps = overlaps * positive
-        max_align = align.amax(-1, keepdim=True)
-        max_overlap = overlaps.amax(-1, keepdim=True)
-        quality = (align * max_overlap / (max_align + self.eps)).amax(1)  # (B, A)
-        scores = F.one_hot(labels, self.num_classes).to(pred_scores.dtype)
-        scores = scores * (quality * foreground).unsqueeze(-1)
+        scores = torch.zeros(batch, anchors, self.num_classes, dtype=pred_scores.dtype, device=b.device)
+        scores[b, a, labels[b, a]] = quality
         return Assignment(labels, boxes, scores, foreground, gt_index)
 
-    @staticmethod
-    def _points_inside(points: torch.Tensor, gt_boxes: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-        """(A, 2) points, (B, M, 4) boxes -> (B, M, A) True where the point is strictly inside the box."""
-        x, y = points[:, 0], points[:, 1]
-        x1, y1, x2, y2 = (gt_boxes[..., i : i + 1] for i in range(4))
-        return (x - x1 > eps) & (y - y1 > eps) & (x2 - x > eps) & (y2 - y > eps)
+    def _candidates(self, points: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor, eps: float = 1e-9):
+        """(image, GT, anchor) index triples with the anchor point strictly inside the (real) GT box.
+
+        Points sorted by x give, per GT, the strip of anchors with x1 < x < x2 (two binary searches);
+        only that strip is tested in y. Strips are processed in chunks of at most `chunk_elements`."""
+        num_gt = gt_boxes.shape[1]
+        order = torch.argsort(points[:, 0])
+        sorted_x = points[order, 0].contiguous()
+        rows = gt_mask.reshape(-1).nonzero().squeeze(1)
+        boxes = gt_boxes.reshape(-1, 4)[rows]
+        start = torch.searchsorted(sorted_x, boxes[:, 0].contiguous(), right=True)
+        end = torch.searchsorted(sorted_x, boxes[:, 2].contiguous(), right=False)
+        counts = (end - start).clamp(min=0)
+        found = []
+        chunk_end = torch.cumsum(counts, 0)
+        first = 0
+        while first < len(rows):
+            limit = (chunk_end[first - 1] if first else 0) + self.chunk_elements
+            last = max(int(torch.searchsorted(chunk_end, limit, right=True)), first + 1)
+            sel = slice(first, last)
+            row = torch.repeat_interleave(torch.arange(first, last, device=rows.device), counts[sel])
+            within = torch.arange(len(row), device=rows.device) - torch.repeat_interleave(
+                torch.cumsum(counts[sel], 0) - counts[sel], counts[sel])
+            anchor = order[start[row] + within]
+            x, y, box = points[anchor, 0], points[anchor, 1], boxes[row]
+            inside = (x - box[:, 0] > eps) & (y - box[:, 1] > eps) & (box[:, 2] - x > eps) & (box[:, 3] - y > eps)
+            found.append((rows[row[inside]], anchor[inside]))
+            first = last
+        row = torch.cat([r for r, _ in found]) if found else rows.new_zeros(0)
+        anchor = torch.cat([a for _, a in found]) if found else rows.new_zeros(0)
+        return row // num_gt, row % num_gt, anchor

@@ -1,4 +1,5 @@
-"""LightningDataModule: any reader (COCO json now; VOC, YOLO later) -> DetectionDataset -> DataLoaders."""
+"""LightningDataModule: any reader (COCO json, Pascal VOC, YOLO txt) -> start-up check -> DetectionDataset
+-> DataLoaders."""
 
 from __future__ import annotations
 
@@ -7,29 +8,58 @@ from collections.abc import Callable, Sequence
 import albumentations as A
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from detector.data.checks import DatasetReport, check_records
 from detector.data.dataset import DetectionDataset, Record, collate
+from detector.data.sampler import EpochSampler
 
 Reader = Callable[[], tuple[list[Record], list[str], list[int]]]
 
 
 class DetectionDataModule(L.LightningDataModule):
     """`train_reader` / `val_reader` return (records, class names, category ids); `prepare`, when given,
-    creates the dataset on disk once (the synthetic default does this)."""
+    creates the dataset on disk once (the synthetic default does this).
+
+    Every split goes through `detector.data.checks.check_records` in `setup` (missing/unreadable images
+    skipped and counted, boxes clipped/dropped and counted; more than `max_bad_fraction` bad images stops
+    the run); the reports are kept in `self.reports`.
+    mosaic_prob: share of training samples that are 4-image mosaics (`set_mosaic(False)` / the
+        `detector.data.mosaic.CloseMosaic` callback turn it off for the last epochs).
+    min_box_size: drop training boxes that augmentation leaves thinner than this many pixels.
+    cache_images: keep the decoded, resized images in RAM (train and val).
+    verify_images: read every image header at start-up (sizes, unreadable files); False = only check
+        that the files exist.
+    seed: base seed of the augmentations and of the shuffling (the run's `seed`).
+    root, format: where the data lives and its label format, as the data configs name them (the readers
+        receive them by interpolation; kept here for reference).
+    class_names: when a list, the class names the readers must return (checked); a string (a file or
+        "collect", for the VOC reader) is not checked here.
+    """
 
     def __init__(
         self, train_reader: Reader, val_reader: Reader, num_classes: int, img_size: int = 640,
         batch_size: int = 16, num_workers: int = 2, train_augmentations: Sequence[A.BasicTransform] = (),
         min_visibility: float = 0.2, min_area: float = 4.0, prepare: Callable[[], object] | None = None,
-        pin_memory: bool | None = None,
+        pin_memory: bool | None = None, mosaic_prob: float = 0.0, cache_images: bool = False,
+        max_bad_fraction: float = 0.05, verify_images: bool = True, persistent_workers: bool = True,
+        prefetch_factor: int | None = None, root: str | None = None, format: str | None = None,
+        class_names: Sequence[str] | str | None = None, min_box_size: float = 1.0, seed: int = 0,
     ) -> None:
         super().__init__()
         self.train_reader, self.val_reader, self.prepare = train_reader, val_reader, prepare
         self.num_classes, self.img_size, self.batch_size, self.num_workers = num_classes, img_size, batch_size, num_workers
         self.train_augmentations = list(train_augmentations)
-        self.min_visibility, self.min_area = min_visibility, min_area
+        self.min_visibility, self.min_area, self.min_box_size = min_visibility, min_area, min_box_size
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.mosaic_prob, self.cache_images = mosaic_prob, cache_images
+        self.max_bad_fraction, self.verify_images = max_bad_fraction, verify_images
+        self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
+        self.root, self.format = root, format
+        self.seed = seed
+        self.expected_class_names = list(class_names) if class_names is not None and not isinstance(class_names, str) else None
+        self.reports: dict[str, DatasetReport] = {}
         self.train_dataset: DetectionDataset | None = None
         self.val_dataset: DetectionDataset | None = None
 
@@ -41,25 +71,52 @@ class DetectionDataModule(L.LightningDataModule):
         if self.prepare is not None:
             self.prepare()  # idempotent; covers processes that skipped prepare_data
         if self.val_dataset is None:
-            self.val_dataset = self._dataset(self.val_reader, augmentations=())
+            self.val_dataset = self._dataset(self.val_reader, "val", augmentations=())
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._dataset(self.train_reader, augmentations=self.train_augmentations)
+            self.train_dataset = self._dataset(self.train_reader, "train", augmentations=self.train_augmentations)
+            if self.train_dataset.class_names != self.val_dataset.class_names:
+                raise ValueError(
+                    f"train and val class names differ: {self.train_dataset.class_names} vs {self.val_dataset.class_names}"
+                )
 
-    def _dataset(self, reader: Reader, augmentations: Sequence[A.BasicTransform]) -> DetectionDataset:
+    def _dataset(self, reader: Reader, split: str, augmentations: Sequence[A.BasicTransform]) -> DetectionDataset:
         records, names, category_ids = reader()
         if len(names) != self.num_classes:
             raise ValueError(f"data.num_classes={self.num_classes} but the dataset has {len(names)} classes: {names}")
-        return DetectionDataset(records, names, self.img_size, augmentations, category_ids, self.min_visibility, self.min_area)
+        if self.expected_class_names is not None and list(names) != self.expected_class_names:
+            raise ValueError(f"data.class_names={self.expected_class_names} but the {split} reader gives {list(names)}")
+        records, report = check_records(
+            records, names, name=split, max_bad_fraction=self.max_bad_fraction, verify_images=self.verify_images,
+        )
+        self.reports[split] = report
+        (rank_zero_warn if report.problems else rank_zero_info)(report.summary())
+        train = split == "train"
+        return DetectionDataset(
+            records, names, self.img_size, augmentations, category_ids, self.min_visibility, self.min_area,
+            mosaic_prob=self.mosaic_prob if train else 0.0, cache_images=self.cache_images, substitute_bad_images=train,
+            min_box_size=self.min_box_size, seed=self.seed,
+        )
 
     @property
     def class_names(self) -> list[str]:
         assert self.val_dataset is not None, "call setup() first"
         return self.val_dataset.class_names
 
+    def set_mosaic(self, enabled: bool) -> None:
+        """Turn mosaic on/off for the training set (also inside running DataLoader workers)."""
+        if self.train_dataset is not None:
+            self.train_dataset.set_mosaic(enabled)
+
     def _loader(self, dataset: DetectionDataset, shuffle: bool) -> DataLoader:
+        workers = self.num_workers > 0
+        sampler = None
+        if shuffle:  # training: (index, epoch) keys, sharded here for DDP (see detector.data.sampler)
+            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+            sampler = EpochSampler(dataset, shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+            collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=workers and self.persistent_workers,
+            prefetch_factor=self.prefetch_factor if workers else None,
             drop_last=shuffle and len(dataset) > self.batch_size,
         )
 

@@ -3,13 +3,21 @@
 A reader turns a dataset on disk into `Record`s (image path, xyxy pixel boxes, labels, image id,
 original size); `DetectionDataset` loads, augments and letterboxes them, and builds the COCO-format
 ground truth that the evaluator uses, whatever the format on disk was.
+
+Loading resizes each image so that its longest side is the network size (the first step of the
+letterbox, done once at load time, exactly as the letterbox would do it); augmentations therefore see
+images at network scale, which keeps them cheap for large photos and lets `cache_images` keep the
+decoded, resized images in RAM. Validation output is bit-identical to letterboxing the original image.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import random
+import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +28,14 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from detector.data.transforms import build_pipeline, letterbox_scale
+from detector.data.transforms import PAD_VALUE, build_pipeline, letterbox_scale, mosaic_transform
 
 
 @dataclass
 class Record:
     """One image: boxes (N, 4) float32 xyxy pixels, labels (N,) int64 in 0..C-1; `crowd` boxes
-    (K, 4) with `crowd_labels` are ignored in training and marked iscrowd for evaluation."""
+    (K, 4) with `crowd_labels` are ignored in training and marked iscrowd for evaluation.
+    width/height 0 mean "unknown" (the start-up check fills them in from the image file)."""
 
     image_path: Path
     image_id: int
@@ -46,33 +55,228 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def read_image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of the image as `read_image` will decode it (EXIF rotations 5-8 swap the sides,
+    as OpenCV applies them), read from the file header only; None when missing or not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112) if image.format in ("JPEG", "MPO", "TIFF", "WEBP") else None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def image_ids_from_stems(paths: Sequence[Path]) -> list[int]:
+    """COCO image ids: the integer file stems when every stem is all digits and they are unique (COCO,
+    VOC2007, most YOLO exports), else 1..N in the given (deterministic) order, so ids never collide."""
+    stems = [Path(p).stem for p in paths]
+    if stems and all(s.isdigit() for s in stems):
+        ids = [int(s) for s in stems]
+        if len(set(ids)) == len(ids):
+            return ids
+    return list(range(1, len(stems) + 1))
+
+
+def resize_to_letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """First step of the letterbox (longest side -> `size`, aspect kept), exactly as albumentations'
+    LongestMaxSize does it; returns the image and the per-axis factors (sx, sy)."""
+    height, width = image.shape[:2]
+    sx, sy = letterbox_scale(height, width, size)
+    new_w, new_h = max(1, round(width * sx)), max(1, round(height * sy))
+    if (new_w, new_h) != (width, height):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return image, (sx, sy)
+
+
 class DetectionDataset(Dataset):
     """Serves dict(image uint8 (3, S, S), boxes (N, 4) input pixels, labels (N,), image_id,
-    orig_size (h, w), scale (sx, sy)) with the letterbox inverse given by `scale`."""
+    orig_size (h, w), scale (sx, sy)) with the letterbox inverse given by `scale`.
+
+    mosaic_prob: probability that a training sample is a 2x2 mosaic of itself and 3 random other images
+        (albumentations' `A.Mosaic`, fed through its metadata key), before `augmentations`;
+        `set_mosaic(False)` turns it off in every DataLoader worker (see `detector.data.mosaic.CloseMosaic`).
+    cache_images: decode (and resize) every image once, up front, and keep it in RAM.
+    min_box_size: boxes thinner than this (px, either side) after augmentation are dropped (slivers left at
+        crop/mosaic edges; they carry no object and upset aspect-ratio losses).
+    substitute_bad_images: an image that fails to decode in `__getitem__` is replaced by another random
+        sample (training); when False, a grey image with the same image id and no boxes is served instead
+        (validation, so that every image id is still evaluated once). Either way it is counted in
+        `load_failures` and warned about, and training goes on.
+    """
+
+    MAX_LOAD_ATTEMPTS = 20
 
     def __init__(
         self, records: Sequence[Record], class_names: Sequence[str], image_size: int,
         augmentations: Sequence[A.BasicTransform] = (), category_ids: Sequence[int] | None = None,
-        min_visibility: float = 0.0, min_area: float = 1.0,
+        min_visibility: float = 0.0, min_area: float = 1.0, mosaic_prob: float = 0.0,
+        cache_images: bool = False, substitute_bad_images: bool = True,
+        mosaic_center_range: tuple[float, float] = (0.25, 0.75), min_box_size: float = 1.0, seed: int = 0,
     ) -> None:
         self.records = list(records)
+        unsized = [r.image_path for r in self.records if r.width <= 0 or r.height <= 0]
+        if unsized:
+            raise ValueError(
+                f"{len(unsized)} records have no image size (e.g. {unsized[0]}); run detector.data.checks.check_records "
+                "on the reader's output first (DetectionDataModule does)"
+            )
         self.class_names = list(class_names)
         self.category_ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
         self.image_size = image_size
-        self.pipeline = build_pipeline(image_size, augmentations, min_visibility, min_area)
+        self.pipeline = build_pipeline(image_size, augmentations, min_visibility, min_area, min_box_size)
+        self.mosaic_prob = float(mosaic_prob)
+        self.mosaic_pipeline = (
+            build_pipeline(image_size, [mosaic_transform(image_size, mosaic_center_range), *augmentations], min_visibility,
+                           min_area, min_box_size)
+            if self.mosaic_prob > 0 and len(self.records) > 1 else None
+        )
+        self.substitute_bad_images = substitute_bad_images
+        # shared-memory flags/counters: seen and updated by every DataLoader worker, persistent or not
+        self._mosaic_on = torch.ones((), dtype=torch.bool).share_memory_()
+        self._load_failures = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._rng = random.Random()
+        self._bad: set[int] = set()  # indices that failed to load (in this process)
+        self.base_seed = seed
+        self._cache: list[np.ndarray | None] | None = None
+        if cache_images:
+            self.cache_images()
 
+    # ----------------------------------------------------------------- state shared with the workers
+    @property
+    def mosaic_enabled(self) -> bool:
+        return self.mosaic_pipeline is not None and bool(self._mosaic_on)
+
+    def set_mosaic(self, enabled: bool) -> None:
+        """Turn mosaic on/off; takes effect in running (also persistent) DataLoader workers."""
+        self._mosaic_on.fill_(bool(enabled))
+
+    @property
+    def load_failures(self) -> int:
+        """How many times an image failed to load in `__getitem__` (all workers together)."""
+        return int(self._load_failures)
+
+    # ----------------------------------------------------------------- loading
+    def cache_images(self, num_threads: int = 8) -> None:
+        """Decode and resize every image once (threads; OpenCV releases the GIL) and keep it in RAM."""
+        def load(index: int) -> np.ndarray | None:
+            try:
+                return self._read(index)
+            except OSError:
+                return None
+
+        with ThreadPoolExecutor(num_threads) as pool:
+            self._cache = list(pool.map(load, range(len(self.records))))
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(image.nbytes for image in self._cache or () if image is not None)
+
+    def _read(self, index: int) -> np.ndarray:
+        """The image resized for the letterbox (longest side = image_size); raises OSError when unreadable."""
+        record = self.records[index]
+        image = read_image(record.image_path)
+        if image.shape[:2] != (record.height, record.width) and record.width > 0 and record.height > 0:
+            warnings.warn(
+                f"{record.image_path}: decoded size {image.shape[1]}x{image.shape[0]} differs from the annotated "
+                f"{record.width}x{record.height}; resizing the image to the annotated size", RuntimeWarning, stacklevel=2,
+            )
+            image = cv2.resize(image, (record.width, record.height), interpolation=cv2.INTER_LINEAR)
+        return resize_to_letterbox(image, self.image_size)[0]
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image at network scale, its boxes, labels); OSError when the image cannot be read."""
+        record = self.records[index]
+        if self._cache is not None:
+            image = self._cache[index]
+            if image is None:
+                raise FileNotFoundError(f"cannot read image {record.image_path} (failed when caching)")
+            image = image.copy()
+        else:
+            image = self._read(index)
+        sx, sy = letterbox_scale(record.height, record.width, self.image_size)
+        boxes = record.boxes.reshape(-1, 4).astype(np.float32) * np.array([sx, sy, sx, sy], np.float32)
+        return image, boxes, record.labels.astype(np.int64)
+
+    def _other_index(self) -> int:
+        """A random index, avoiding the ones that already failed to load in this process."""
+        for _ in range(100):
+            index = self._rng.randrange(len(self))
+            if index not in self._bad:
+                return index
+        return index
+
+    def _note_failure(self, index: int, error: Exception, action: str) -> None:
+        self._bad.add(index)
+        self._load_failures += 1
+        warnings.warn(f"{error}; {action} (counted in DetectionDataset.load_failures)", RuntimeWarning, stacklevel=3)
+
+    def seed(self, seed: int) -> None:
+        """Set the base seed. Sample `index` of epoch `epoch` draws its augmentations, mosaic partners and
+        substitutes from a stream seeded by (seed, epoch, index): reproducible whatever the workers."""
+        self.base_seed = seed
+
+    def _seed_sample(self, index: int, epoch: int) -> None:
+        seed = int(np.random.SeedSequence([self.base_seed, epoch, index]).generate_state(1)[0])
+        self._rng.seed(seed)
+        for offset, pipeline in enumerate((self.pipeline, self.mosaic_pipeline)):
+            if pipeline is not None:
+                pipeline.set_random_state(np.random.default_rng(seed + offset), random.Random(seed + offset))
+
+    # ----------------------------------------------------------------- samples
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """`key` is an index, or (index, epoch) as `EpochSampler` yields it (epoch 0 otherwise)."""
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        self._seed_sample(index, epoch)
+        for _attempt in range(self.MAX_LOAD_ATTEMPTS):
+            try:
+                image, boxes, labels = self._load(index)
+            except OSError as error:
+                if not self.substitute_bad_images:
+                    self._note_failure(index, error, "serving a blank image without boxes")
+                    return self._sample(index, np.full((1, 1, 3), PAD_VALUE, np.uint8), np.zeros((0, 4), np.float32),
+                                        np.zeros(0, np.int64))
+                self._note_failure(index, error, "substituting another sample")
+                index = self._other_index()
+                continue
+            if self.mosaic_enabled and self._rng.random() < self.mosaic_prob:
+                return self._mosaic_sample(index, image, boxes, labels)
+            return self._sample(index, image, boxes, labels)
+        raise RuntimeError(f"{self.MAX_LOAD_ATTEMPTS} images in a row failed to load; is the dataset readable?")
+
+    def _sample(self, index: int, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict:
+        out = self.pipeline(image=image, bboxes=boxes, labels=labels)
+        return self._output(index, out)
+
+    def _mosaic_sample(self, index: int, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict:
+        metadata = []
+        for _attempt in range(2 * 3):
+            if len(metadata) == 3:
+                break
+            other = self._other_index()
+            try:
+                other_image, other_boxes, other_labels = self._load(other)
+            except OSError as error:
+                self._note_failure(other, error, "using another image in the mosaic")
+                continue
+            metadata.append({"image": other_image, "bboxes": other_boxes, "labels": other_labels})
+        out = self.mosaic_pipeline(image=image, bboxes=boxes, labels=labels, mosaic_metadata=metadata)
+        return self._output(index, out)
+
+    def _output(self, index: int, out: dict) -> dict:
         record = self.records[index]
-        image = read_image(record.image_path)
-        out = self.pipeline(image=image, bboxes=record.boxes.reshape(-1, 4), labels=record.labels)
         boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
             "boxes": torch.from_numpy(boxes),
-            "labels": torch.as_tensor(np.asarray(out["labels"], np.int64)),
+            "labels": torch.as_tensor(np.asarray(out["labels"], np.int64).reshape(-1)),
             "image_id": record.image_id,
             "orig_size": (record.height, record.width),
             "scale": letterbox_scale(record.height, record.width, self.image_size),

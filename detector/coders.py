@@ -1,11 +1,16 @@
 """Box coders: the mapping between boxes and what a head regresses.
 
+Centre-size coding (SSD): a box is its centre offset and log size ratio against a prior box, divided
+by the variances (0.1, 0.2); `encode_boxes` / `decode_boxes` (end of this file).
+
 DFL distance coding (GFL / YOLOv8): a box is the four distances (left, top, right, bottom)
 from an anchor point to its sides; each distance is predicted as a discrete distribution
 over bins 0..reg_max-1 and decoded as the distribution's expectation.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -32,3 +37,36 @@ def dfl_expectation(bin_logits: torch.Tensor, reg_max: int) -> torch.Tensor:
 def decode_dfl(points: torch.Tensor, bin_logits: torch.Tensor, reg_max: int) -> torch.Tensor:
     """Anchor points (A, 2) and bin logits (B, A, 4 * reg_max) -> boxes (B, A, 4) xyxy, in the points' units."""
     return distances_to_boxes(points, dfl_expectation(bin_logits, reg_max))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Centre-size coding against prior boxes (SSD / Faster R-CNN), with variances
+# ----------------------------------------------------------------------------------------------------
+
+# exp() of a decoded log-size is capped at 1000 / 16 (torchvision's bbox_xform_clip) so that an early,
+# wild prediction cannot overflow; the coder is an exact inverse below that cap.
+MAX_LOG_SCALE = math.log(1000.0 / 16)
+
+
+def _centre_size(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]
+
+
+def encode_boxes(boxes: torch.Tensor, priors: torch.Tensor, variances: tuple[float, float] = (0.1, 0.2)) -> torch.Tensor:
+    """xyxy boxes and xyxy priors (broadcastable (..., 4), same units) -> offsets (..., 4):
+        t_xy = (c_box - c_prior) / (v0 * wh_prior),   t_wh = log(wh_box / wh_prior) / v1
+    (Liu et al., SSD, ECCV 2016, with the variances of the reference implementation)."""
+    centre, size = _centre_size(boxes.float())
+    prior_centre, prior_size = _centre_size(priors.float())
+    return torch.cat(
+        ((centre - prior_centre) / (variances[0] * prior_size), torch.log(size / prior_size) / variances[1]), -1
+    )
+
+
+def decode_boxes(offsets: torch.Tensor, priors: torch.Tensor, variances: tuple[float, float] = (0.1, 0.2)) -> torch.Tensor:
+    """The inverse of `encode_boxes`: offsets (..., 4) and xyxy priors -> xyxy boxes in the priors' units."""
+    offsets = offsets.float()
+    prior_centre, prior_size = _centre_size(priors.float())
+    centre = prior_centre + offsets[..., :2] * variances[0] * prior_size
+    size = prior_size * torch.exp((offsets[..., 2:] * variances[1]).clamp(max=MAX_LOG_SCALE))
+    return torch.cat((centre - size / 2, centre + size / 2), -1)

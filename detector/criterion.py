@@ -32,12 +32,20 @@ class DetectionCriterion(nn.Module):
     def forward(self, output: HeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """gt_* are padded per image: labels (B, M), boxes (B, M, 4) xyxy in input pixels, mask (B, M).
         Returns the weighted components 'box', 'cls', 'dfl' and their sum 'loss'."""
+        if not hasattr(output, "points"):
+            raise TypeError(
+                f"DetectionCriterion needs the anchor-free head output (HeadOutput: DFL box logits, points, strides), "
+                f"got {type(output).__name__}; SSD models use detector.criterion_ssd.MultiBoxCriterion "
+                "(criterion=multibox, or `python train.py experiment=ssd`)"
+            )
         points, strides = output.points, output.strides
         box_logits, cls_logits = output.box_logits.float(), output.cls_logits.float()
         pred_boxes = decode_dfl(points, box_logits, self.reg_max)  # grid units
+        # prior-box matchers (SSDMatcher) build a square prior per point from its stride
+        extra = {"strides": strides} if getattr(self.assigner, "uses_priors", False) else {}
         assignment = self.assigner(
             cls_logits.detach().sigmoid(), (pred_boxes.detach() * strides), points * strides,
-            gt_labels, gt_boxes.float(), gt_mask,
+            gt_labels, gt_boxes.float(), gt_mask, **extra,
         )
         target_scores = assignment.scores
         total_score = target_scores.sum().clamp(min=1)

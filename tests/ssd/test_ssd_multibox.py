@@ -1,0 +1,132 @@
+"""MultiBox criterion against hand computations on a tiny case; the SSD post-processing."""
+
+import math
+
+import pytest
+import torch
+
+from detector.assigners.ssd_matcher import SSDMatcher
+from detector.criterion_ssd import MultiBoxCriterion
+from detector.losses.classification import CrossEntropy, FocalLoss
+from detector.losses.iou import GIoULoss
+from detector.losses.regression import SmoothL1Loss
+from detector.models.ssd import SSDHeadOutput
+from detector.postprocess import SSDPostprocessor
+from detector.samplers import HardNegativeMiner
+
+# five 10 x 10 priors; image 0 has one GT (class 1) that matches prior 0 only, image 1 has none
+PRIORS = torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30], [20, 20, 30, 30], [40, 40, 50, 50]])
+GT_BOXES = torch.tensor([[[0.0, 0, 10, 12]], [[0.0, 0, 0, 0]]])  # IoU 100 / 120 with prior 0
+GT_LABELS = torch.tensor([[1], [-1]])
+GT_MASK = torch.tensor([[True], [False]])
+
+
+def tiny_output():
+    # image 0: prior 0 (positive) logits 0 -> CE log 3; negatives: background logit 0, one class logit 1, 2, 3, 0
+    logits = torch.zeros(2, 5, 3)
+    logits[0, 1, 1], logits[0, 2, 1], logits[0, 3, 2] = 1.0, 2.0, 3.0
+    logits[1, :, 1] = 5.0  # image 1 (no GT): large losses that mining must ignore
+    deltas = torch.zeros(2, 5, 4)
+    deltas[0, 0] = torch.tensor([0.1, -0.2, 2.0, 0.3])
+    return SSDHeadOutput(deltas.requires_grad_(), logits.requires_grad_(), PRIORS)
+
+
+def criterion(**kwargs):
+    kwargs.setdefault("cls_loss", CrossEntropy())
+    kwargs.setdefault("box_loss", SmoothL1Loss())
+    kwargs.setdefault("sampler", HardNegativeMiner(3.0))
+    return MultiBoxCriterion(SSDMatcher(2), **kwargs)
+
+
+def test_multibox_loss_by_hand():
+    losses = criterion()(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    # 1 positive (target class 2) -> 3 negatives, the largest of log(2 + e^k) over priors 1..4 (k = 1, 2, 3, 0)
+    cls = math.log(3) + math.log(2 + math.e) + math.log(2 + math.e**2) + math.log(2 + math.e**3)
+    # target offsets of GT (centre (5, 6), 10 x 12) against prior 0: (0, 1 / (0.1 * 10), 0, log(1.2) / 0.2)
+    target = [0.0, 1.0, 0.0, math.log(1.2) / 0.2]
+    diffs = [abs(p - t) for p, t in zip([0.1, -0.2, 2.0, 0.3], target)]
+    box = sum(0.5 * d * d if d < 1 else d - 0.5 for d in diffs)  # smooth L1, beta 1
+    assert math.isclose(losses["cls"].item(), cls, rel_tol=1e-5)
+    assert math.isclose(losses["box"].item(), box, rel_tol=1e-5)
+    assert math.isclose(losses["loss"].item(), cls + box, rel_tol=1e-5)
+
+
+def test_alpha_weighting_label_smoothing_and_mining_ratio():
+    base = criterion()(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    weighted = criterion(box_gain=2.0, cls_gain=0.5)(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    assert math.isclose(weighted["box"].item(), 2 * base["box"].item(), rel_tol=1e-6)
+    assert math.isclose(weighted["cls"].item(), 0.5 * base["cls"].item(), rel_tol=1e-6)
+    # ratio 1: the positive and the hardest negative (prior 3) only
+    one = criterion(sampler=HardNegativeMiner(1.0))(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    assert math.isclose(one["cls"].item(), math.log(3) + math.log(2 + math.e**3), rel_tol=1e-5)
+    # label smoothing eps over the K - 1 other classes: -(1 - eps) log p_true - eps / 2 * sum log p_other
+    eps = 0.1
+    smooth = criterion(cls_loss=CrossEntropy(eps), sampler=HardNegativeMiner(1.0))(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    log_z = math.log(2 + math.e**3)
+    expected = math.log(3) + ((1 - eps) * log_z + eps / 2 * (log_z + log_z - 3))
+    assert math.isclose(smooth["cls"].item(), expected, rel_tol=1e-5)
+
+
+def test_no_mining_with_focal_loss_uses_every_anchor_and_the_foreground_logits():
+    out = tiny_output()
+    losses = criterion(cls_loss=FocalLoss(), sampler=None)(out, GT_LABELS, GT_BOXES, GT_MASK)
+    targets = torch.zeros(2, 5, 2)
+    targets[0, 0, 1] = 1.0
+    expected = FocalLoss()(out.cls_logits[..., 1:], targets).sum() / 1  # N = 1 positive
+    assert math.isclose(losses["cls"].item(), expected.item(), rel_tol=1e-6)
+
+
+def test_iou_family_box_loss_compares_decoded_boxes():
+    out = tiny_output()
+    losses = criterion(box_loss=GIoULoss())(out, GT_LABELS, GT_BOXES, GT_MASK)
+    # decoded prior 0: centre (5 + 0.1 * 0.1 * 10, 5 - 0.2 * 0.1 * 10), size 10 e^(2 * 0.2) x 10 e^(0.3 * 0.2)
+    cx, cy, w, h = 5.1, 4.8, 10 * math.exp(0.4), 10 * math.exp(0.06)
+    pred = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
+    expected = GIoULoss()(pred, GT_BOXES[0])
+    assert math.isclose(losses["box"].item(), expected.item(), rel_tol=1e-5)
+    assert criterion(box_loss=GIoULoss()).box_target == "boxes" and criterion().box_target == "offsets"
+
+
+def test_gradients_flow_and_an_empty_batch_gives_zero_box_loss():
+    out = tiny_output()
+    criterion()(out, GT_LABELS, GT_BOXES, GT_MASK)["loss"].backward()
+    assert out.box_deltas.grad[0, 0].abs().sum() > 0 and out.box_deltas.grad[0, 1:].eq(0).all()
+    assert out.cls_logits.grad[1].eq(0).all()  # image 1 has no positives, hence no mined negatives
+    empty = criterion()(tiny_output(), torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool))
+    assert empty["box"].item() == 0 and empty["cls"].item() == 0 and torch.isfinite(empty["loss"])
+
+
+def test_postprocessor_softmax_scores_topk_and_nms():
+    logits = torch.full((1, 5, 3), -10.0)
+    logits[0, :, 0] = 0.0
+    logits[0, 0, 2] = 3.0  # prior 0: class 1, softmax e^3 / (1 + e^3 + e^-10)
+    logits[0, 1, 1] = 1.0  # prior 1: class 0
+    deltas = torch.zeros(1, 5, 4)
+    post = SSDPostprocessor(conf_threshold=0.3)
+    result = post(SSDHeadOutput(deltas, logits, PRIORS))[0]
+    assert result["labels"].tolist() == [1, 0]
+    torch.testing.assert_close(result["boxes"], PRIORS[:2])
+    p0 = math.exp(3) / (1 + math.exp(3) + math.exp(-10))
+    p1 = math.e / (1 + math.e + math.exp(-10))
+    torch.testing.assert_close(result["scores"], torch.tensor([p0, p1]))
+    # a duplicate of prior 0 with a lower score is suppressed (IoU 1), the same box of another class is not
+    priors = torch.cat((PRIORS, PRIORS[:1]))
+    logits = torch.cat((logits, torch.tensor([[[0.0, 2.0, 2.5]]])), 1)
+    result = post(SSDHeadOutput(torch.zeros(1, 6, 4), logits, priors))[0]
+    assert sorted(result["labels"].tolist()) == [0, 0, 1]
+    # sigmoid activation ("auto" from a non cross-entropy loss) and top_k = 1 per class
+    sigmoid = SSDPostprocessor(activation="auto", cls_loss="detector.losses.classification.FocalLoss", top_k=1)
+    assert sigmoid.activation == "sigmoid"
+    result = sigmoid(SSDHeadOutput(torch.zeros(1, 6, 4), logits, priors))[0]
+    assert sorted(result["labels"].tolist()) == [0, 1]
+    assert SSDPostprocessor(activation="auto", cls_loss="detector.losses.classification.CrossEntropy").activation == "softmax"
+
+
+def test_mismatched_outputs_are_refused_with_a_reason():
+    from detector.models.detector import HeadOutput
+
+    yolo_output = HeadOutput(torch.zeros(1, 2, 64), torch.zeros(1, 2, 2), torch.zeros(2, 2), torch.ones(2, 1))
+    with pytest.raises(TypeError, match="SSD-style head output"):
+        criterion()(yolo_output, GT_LABELS[:1], GT_BOXES[:1], GT_MASK[:1])
+    with pytest.raises(TypeError, match="SSDHeadOutput"):
+        SSDPostprocessor()(yolo_output)

@@ -120,6 +120,8 @@ class LitDetector(L.LightningModule):
             class_names, category_ids = datamodule.val_dataset.class_names, datamodule.val_dataset.category_ids
         checkpoint["class_names"] = list(class_names)
         checkpoint["category_ids"] = [int(c) for c in category_ids]
+        if getattr(datamodule, "img_size", None) is not None:
+            checkpoint["img_size"] = int(datamodule.img_size)
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
 

@@ -1,0 +1,143 @@
+"""Rebuild a trained detector from a Lightning checkpoint alone, loading it safely.
+
+A checkpoint written by `train.py` holds, besides Lightning's own state, only plain Python types and
+tensors (see `LitDetector.on_save_checkpoint`):
+    state_dict           the EMA weights when the EMA callback was on (Lightning's WeightAveraging puts the
+                         averaged weights there), else the raw weights
+    current_model_state  the raw (non-averaged) weights, when the EMA callback was on
+    run_config           the resolved training config as a plain dict (model, data, postprocess, ...)
+    class_names, category_ids, img_size
+so `torch.load(path, weights_only=True)` reads it: no pickled classes, no code runs on load.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from detector.postprocess import Postprocessor
+
+POSTPROCESS_KEYS = ("conf_threshold", "iou_threshold", "max_detections", "max_candidates", "nms")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' (or None): the first CUDA GPU when there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, read with `weights_only=True` (tensors and plain containers only)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle.UnpicklingError names the offending global
+        raise RuntimeError(
+            f"{path} cannot be read with torch.load(weights_only=True): {error}\n"
+            "Checkpoints of this project hold plain types only; a checkpoint from elsewhere may need "
+            "torch.serialization.add_safe_globals([...]) for the classes named above (only if you trust it)."
+        ) from error
+
+
+# classes a checkpoint's config may name for instantiation: weights_only=True keeps unpickling safe, and this keeps
+# the config from running arbitrary callables (`_target_: os.system`) when the model is rebuilt
+SAFE_TARGET_PREFIXES = ("detector.",)
+SAFE_DATA_TARGET_PREFIXES = ("detector.", "albumentations.")
+
+
+def check_targets(config: Any, allowed: tuple[str, ...] = SAFE_TARGET_PREFIXES, where: str = "config") -> None:
+    """Raise ValueError when a `_target_` anywhere in `config` is outside the `allowed` module prefixes."""
+    if isinstance(config, dict):
+        target = config.get("_target_")
+        if target is not None and not str(target).startswith(allowed):
+            raise ValueError(f"refusing to instantiate {target!r} from the checkpoint's {where} (allowed: {allowed})")
+        for key, value in config.items():
+            check_targets(value, allowed, f"{where}.{key}")
+    elif isinstance(config, list):
+        for index, value in enumerate(config):
+            check_targets(value, allowed, f"{where}[{index}]")
+
+
+def load_detector(
+    ckpt_path: str | Path, device: str | torch.device | None = "auto", weights: str = "ema",
+    run_config: dict | str | Path | None = None, **postprocess_overrides: Any,
+) -> tuple[nn.Module, Postprocessor, dict[str, Any]]:
+    """(model in eval mode on `device`, its Postprocessor, meta) from a checkpoint written by train.py.
+
+    weights: "ema" = the checkpoint's `state_dict` (the EMA weights when training used the EMA callback),
+        "raw" = the non-averaged weights (`current_model_state`; the same as "ema" without EMA).
+    run_config: the training config (a dict, or a run's config_resolved.yaml) to use when the checkpoint has
+        none (checkpoints written before it was stored); by default the config_resolved.yaml of the run
+        directory that holds checkpoints/<file>.
+    postprocess_overrides: conf_threshold, iou_threshold, max_detections, max_candidates, nms; None values
+        keep the checkpoint's settings.
+    meta: class_names, category_ids, img_size, num_classes, run_config, ema (bool: EMA weights were stored),
+        weights, epoch, global_step, ckpt_path, device, postprocess (the settings in use).
+    """
+    checkpoint = read_checkpoint(ckpt_path)
+    config = checkpoint.get("run_config") or run_config
+    beside = Path(ckpt_path).resolve().parent.parent / "config_resolved.yaml"  # <run dir>/checkpoints/x.ckpt
+    if config is None and beside.is_file():
+        config = beside
+    if isinstance(config, (str, Path)):
+        config = OmegaConf.load(config)
+    if config is None:
+        raise KeyError(
+            f"{ckpt_path} has no run_config (written before checkpoints stored it) and there is no {beside}; "
+            "pass run_config= (the run's config_resolved.yaml) to rebuild the model"
+        )
+    config = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+    unknown = set(postprocess_overrides) - set(POSTPROCESS_KEYS)
+    if unknown:
+        raise TypeError(f"unknown postprocess settings {sorted(unknown)}; known: {POSTPROCESS_KEYS}")
+
+    has_ema = "current_model_state" in checkpoint
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', not {weights!r}")
+    state = checkpoint["current_model_state"] if weights == "raw" and has_ema else checkpoint["state_dict"]
+    model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    check_targets(config["model"], where="model")
+    check_targets(config.get("postprocess") or {}, where="postprocess")
+    model: nn.Module = hydra.utils.instantiate(config["model"])
+    model.load_state_dict(model_state)
+    device = resolve_device(device)
+    model.to(device).eval()
+
+    # the training config's post-processor (resolved: e.g. reg_max already equals the model's), with the overrides
+    # that it has as settings (an SSDPostprocessor has no `nms`, for example)
+    postprocess_cfg = dict(config.get("postprocess") or {"_target_": "detector.postprocess.Postprocessor",
+                                                          "reg_max": config["model"].get("reg_max", 16)})
+    target = hydra.utils.get_class(postprocess_cfg["_target_"])
+    accepted = set(postprocess_cfg) | set(inspect.signature(target).parameters)
+    for key, value in postprocess_overrides.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            warnings.warn(f"postprocess.{key} ignored: not a setting of {target.__name__}", stacklevel=2)
+            continue
+        postprocess_cfg[key] = value
+    postprocessor = hydra.utils.instantiate(postprocess_cfg)
+
+    num_classes = int(config["model"]["num_classes"])
+    class_names = list(checkpoint.get("class_names") or [str(i) for i in range(num_classes)])
+    category_ids = list(checkpoint.get("category_ids") or range(1, num_classes + 1))
+    img_size = int(checkpoint.get("img_size") or config["model"].get("image_size")
+                   or config.get("data", {}).get("img_size") or 640)
+    meta = {
+        "ckpt_path": str(ckpt_path), "class_names": class_names, "category_ids": category_ids,
+        "num_classes": num_classes, "img_size": img_size, "run_config": config, "ema": has_ema,
+        "weights": weights if has_ema else "raw", "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"), "device": str(device),
+        "postprocess": {k: getattr(postprocessor, k) for k in POSTPROCESS_KEYS if hasattr(postprocessor, k)},
+    }
+    return model, postprocessor, meta

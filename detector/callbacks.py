@@ -43,7 +43,8 @@ class MetricsHistory(Callback):
     the mean training loss over the epoch's finite steps (the loss the optimizer saw, undoing Lightning's
     division by `accumulate_grad_batches`), how many steps were non-finite, and the validation mAP50-95 /
     mAP50 / loss of the epoch. Sums stay on the device (no synchronisation per step); a run that crashes
-    mid-epoch keeps its partial epoch."""
+    mid-epoch keeps its partial epoch, and a non-finite loss in the step that raised (NonFiniteLossError
+    comes before the end of its step) still counts in `train_nonfinite_steps`."""
 
     def __init__(self) -> None:
         self.epochs: dict[int, dict[str, float | int | None]] = {}
@@ -54,12 +55,23 @@ class MetricsHistory(Callback):
         self._finite_steps: torch.Tensor | int = 0
         self._nonfinite_steps: torch.Tensor | int = 0
         self._epoch: int | None = None
+        self._pending: torch.Tensor | None = None  # the loss of the step under way (scaled under fp16 AMP)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush()
         self._epoch = trainer.current_epoch
 
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        self._pending = loss.detach()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self._pending is not None and not bool(torch.isfinite(self._pending).all()):
+            self._epoch = trainer.current_epoch
+            self._nonfinite_steps = self._nonfinite_steps + 1
+        self._pending = None
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        self._pending = None
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
+import math
 import time
+import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+
+from detector.callbacks import MetricsHistory
+
+log = logging.getLogger(__name__)
+
+# the parts of the config that make a loss combination (recorded resolved in metrics.json)
+COMBINATION_KEYS = ("loss.cls", "loss.box", "loss.dfl", "assigner", "loss.weights")
 
 
 def auto_precision() -> str:
@@ -25,28 +37,103 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("auto_precision", auto_precision)
 
 
-def instantiate_all(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+def instantiate_all(
+    cfg: DictConfig, extra_callbacks: tuple[L.Callback, ...] = ()
+) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     datamodule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.module)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the model; return (and write to <output_dir>/metrics.json) the metrics of the best epoch."""
-    L.seed_everything(cfg.seed, workers=True)
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the model; return (and write to <output_dir>/metrics.json) the metrics of the best epoch, with
+    the run's status ("ok"/"failed"), seed, Hydra overrides, resolved loss combination and per-epoch history.
+
+    A run that raises is recorded as status "failed" with the reason (its best metrics so far go under
+    "partial_best"; "map" is NaN, null in the file). In a Hydra multirun the exception is then swallowed so
+    that the sweep goes on (the objective is NaN); in a single run it is re-raised."""
+    register_resolvers()  # joblib/submitit workers import this module without running train.py's top level
     output_dir = Path(cfg.paths.output_dir)
-    datamodule, module, trainer = instantiate_all(cfg)
-    save_config(cfg, output_dir)
+    history, module, trainer = MetricsHistory(), None, None
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = dict(module.best_metrics)
-    metrics["train_minutes"] = (time.perf_counter() - start) / 60
-    metrics["parameters"] = sum(p.numel() for p in module.model.parameters())
+    try:
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule, module, trainer = instantiate_all(cfg, extra_callbacks=(history,))
+        module.run_config = OmegaConf.to_container(cfg, resolve=True)  # into the checkpoints (detector.checkpoint)
+        save_config(cfg, output_dir)
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except Exception as error:
+        best = dict(getattr(module, "best_metrics", None) or {})
+        metrics = {"map": math.nan, "status": "failed", "error": {
+            "type": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()}}
+        if best:
+            metrics["partial_best"] = best
+        metrics.update(_run_record(cfg, history, module, start))
+        report(metrics, trainer, output_dir)
+        if not is_multirun():
+            raise
+        log.exception("run failed; recorded in %s, the sweep goes on", output_dir / "metrics.json")
+        del module, trainer
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return metrics
+    metrics = {**module.best_metrics, "status": "ok", "error": None, **_run_record(cfg, history, module, start)}
     report(metrics, trainer, output_dir)
     return metrics
+
+
+def is_multirun() -> bool:
+    """True inside a Hydra multirun job (`python train.py -m ...`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _run_record(cfg: DictConfig, history: MetricsHistory, module: L.LightningModule | None, start: float) -> dict[str, Any]:
+    """What identifies and describes a run in metrics.json besides its COCO stats."""
+    from hydra.core.hydra_config import HydraConfig
+
+    record: dict[str, Any] = {"train_minutes": (time.perf_counter() - start) / 60}
+    if module is not None:
+        record["parameters"] = sum(p.numel() for p in module.model.parameters())
+    record["seed"] = cfg.get("seed")
+    record["overrides"], record["choices"], record["job_num"] = [], {}, None
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        record["overrides"] = list(hydra_cfg.overrides.task)
+        choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
+        record["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra/")}
+        record["job_num"] = OmegaConf.select(hydra_cfg, "job.num", default=None)
+    record["combination"] = {key: _resolved(cfg, key) for key in COMBINATION_KEYS}
+    record["history"] = history.history()
+    return record
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    if not isinstance(node, DictConfig):
+        return node
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve here: keep it as written
+        return OmegaConf.to_container(node, resolve=False)
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: non-finite floats become null."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @rank_zero_only
@@ -56,11 +143,14 @@ def save_config(cfg: DictConfig, output_dir: Path) -> None:
 
 
 @rank_zero_only
-def report(metrics: dict[str, float], trainer: L.Trainer, output_dir: Path) -> None:
-    checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or "(no checkpoint saved)"
+def report(metrics: dict[str, Any], trainer: L.Trainer | None, output_dir: Path) -> None:
+    checkpoint = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", "") or "(no checkpoint saved)"
     metrics = {**metrics, "best_checkpoint": checkpoint}
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if "map" in metrics:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False))
+    if metrics.get("status") == "failed":
+        print(f"\nRun FAILED: {metrics['error']['type']}: {metrics['error']['message']}")
+    elif "map" in metrics:
         print(
             f"\nBest epoch {int(metrics['epoch'])}: mAP50-95 {metrics['map']:.4f}  mAP50 {metrics['map_50']:.4f}"
             f"  ({int(metrics['images'])} val images, {metrics['train_minutes']:.1f} min)"

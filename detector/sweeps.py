@@ -1,0 +1,660 @@
+"""Ablation sweeps: collect the runs of Hydra multiruns and compare configurations with statistics.
+
+Every job of `python train.py -m ...` writes `<sweep dir>/<job>/metrics.json` (see `detector.runner.train`):
+status, Hydra overrides, seed, best-epoch COCO stats, per-epoch history. This module
+
+- reads them back (`collect_runs`), together with the jobs that never wrote one: a job directory without
+  metrics.json ("incomplete": killed, out of memory, time limit) and, for Hydra's basic sweeper, a job of the
+  sweep's cartesian product without a directory at all ("missing");
+- groups runs into configurations (the job's overrides minus `seed`, or the values of `group_by` keys);
+- summarises each configuration over seeds (`summarize`): mean, sample sd, 95% confidence interval of the
+  mean with the t distribution (n - 1 degrees of freedom);
+- compares each configuration with a baseline by a paired t-test on the runs matched by seed (same seed =
+  same initial weights and data order, so the seed-to-seed spread common to both largely cancels);
+- writes the tables (`to_markdown`, `write_csv`) and plots (`plot_bars`, `plot_curves`).
+
+`scripts/summarize_sweep.py` is the command line; docs/ablations.md explains the statistics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    from scipy import stats as _stats
+except ImportError as error:  # pragma: no cover - scipy is in the `dev` and `sweep` extras
+    raise ImportError("detector.sweeps needs scipy: pip install -e '.[sweep]'") from error
+
+# metrics.json key -> column title; AP over IoU 0.50:0.95 unless named otherwise
+METRICS: dict[str, str] = {
+    "map": "mAP50-95", "map_50": "mAP50", "map_75": "mAP75",
+    "map_small": "APs", "map_medium": "APm", "map_large": "APl",
+}
+DEFAULT_BASELINE = "loss=ciou"
+SEED_KEY = "seed"
+_STATUS_RANK = {"ok": 3, "failed": 2, "incomplete": 1, "missing": 0}
+
+
+class SweepError(ValueError):
+    """The runs cannot be summarised as asked (no runs, unknown or ambiguous baseline, clashing runs)."""
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    """One job of a sweep, whatever became of it."""
+
+    directory: Path | None  # None for a job that never got a directory
+    overrides: tuple[str, ...]  # the job's Hydra task overrides (`hydra.overrides.task`)
+    status: str  # ok | failed | incomplete (no metrics.json) | missing (no directory)
+    reason: str = ""
+    seed: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    baseline_hint: str | None = None  # `ablation.baseline` of the run's config (experiment presets set it)
+    configuration: str = ""  # set by `summarize`
+
+    @property
+    def name(self) -> str:
+        if self.directory is not None:
+            return str(self.directory)
+        return "(no directory) " + " ".join(self.overrides)
+
+
+def override_key(override: str) -> str:
+    """`loss=ciou` -> `loss`; `+trainer.x=1` -> `trainer.x`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def override_value(override: str) -> str:
+    return override.split("=", 1)[1] if "=" in override else ""
+
+
+def _seed_from(overrides: Iterable[str]) -> int | None:
+    for override in overrides:
+        if override_key(override) == SEED_KEY:
+            try:
+                return int(override_value(override))
+            except ValueError:
+                return None
+    return None
+
+
+def _load_yaml(path: Path) -> Any:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # noqa: BLE001 - unreadable or half-written file: treat as absent
+        return None
+
+
+def _last_error_line(directory: Path) -> str:
+    """The last ERROR/Traceback-ish line of the job's Hydra log (`<job>/<task>.log`), if any."""
+    for log_file in sorted(directory.glob("*.log")):
+        lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if "ERROR" in line or "Error" in line or "Exception" in line]
+        if errors:
+            return errors[-1][:300]
+    return ""
+
+
+def read_run(directory: Path) -> Run:
+    """A job directory -> Run (from its metrics.json, else its .hydra/ files)."""
+    directory = Path(directory)
+    hydra_overrides = _load_yaml(directory / ".hydra" / "overrides.yaml")
+    config = _load_yaml(directory / ".hydra" / "config.yaml")
+    baseline_hint = None
+    if isinstance(config, dict) and isinstance(config.get("ablation"), dict):
+        baseline_hint = config["ablation"].get("baseline")
+    metrics_file = directory / "metrics.json"
+    data: dict[str, Any] | None = None
+    if metrics_file.exists():
+        try:
+            data = json.loads(metrics_file.read_text())
+        except json.JSONDecodeError as error:
+            data = {"status": "failed", "error": {"type": "unreadable metrics.json", "message": str(error)}}
+    overrides = tuple((data or {}).get("overrides") or hydra_overrides or ())
+    seed = (data or {}).get("seed")
+    if seed is None:
+        seed = _seed_from(overrides)
+    if seed is None and isinstance(config, dict) and isinstance(config.get(SEED_KEY), int):
+        seed = config[SEED_KEY]
+    run = Run(directory, overrides, "incomplete", seed=seed, baseline_hint=baseline_hint)
+    if data is None:
+        last = _last_error_line(directory)
+        run.reason = "no metrics.json (killed: time limit, out of memory; still running; or crashed before train())"
+        run.reason += f"; log: {last}" if last else ""
+        return run
+    run.history = list(data.get("history") or [])
+    status = data.get("status") or ("ok" if data.get("map") is not None else "failed")  # files from before `status`
+    if status != "ok":
+        error = data.get("error") or {}
+        message = " ".join(str(error.get("message", "")).split())
+        run.status = "failed"
+        run.reason = f"{error.get('type', 'unknown error')}: {message}"[:400]
+        return run
+    for key in METRICS:
+        value = data.get(key)
+        # pycocotools reports -1 for an area range without ground truth: not a measurement
+        run.metrics[key] = float(value) if value is not None and value >= 0 else math.nan
+    if math.isnan(run.metrics["map"]):
+        run.reason = "metrics.json has no mAP (no validation epoch ran?)"
+        return run
+    run.status = "ok"
+    return run
+
+
+def expected_jobs(sweep_dir: Path) -> list[tuple[str, ...]] | None:
+    """The override lists of every job of a basic-sweeper multirun (the cartesian product Hydra launched),
+    rebuilt from `<sweep_dir>/multirun.yaml`; None when that is not possible (other sweepers, no file)."""
+    config = _load_yaml(Path(sweep_dir) / "multirun.yaml")
+    if not isinstance(config, dict):
+        return None
+    hydra_cfg = config.get("hydra") or {}
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        arguments = list((hydra_cfg.get("overrides") or {}).get("task") or [])
+        overrides = OverridesParser.create().parse_overrides(params + arguments)
+        batches = BasicSweeper.split_arguments(overrides, None)
+    except Exception:  # noqa: BLE001 - e.g. a glob sweep needing the config loader: no "missing" detection
+        return None
+    return [tuple(job) for batch in batches for job in batch]
+
+
+def _run_directories(root: Path) -> list[Path]:
+    found = {p.parent for p in root.rglob("metrics.json")}
+    found |= {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+    if (root / "multirun.yaml").exists():
+        found.discard(root)
+
+    def order(path: Path):
+        parts = path.relative_to(root).parts
+        return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+    return sorted(found, key=order)
+
+
+def collect_runs(sweep_dirs: Sequence[Path | str]) -> tuple[list[Run], list[Run]]:
+    """Every run of the given multirun directories, plus the runs superseded by a rerun.
+
+    A job is identified by its overrides. When the same job appears more than once (a sweep rerun into a
+    second directory), the best status wins (ok > failed > incomplete > missing) and, at equal status,
+    the directory given last; the others are returned as superseded."""
+    ordered: list[Run] = []
+    for sweep_dir in sweep_dirs:
+        root = Path(sweep_dir)
+        if not root.is_dir():
+            raise SweepError(f"not a directory: {root}")
+        runs = [read_run(d) for d in _run_directories(root)]
+        seen = {frozenset(r.overrides) for r in runs}
+        for job in expected_jobs(root) or []:
+            if frozenset(job) not in seen:
+                runs.append(Run(None, job, "missing", "no job directory: the job never started "
+                                "(sweep interrupted, or composition failed)", seed=_seed_from(job)))
+        ordered.extend(runs)
+    best: dict[Any, Run] = {}
+    superseded: list[Run] = []
+    for index, run in enumerate(ordered):
+        key = frozenset(run.overrides) if run.overrides else ("dir", index)
+        previous = best.get(key)
+        if previous is None:
+            best[key] = run
+        elif _STATUS_RANK[run.status] >= _STATUS_RANK[previous.status]:
+            superseded.append(previous)
+            best[key] = run
+        else:
+            superseded.append(run)
+    kept = set(map(id, best.values()))
+    return [r for r in ordered if id(r) in kept], superseded
+
+
+# --------------------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class Estimate:
+    """Mean over seeds with the sample standard deviation and a t confidence interval of the mean."""
+
+    n: int
+    mean: float
+    sd: float  # ddof = 1; NaN for n < 2
+    low: float  # mean -/+ t_{(1+c)/2, n-1} * sd / sqrt(n); NaN for n < 2
+    high: float
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Estimate:
+    x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return Estimate(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if n < 2:
+        return Estimate(1, mean, math.nan, math.nan, math.nan)
+    sd = float(x.std(ddof=1))
+    half = float(_stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    return Estimate(n, mean, sd, mean - half, mean + half)
+
+
+@dataclass
+class Comparison:
+    """Paired difference (configuration - baseline) over the seeds both ran successfully."""
+
+    n: int  # number of pairs
+    seeds: list[int]
+    diff: float  # mean of the per-seed differences
+    sd: float  # sd of the per-seed differences (ddof = 1)
+    low: float  # t confidence interval of the mean difference
+    high: float
+    t: float
+    p: float  # two-sided; NaN for n < 2
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        return not math.isnan(self.p) and self.p < alpha
+
+
+def paired_test(values: dict[int, float], baseline: dict[int, float], confidence: float = 0.95) -> Comparison:
+    """Paired t-test of `values` against `baseline`, both keyed by seed (only common finite seeds count):
+    d_i = x_i - b_i, t = mean(d) / (sd(d) / sqrt(n)), p = 2 * P(T_{n-1} > |t|) (= scipy.stats.ttest_rel).
+    Zero spread of the differences gives p = 1 when they are all 0, else p = 0 (t = +-inf)."""
+    seeds = sorted(s for s in values if s in baseline and not math.isnan(values[s]) and not math.isnan(baseline[s]))
+    d = np.asarray([values[s] - baseline[s] for s in seeds], dtype=float)
+    n = len(d)
+    if n == 0:
+        return Comparison(0, [], math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
+    diff = float(d.mean())
+    if n < 2:
+        return Comparison(1, seeds, diff, math.nan, math.nan, math.nan, math.nan, math.nan)
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(n)
+    half = float(_stats.t.ppf((1 + confidence) / 2, n - 1)) * se
+    if se == 0:
+        t, p = (0.0, 1.0) if diff == 0 else (math.copysign(math.inf, diff), 0.0)
+    else:
+        t = diff / se
+        p = float(2 * _stats.t.sf(abs(t), n - 1))
+    return Comparison(n, seeds, diff, sd, diff - half, diff + half, t, p)
+
+
+# ---------------------------------------------------------------------------------------- summary
+
+
+@dataclass
+class Configuration:
+    label: str
+    overrides: tuple[str, ...]  # what defines it (the varying overrides, or the group-by ones)
+    runs: list[Run]
+    stats: dict[str, Estimate] = field(default_factory=dict)
+    comparisons: dict[str, Comparison] | None = None  # None for the baseline / without baseline
+    is_baseline: bool = False
+
+    @property
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.status == "ok"]
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        return {r.seed: r.metrics[metric] for r in self.ok_runs if r.seed is not None}
+
+
+@dataclass
+class Summary:
+    sweep_dirs: list[Path]
+    configurations: list[Configuration]
+    common_overrides: tuple[str, ...]
+    baseline: Configuration | None
+    baseline_spec: str | None
+    baseline_source: str
+    problems: list[Run]  # failed, incomplete and missing runs
+    superseded: list[Run]
+    warnings: list[str]
+    confidence: float
+    alpha: float
+
+    @property
+    def runs(self) -> list[Run]:
+        return [r for c in self.configurations for r in c.runs]
+
+    @property
+    def pair_counts(self) -> list[int]:
+        """The numbers of paired seeds of the mAP50-95 comparisons, sorted, without repetition."""
+        return sorted({c.comparisons["map"].n for c in self.configurations if c.comparisons})
+
+
+def _defining_overrides(run: Run) -> tuple[str, ...]:
+    return tuple(o for o in run.overrides if override_key(o) != SEED_KEY and not override_key(o).startswith("hydra."))
+
+
+def group_runs(runs: Sequence[Run], group_by: Sequence[str] | None = None) -> tuple[list[Configuration], tuple[str, ...]]:
+    """Runs -> configurations in order of first appearance, and the overrides common to every run
+    (left out of the labels). With `group_by`, a configuration is the values of those keys only."""
+    defining = [_defining_overrides(r) for r in runs]
+    common: tuple[str, ...] = ()
+    if defining:
+        shared = set(defining[0]).intersection(*map(set, defining[1:]))
+        common = tuple(o for o in defining[0] if o in shared)
+    configurations: dict[tuple[str, ...], Configuration] = {}
+    for run, overrides in zip(runs, defining):
+        if group_by:
+            values = {override_key(o): o for o in overrides}
+            key = tuple(values.get(k, f"{k}=(default)") for k in group_by)
+        else:
+            key = tuple(o for o in overrides if o not in common)
+        label = " ".join(key) if key else "(base)"
+        run.configuration = label
+        configurations.setdefault(key, Configuration(label, key, [])).runs.append(run)
+    for configuration in configurations.values():
+        seen: dict[int, Run] = {}
+        for run in configuration.runs:
+            if run.status == "missing" or run.seed is None:
+                continue
+            if run.seed in seen and set(run.overrides) != set(seen[run.seed].overrides):
+                raise SweepError(
+                    f"configuration '{configuration.label}' has two different runs for seed {run.seed}:\n"
+                    f"  {seen[run.seed].name}\n  {run.name}\ngroup by more keys (--group-by) or summarise the sweeps apart")
+            seen[run.seed] = run
+    return list(configurations.values()), common
+
+
+def find_configuration(spec: str, configurations: Sequence[Configuration]) -> Configuration:
+    """The one configuration matching `spec`: space-separated `key=value` overrides that it must all have,
+    or a bare value (`ciou`) that one of its overrides must have; a full label matches too."""
+    def matches(configuration: Configuration) -> bool:
+        if spec == configuration.label:
+            return True
+        for token in spec.split():
+            if "=" in token:
+                if token not in configuration.overrides:
+                    return False
+            elif token not in {override_value(o) for o in configuration.overrides}:
+                return False
+        return True
+
+    found = [c for c in configurations if matches(c)]
+    labels = ", ".join(f"'{c.label}'" for c in configurations)
+    if not found:
+        raise SweepError(f"baseline '{spec}' matches no configuration; configurations: {labels}")
+    if len(found) > 1:
+        raise SweepError(f"baseline '{spec}' is ambiguous: it matches {', '.join(repr(c.label) for c in found)}")
+    return found[0]
+
+
+def summarize(
+    runs: Sequence[Run], baseline: str | None = None, group_by: Sequence[str] | None = None,
+    confidence: float = 0.95, alpha: float = 0.05, sweep_dirs: Sequence[Path] = (), superseded: Sequence[Run] = (),
+) -> Summary:
+    """Statistics of every configuration and its paired comparison with the baseline.
+
+    baseline: as in `find_configuration`; None = the `ablation.baseline` written in the runs' config by the
+    experiment presets if they agree, else `loss=ciou`. An explicit baseline that matches nothing is an error;
+    an implicit one only a warning (then nothing is compared)."""
+    if not runs:
+        raise SweepError("no runs found (no metrics.json or .hydra/ under the given directories)")
+    configurations, common = group_runs(runs, group_by)
+    warnings: list[str] = []
+    if baseline is not None:
+        spec, source = baseline, "--baseline"
+    else:
+        hints = {r.baseline_hint for r in runs if r.baseline_hint}
+        if len(hints) == 1:
+            spec, source = hints.pop(), "ablation.baseline of the experiment preset"
+        else:
+            spec, source = DEFAULT_BASELINE, "default"
+    try:
+        reference = find_configuration(spec, configurations)
+    except SweepError as error:
+        if source == "--baseline":
+            raise
+        warnings.append(f"{error}: no comparison made (choose one with --baseline)")
+        reference = None
+    for configuration in configurations:
+        configuration.stats = {
+            m: mean_ci([r.metrics[m] for r in configuration.ok_runs], confidence) for m in METRICS}
+        configuration.is_baseline = configuration is reference
+        if reference is not None and configuration is not reference:
+            configuration.comparisons = {
+                m: paired_test(configuration.by_seed(m), reference.by_seed(m), confidence) for m in METRICS}
+    for configuration in configurations:
+        if configuration.comparisons and configuration.comparisons["map"].n < configuration.stats["map"].n:
+            unpaired = sorted(set(configuration.by_seed("map")) - set(configuration.comparisons["map"].seeds))
+            warnings.append(f"'{configuration.label}': seeds {unpaired} have no successful baseline run with the "
+                            "same seed and are left out of the paired test")
+    problems = [r for r in runs if r.status != "ok"]
+    return Summary(list(map(Path, sweep_dirs)), configurations, common, reference, spec if reference else None,
+                   source, problems, list(superseded), warnings, confidence, alpha)
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def _pct(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
+
+
+def _cell(estimate: Estimate) -> str:
+    if estimate.n == 0:
+        return "n/a"
+    if estimate.n == 1:
+        return f"{_pct(estimate.mean)} (n=1)"
+    return f"{_pct(estimate.mean)} ± {_pct(estimate.sd)} [{_pct(estimate.low)}, {_pct(estimate.high)}]"
+
+
+def _p(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def _diff_cells(configuration: Configuration, metric: str, alpha: float) -> tuple[str, str]:
+    if configuration.is_baseline:
+        return "baseline", ""
+    if configuration.comparisons is None:
+        return "", ""
+    c = configuration.comparisons[metric]
+    if c.n == 0:
+        return "n/a (no paired seeds)", ""
+    sign = "+" if c.diff >= 0 else ""
+    if c.n == 1:
+        return f"{sign}{_pct(c.diff)} (1 pair)", "n/a (n=1)"
+    mark = "*" if c.significant(alpha) else "n.s."
+    return f"{sign}{_pct(c.diff)} [{_pct(c.low)}, {_pct(c.high)}]", f"{_p(c.p)} {mark} (n={c.n})"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(summary: Summary, compared: Sequence[str] = ("map", "map_50")) -> str:
+    """The summary table (AP x 100), the notes on the statistics, and the list of runs that did not succeed."""
+    conf = round(100 * summary.confidence)
+    lines = ["# Sweep summary", ""]
+    if summary.sweep_dirs:
+        lines.append("- Sweep: " + ", ".join(f"`{d}`" for d in summary.sweep_dirs))
+    counts = {s: sum(r.status == s for r in summary.runs) for s in _STATUS_RANK}
+    lines.append(f"- Runs: {len(summary.runs)} ({counts['ok']} ok, {counts['failed']} failed, "
+                 f"{counts['incomplete']} incomplete, {counts['missing']} missing)")
+    if summary.common_overrides:
+        lines.append("- Common to every run: " + " ".join(f"`{o}`" for o in summary.common_overrides))
+    if summary.baseline is not None:
+        lines.append(f"- Baseline: `{summary.baseline.label}` ({summary.baseline_source})")
+    legend = (f"COCO AP x 100: mean ± sd over seeds [{conf}% CI of the mean, t distribution]. "
+              f"Δ: mean paired difference to the baseline over the seeds both ran [{conf}% CI]; "
+              f"p: two-sided paired t-test; `*` p < {summary.alpha:g}, `n.s.` not significant (p ≥ {summary.alpha:g}).")
+    lines += ["", legend, ""]
+    header = ["configuration", "ok / runs", *METRICS.values()]
+    for metric in compared:
+        header += [f"Δ {METRICS[metric]}", f"p ({METRICS[metric]})"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in summary.configurations:
+        row = [f"`{_md_escape(c.label)}`", f"{len(c.ok_runs)} / {len(c.runs)}"]
+        row += [_cell(c.stats[m]) for m in METRICS]
+        for metric in compared:
+            row += list(_diff_cells(c, metric, summary.alpha))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    tested = [n for n in summary.pair_counts if n >= 2]
+    if summary.baseline is not None and tested:
+        lines.append("Paired test: runs matched by seed (same initial weights and data order); n = pairs. "
+                     "No correction for multiple comparisons.")
+        few = [n for n in tested if n <= 3]
+        if few:
+            crit = ", ".join(f"{_stats.t.ppf(1 - summary.alpha / 2, n - 1):.2f} for n = {n}" for n in few)
+            lines.append(f"**Low power**: comparisons on {' or '.join(map(str, few))} paired seeds (a difference must "
+                         f"exceed t_crit x its standard error, t_crit = {crit}); `n.s.` means the sweep cannot tell, "
+                         "not that the configurations are equal.")
+        lines.append("")
+    for warning in summary.warnings:
+        lines.append(f"Warning: {warning}")
+    if summary.warnings:
+        lines.append("")
+    lines += [f"## Missing or failed runs ({len(summary.problems)})", ""]
+    if summary.problems:
+        lines += ["| run | configuration | seed | status | reason |", "|---|---|---|---|---|"]
+        for r in summary.problems:
+            lines.append(f"| `{_md_escape(r.name)}` | `{_md_escape(r.configuration)}` | {r.seed} | {r.status} | "
+                         f"{_md_escape(r.reason)} |")
+    else:
+        lines.append("None.")
+    if summary.superseded:
+        lines += ["", f"Superseded by a rerun ({len(summary.superseded)}): "
+                  + ", ".join(f"`{r.name}` ({r.status})" for r in summary.superseded)]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+
+
+def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
+    """summary.csv: one row per configuration, raw fractions (not x 100); runs.csv: one row per run."""
+    columns = ["configuration", "overrides", "is_baseline", "n_ok", "n_runs", "seeds"]
+    for m in METRICS:
+        columns += [f"{m}_mean", f"{m}_sd", f"{m}_ci_low", f"{m}_ci_high"]
+    for m in METRICS:
+        columns += [f"{m}_diff", f"{m}_diff_ci_low", f"{m}_diff_ci_high", f"{m}_t", f"{m}_p", f"{m}_pairs",
+                    f"{m}_significant"]
+    with open(summary_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for c in summary.configurations:
+            row: list[Any] = [c.label, " ".join(c.overrides), c.is_baseline, len(c.ok_runs), len(c.runs),
+                              " ".join(str(r.seed) for r in c.ok_runs)]
+            for m in METRICS:
+                e = c.stats[m]
+                row += [_num(e.mean), _num(e.sd), _num(e.low), _num(e.high)]
+            for m in METRICS:
+                k = c.comparisons[m] if c.comparisons else None
+                row += ([_num(k.diff), _num(k.low), _num(k.high), _num(k.t), _num(k.p), k.n, k.significant(summary.alpha)]
+                        if k else [""] * 7)
+            writer.writerow(row)
+    with open(runs_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "configuration", "seed", "status", "reason", *METRICS, "epochs", "overrides"])
+        for r in summary.runs:
+            writer.writerow([r.name, r.configuration, "" if r.seed is None else r.seed, r.status, r.reason,
+                             *[_num(r.metrics.get(m)) for m in METRICS], len(r.history), " ".join(r.overrides)])
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def plot_bars(summary: Summary, path: Path) -> None:
+    """Grouped bars: one group per metric, one bar per configuration (mean), error bars = the CI."""
+    from matplotlib.figure import Figure
+
+    configurations = summary.configurations
+    k = max(len(configurations), 1)
+    width = 0.8 / k
+    fig = Figure(figsize=(max(8.0, 1.2 * len(METRICS) * (0.5 + 0.25 * k)), 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(METRICS))
+    for i, (c, color) in enumerate(zip(configurations, _colors(k))):
+        means = np.array([c.stats[m].mean for m in METRICS]) * 100
+        half = np.array([(c.stats[m].high - c.stats[m].mean) if c.stats[m].n > 1 else 0.0 for m in METRICS]) * 100
+        ax.bar(x - 0.4 + (i + 0.5) * width, np.nan_to_num(means), width, yerr=np.nan_to_num(half), capsize=2,
+               color=color, hatch="//" if c.is_baseline else None, edgecolor="black" if c.is_baseline else None,
+               label=c.label + (" (baseline)" if c.is_baseline else "") + f" n={len(c.ok_runs)}")
+    ax.set_xticks(x, list(METRICS.values()))
+    ax.set_ylabel("COCO AP x 100")
+    ax.set_title(f"mean over seeds, error bars: {round(100 * summary.confidence)}% CI (t)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", ncols=2 if k > 6 else 1)
+    fig.savefig(path, dpi=120)
+
+
+def plot_curves(summary: Summary, path: Path) -> None:
+    """Training loss and val mAP50-95 per epoch: the mean over the successful seeds of each configuration
+    (band: min-max over seeds); runs that failed drawn dotted, alone."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (("train_loss", "training loss (epoch mean)", 1.0), ("val_map", "val mAP50-95 x 100", 100.0))
+    for c, color in zip(summary.configurations, _colors(len(summary.configurations))):
+        for ax, (key, _title, scale) in zip(axes, panels):
+            curves = [{h["epoch"]: h.get(key) for h in r.history if h.get(key) is not None} for r in c.ok_runs]
+            epochs = sorted({e for curve in curves for e in curve})
+            if epochs:
+                values = np.array([[curve.get(e, np.nan) for e in epochs] for curve in curves], dtype=float) * scale
+                label = c.label + (" (baseline)" if c.is_baseline else "")
+                ax.plot(epochs, np.nanmean(values, axis=0), color=color, label=label, marker="o", markersize=3)
+                if len(curves) > 1:
+                    ax.fill_between(epochs, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=0.15)
+            for r in c.runs:
+                if r.status == "failed" and r.history:
+                    points = [(h["epoch"], h[key] * scale) for h in r.history if h.get(key) is not None]
+                    if points:
+                        ax.plot(*zip(*points), color=color, linestyle=":", marker="x", label=f"{c.label} seed {r.seed} (failed)")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, (_key, title, _scale) in zip(axes, panels):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    if _spans_decades(axes[0]):
+        axes[0].set_yscale("log")
+    axes[1].legend(fontsize="small")
+    fig.suptitle("mean over seeds (band: min-max over seeds)")
+    fig.savefig(path, dpi=120)
+
+
+def _spans_decades(ax) -> bool:
+    """Log scale for the loss panel when its curves are positive and span more than 20x."""
+    data = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    values = np.concatenate(data) if data else np.array([])
+    values = values[np.isfinite(values)]
+    return values.size > 0 and bool((values > 0).all()) and values.max() > 20 * values.min()
+
+
+def write_all(summary: Summary, out_dir: Path, plots: bool = True) -> dict[str, Path]:
+    """summary.md, summary.csv, runs.csv and (plots) bars.png, curves.png under out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out_dir / "summary.md", "csv": out_dir / "summary.csv", "runs": out_dir / "runs.csv"}
+    paths["markdown"].write_text(to_markdown(summary))
+    write_csv(summary, paths["csv"], paths["runs"])
+    if plots:
+        paths["bars"], paths["curves"] = out_dir / "bars.png", out_dir / "curves.png"
+        plot_bars(summary, paths["bars"])
+        plot_curves(summary, paths["curves"])
+    return paths

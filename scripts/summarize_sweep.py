@@ -1,0 +1,55 @@
+"""Summarise an ablation sweep: `python scripts/summarize_sweep.py <multirun dir> [...] [--baseline ciou] [--group-by loss]`.
+
+Reads every job's metrics.json under the multirun directory (or several: a rerun of failed jobs into a second
+directory supersedes them), groups the runs into configurations (the overrides minus `seed`, or the values of
+the --group-by keys), and writes into <first dir>/summary/ (or --out):
+
+  summary.md   the table (mean ± sd [95% CI] over seeds, paired t-test against the baseline) + missing/failed runs
+  summary.csv  the same per configuration, raw numbers (fractions, not x 100), every metric's comparison
+  runs.csv     one row per run (status, reason, metrics)
+  bars.png     mean per metric and configuration with 95% CI error bars
+  curves.png   training loss and val mAP50-95 per epoch of every configuration, overlaid
+
+The Markdown table is also printed. See docs/ablations.md for the statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from detector.sweeps import SweepError, collect_runs, summarize, to_markdown, write_all
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dirs", nargs="+", type=Path, help="Hydra multirun directories (logs/<task>/multiruns/<date>)")
+    parser.add_argument("--baseline", default=None,
+                        help="configuration to compare against: `key=value` overrides (space-separated) or a bare value "
+                             "such as `ciou`; default: the experiment preset's ablation.baseline, else loss=ciou")
+    parser.add_argument("--group-by", default=None,
+                        help="comma-separated override keys that define a configuration (e.g. `loss` or `loss,assigner`); "
+                             "default: every override that varies across the runs, except seed")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first sweep dir>/summary)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+
+    try:
+        runs, superseded = collect_runs(args.sweep_dirs)
+        group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
+        summary = summarize(runs, baseline=args.baseline, group_by=group_by, confidence=args.confidence,
+                            alpha=args.alpha, sweep_dirs=args.sweep_dirs, superseded=superseded)
+    except SweepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    paths = write_all(summary, args.out or args.sweep_dirs[0] / "summary", plots=not args.no_plots)
+    print(to_markdown(summary))
+    print("Written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The ablation presets (configs/experiment/ablate_*.yaml): they compose, sweep options that exist, compare
+against a configuration of their own grid, and leave the dataset to the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# implementations of an assigner already in the sweep (same assignments), not methods of their own
+SAME_METHOD_AS_TAL = {"tal_dense"}
+PRESETS = {
+    "ablate_box_loss": ("loss", "iou,giou,diou,ciou,eiou,focal_eiou,alpha_ciou,siou", "loss=ciou"),
+    "ablate_cls_loss": ("loss/cls", "bce,focal,qfl,vfl", "loss/cls=bce"),
+    "ablate_assigner": ("assigner", None, "assigner=tal"),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_sweeps_existing_options_over_three_seeds(compose_config, preset):
+    key, expected, baseline = PRESETS[preset]
+    cfg = compose_config([f"experiment={preset}"], return_hydra_config=True)
+    params = dict(cfg.hydra.sweeper.params)
+    assert list(params) == ["seed", key] and params["seed"] == "0,1,2"
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.task_name == preset
+    assert cfg.hydra.runtime.choices.data == "shapes"
+    options = params[key].split(",")
+    if expected is not None:
+        assert params[key] == expected
+    else:  # the assigner sweep: tal plus every other assigner method (a new config must join it or be listed here)
+        assigners = {p.stem for p in (ROOT / "configs" / "assigner").glob("*.yaml")} - SAME_METHOD_AS_TAL
+        assert options[0] == "tal" and set(options) == assigners
+    assert cfg.ablation.baseline == baseline and baseline.split("=")[1] in options
+    for option in options:
+        assert (ROOT / "configs" / key / f"{option}.yaml").exists(), option
+        run_cfg = compose_config([f"experiment={preset}", f"{key}={option}", "seed=1"])
+        assert run_cfg.seed == 1
+        criterion = hydra.utils.instantiate(run_cfg.module.criterion)  # the combination can be built
+        assert criterion is not None
+
+
+@pytest.mark.parametrize("data", ["voc", "coco", "coco128"])
+def test_dataset_comes_from_the_command_line(compose_config, data):
+    if not (ROOT / "configs" / "data" / f"{data}.yaml").exists():
+        pytest.skip(f"configs/data/{data}.yaml not there yet")
+    cfg = compose_config(["experiment=ablate_box_loss", f"data={data}"], return_hydra_config=True)
+    assert cfg.hydra.runtime.choices.data == data and dict(cfg.hydra.sweeper.params)["loss"].startswith("iou,")
+
+
+@pytest.mark.parametrize("launcher, package, overrides", [
+    ("joblib", "hydra_joblib_launcher", ["hydra.launcher.n_jobs=2"]),
+    ("submitit_slurm", "hydra_submitit_launcher",
+     ["hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1", "hydra.launcher.cpus_per_task=8",
+      "hydra.launcher.mem_gb=32", "hydra.launcher.timeout_min=240", "hydra.launcher.array_parallelism=8"]),
+])
+def test_documented_launcher_overrides_compose(compose_config, launcher, package, overrides):
+    import importlib.util
+
+    if importlib.util.find_spec(f"hydra_plugins.{package}") is None:
+        pytest.skip("pip install -e '.[sweep]'")
+    cfg = compose_config(["experiment=ablate_box_loss", f"hydra/launcher={launcher}", *overrides], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.startswith(f"hydra_plugins.{package}")
+    assert (launcher != "submitit_slurm") or (cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.partition == "gpu")

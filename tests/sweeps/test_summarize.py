@@ -1,0 +1,167 @@
+"""summarize_sweep on a fabricated multirun directory with known numbers (tests/sweeps/conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector.sweeps import SweepError, collect_runs, summarize, to_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFTEST = Path(__file__).with_name("conftest.py")
+
+
+def load_fabricate():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_fixtures", CONFTEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def by_label(summary):
+    return {c.label: c for c in summary.configurations}
+
+
+def test_collects_ok_failed_incomplete_and_missing_runs(fabricated_sweep):
+    runs, superseded = collect_runs([fabricated_sweep])
+    assert len(runs) == 12 and superseded == []
+    status = {(r.overrides[0], r.seed): r.status for r in runs}
+    assert status[("loss=diou", 2)] == "failed" and status[("loss=siou", 1)] == "incomplete"
+    assert status[("loss=siou", 2)] == "missing" and sum(s == "ok" for s in status.values()) == 9
+    missing = next(r for r in runs if r.status == "missing")
+    assert missing.directory is None and missing.overrides == ("loss=siou", "seed=2", "trainer.max_epochs=3")
+
+
+def test_table_numbers_against_hand_computation(fabricated_sweep):
+    runs, _ = collect_runs([fabricated_sweep])
+    summary = summarize(runs, sweep_dirs=[fabricated_sweep])
+    configs = by_label(summary)
+    assert list(configs) == ["loss=ciou", "loss=giou", "loss=diou", "loss=siou"]  # the common override is no label
+    assert summary.common_overrides == ("trainer.max_epochs=3",)
+    assert summary.baseline is configs["loss=ciou"] and summary.baseline_source == "default"
+    ciou, giou, diou, siou = configs.values()
+    assert ciou.stats["map"].mean == pytest.approx(0.42) and ciou.stats["map"].sd == pytest.approx(0.02)
+    assert ciou.stats["map_50"].mean == pytest.approx(0.67) and ciou.stats["map_small"].mean == pytest.approx(0.21)
+    assert ciou.comparisons is None and ciou.is_baseline
+    g = giou.comparisons["map"]
+    assert (g.n, g.diff, g.t, g.p) == (3, pytest.approx(1 / 60), pytest.approx(5.0), pytest.approx(1 - 5 / math.sqrt(27)))
+    assert g.significant() and giou.comparisons["map_50"].p == pytest.approx(g.p)
+    # the failed seed 2 is out of the means and of the pairing
+    d = diou.comparisons["map"]
+    assert diou.stats["map"].n == 2 and diou.stats["map"].mean == pytest.approx(0.33)
+    assert (d.n, d.seeds, d.diff) == (2, [0, 1], pytest.approx(-0.08))
+    assert d.p == pytest.approx(1 - 2 / math.pi * math.atan(4)) and not d.significant()
+    assert siou.stats["map"].n == 1 and siou.comparisons["map"].n == 1 and math.isnan(siou.comparisons["map"].p)
+    assert len(siou.runs) == 3 and len(siou.ok_runs) == 1
+
+
+def test_markdown_marks_significance_low_power_and_lists_every_problem(fabricated_sweep):
+    runs, _ = collect_runs([fabricated_sweep])
+    text = to_markdown(summarize(runs, sweep_dirs=[fabricated_sweep]))
+    rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `loss=")}
+    assert "| 3 / 3 | 42.00 ± 2.00 [37.03, 46.97] |" in rows["loss=ciou"] and "baseline" in rows["loss=ciou"]
+    assert "+1.67 [" in rows["loss=giou"] and "0.038 * (n=3)" in rows["loss=giou"]
+    assert "-8.00 [" in rows["loss=diou"] and "0.156 n.s. (n=2)" in rows["loss=diou"] and "| 2 / 3 |" in rows["loss=diou"]
+    assert "50.00 (n=1)" in rows["loss=siou"] and "n/a (n=1)" in rows["loss=siou"]
+    assert "Low power" in text and "- Runs: 12 (9 ok, 1 failed, 1 incomplete, 1 missing)" in text
+    problems = text.split("## Missing or failed runs (3)")[1]
+    assert "NonFiniteLossError: loss was non-finite for 5 consecutive steps" in problems
+    assert "incomplete" in problems and "CUDA out of memory" in problems
+    assert "missing" in problems and "no job directory" in problems and "loss=siou seed=2" in problems
+
+
+def test_cli_writes_tables_and_plots_and_takes_a_baseline(fabricated_sweep, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize_sweep.py"), str(fabricated_sweep),
+                             "--baseline", "giou", "--group-by", "loss", "--out", str(out)],
+                            check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "- Baseline: `loss=giou` (--baseline)" in result.stdout
+    for name in ("summary.md", "summary.csv", "runs.csv", "bars.png", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "bars.png").read_bytes()[:4] == b"\x89PNG"
+    with open(out / "summary.csv") as f:
+        rows = {r["configuration"]: r for r in csv.DictReader(f)}
+    assert rows["loss=giou"]["is_baseline"] == "True" and rows["loss=ciou"]["map_diff"] != ""
+    assert float(rows["loss=ciou"]["map_diff"]) == pytest.approx(-1 / 60)
+    assert float(rows["loss=ciou"]["map_p"]) == pytest.approx(1 - 5 / math.sqrt(27))
+    assert float(rows["loss=ciou"]["map_ci_low"]) == pytest.approx(0.42 - 4.302653 * 0.02 / math.sqrt(3), abs=1e-6)
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == 12 and sorted(r["status"] for r in runs).count("ok") == 9
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize_sweep.py"), str(fabricated_sweep),
+                          "--baseline", "nope", "--out", str(out)], check=False, capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "matches no configuration" in bad.stderr and "loss=ciou" in bad.stderr
+
+
+def test_baseline_from_the_experiment_preset_and_unmatched_default(tmp_path):
+    fabricate = load_fabricate().fabricate
+    sweep = fabricate(tmp_path / "preset", baseline_hint="loss=diou")
+    summary = summarize(collect_runs([sweep])[0])
+    assert summary.baseline.label == "loss=diou" and summary.baseline_source.startswith("ablation.baseline")
+    # a sweep without the default baseline: a warning, no comparison, still a table
+    runs = [r for r in collect_runs([sweep])[0] if "loss=ciou" not in r.overrides]
+    for r in runs:
+        r.baseline_hint = None
+    summary = summarize(runs)
+    assert summary.baseline is None and "matches no configuration" in summary.warnings[0]
+    assert all(c.comparisons is None for c in summary.configurations)
+    assert "Warning: baseline 'loss=ciou' matches no configuration" in to_markdown(summary)
+
+
+def test_a_rerun_supersedes_the_failed_run(fabricated_sweep, tmp_path):
+    fixtures = load_fabricate()
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    fixtures.write_job(rerun / "0", fixtures.job_overrides("diou", 2), 2, 0.33)
+    runs, superseded = collect_runs([fabricated_sweep, rerun])
+    summary = summarize(runs, superseded=superseded)
+    diou = by_label(summary)["loss=diou"]
+    assert diou.stats["map"].n == 3 and diou.stats["map"].mean == pytest.approx(0.33)
+    assert [r.status for r in superseded] == ["failed"] and "Superseded by a rerun (1)" in to_markdown(summary)
+    assert all(r.status != "failed" for r in summary.problems)
+
+
+def test_multi_key_baseline_ambiguity_and_a_grouping_that_merges_runs_of_one_seed(tmp_path):
+    fixtures = load_fabricate()
+    root = tmp_path / "two_keys"
+    for job, (loss, lr) in enumerate([("ciou", "0.001"), ("ciou", "0.002"), ("giou", "0.001"), ("giou", "0.002")]):
+        fixtures.write_job(root / str(job), [f"loss={loss}", f"optimizer.lr={lr}", "seed=0"], 0, 0.4 + job / 100)
+    runs, _ = collect_runs([root])
+    summary = summarize(runs, baseline="loss=giou optimizer.lr=0.001")
+    assert len(summary.configurations) == 4 and summary.baseline.label == "loss=giou optimizer.lr=0.001"
+    with pytest.raises(SweepError, match="ambiguous"):
+        summarize(runs, baseline="ciou")
+    with pytest.raises(SweepError, match="two different runs for seed 0"):
+        summarize(runs, group_by=["loss"])
+
+
+def test_metrics_file_without_status_counts_as_ok_and_nonsense_is_failed(tmp_path):
+    root = tmp_path / "legacy"
+    (root / "0").mkdir(parents=True)
+    (root / "0" / "metrics.json").write_text(json.dumps({"map": 0.5, "map_50": 0.7, "seed": 3}))
+    (root / "1").mkdir()
+    (root / "1" / "metrics.json").write_text("{not json")
+    runs, _ = collect_runs([root])
+    assert [r.status for r in runs] == ["ok", "failed"] and runs[0].seed == 3
+    assert "unreadable metrics.json" in runs[1].reason
+
+
+def test_the_format_example_in_the_docs_is_this_code_on_the_fabricated_data(fabricated_sweep):
+    docs = (ROOT / "docs" / "ablations.md").read_text()
+    example = docs.split("## Format example (fabricated data — NOT results)")[1].split("## Results")[0]
+    runs, _ = collect_runs([fabricated_sweep])
+    text = to_markdown(summarize(runs))
+    table = [line for line in text.splitlines() if line.startswith("| ") and "loss=siou seed=2" not in line
+             and "/multirun/" not in line]  # rows with the (temporary) run paths differ
+    assert len(table) == 6 and all(line in example for line in table), [line for line in table if line not in example]
+    assert "Low power" in example and "NonFiniteLossError" in example

@@ -1,0 +1,77 @@
+"""End to end: a real Hydra multirun of a few steps per job, then summarize_sweep on its output; the joblib
+launcher with a job that fails (the sweep must go on and list it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny(tmp_path: Path) -> list[str]:
+    """A few steps on a freshly generated tiny shapes set; every output under tmp_path; no checkpoints."""
+    return [
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        "data.prepare.num_train=16", "data.prepare.num_val=8", "data.prepare.image_size=64", "data.img_size=64",
+        "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks=none",
+        "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    ]
+
+
+def run(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
+    # one intra-op thread: on a busy 2-core machine, 2 spinning threads make the few steps about 10x slower
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True,
+                            timeout=timeout, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def test_two_losses_two_seeds_multirun_then_summary(tmp_path):
+    run(["train.py", "-m", "loss=ciou,giou", "seed=0,1", *tiny(tmp_path), "data.batch_size=4"])
+    sweep = tmp_path / "multirun"
+    records = [json.loads((sweep / str(job) / "metrics.json").read_text()) for job in range(4)]
+    assert [(r["overrides"][0], r["seed"]) for r in records] == [
+        ("loss=ciou", 0), ("loss=ciou", 1), ("loss=giou", 0), ("loss=giou", 1)]
+    for record in records:
+        assert record["status"] == "ok" and record["images"] == 8 and 0 <= record["map"] <= 1
+        assert record["combination"]["loss.box"]["_target_"].endswith(("CIoULoss", "GIoULoss"))
+        assert record["combination"]["assigner"]["_target_"].endswith("TaskAlignedAssigner")
+        [epoch] = record["history"]
+        assert epoch["train_steps"] == 2 and epoch["train_loss"] > 0 and "val_map" in epoch
+    assert records[0]["combination"]["loss.box"] != records[2]["combination"]["loss.box"]
+
+    out = run(["scripts/summarize_sweep.py", str(sweep), "--group-by", "loss"], timeout=120).stdout
+    assert "Baseline: `loss=ciou`" in out and "## Missing or failed runs (0)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `loss=")]
+    assert [row.split("`")[1] for row in rows] == ["loss=ciou", "loss=giou"]
+    assert all("| 2 / 2 |" in row for row in rows) and "(n=2)" in rows[1]  # giou paired with ciou on both seeds
+    for name in ("summary.md", "summary.csv", "runs.csv", "bars.png", "curves.png"):
+        assert (sweep / "summary" / name).stat().st_size > 0
+
+
+JOBLIB = importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
+
+
+def test_a_diverging_run_is_recorded_and_the_sweep_goes_on_with_the_joblib_launcher(tmp_path):
+    """loss.weights.box=nan makes every step non-finite: the LightningModule raises NonFiniteLossError after
+    max_nonfinite_steps=1. Job 0 fails, job 1 must still run. With hydra-joblib-launcher installed (the
+    `sweep` extra) the two jobs run in parallel worker processes, else in sequence (the basic launcher)."""
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if JOBLIB else []
+    result = run(["train.py", "-m", *launcher, "loss.weights.box=nan,7.5", "module.max_nonfinite_steps=1",
+                  *tiny(tmp_path), "data.batch_size=4", "trainer.limit_val_batches=1"])
+    assert ("Joblib" in result.stdout + result.stderr) == JOBLIB
+    sweep = tmp_path / "multirun"
+    failed, ok = (json.loads((sweep / str(job) / "metrics.json").read_text()) for job in range(2))
+    assert ok["status"] == "ok" and ok["history"][0]["train_steps"] == 2
+    assert failed["status"] == "failed" and failed["map"] is None and failed["error"]["type"] == "NonFiniteLossError"
+    assert "consecutive steps with non-finite loss" in failed["error"]["message"]
+    assert failed["history"][0]["train_nonfinite_steps"] == 1 and failed["overrides"][0] == "loss.weights.box=nan"
+    out = run(["scripts/summarize_sweep.py", str(sweep), "--baseline", "loss.weights.box=7.5", "--no-plots"], timeout=120).stdout
+    problems = out.split("## Missing or failed runs (1)")[1]
+    assert "loss.weights.box=nan" in problems and "| failed | NonFiniteLossError: 1 consecutive steps" in problems

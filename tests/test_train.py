@@ -60,3 +60,16 @@ def test_ddp_two_cpu_processes_evaluate_every_val_image_once(tmp_path):
                "trainer.limit_train_batches=2", "data.batch_size=2"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["images"] == 7
+
+
+def test_a_few_batches_on_coco128_train_and_evaluate(tmp_path):
+    shared = Path(__import__("os").environ.get("DETECTOR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "coco128"
+    if not (shared / "data.yaml").exists():
+        pytest.skip(f"real data not present at {shared} (only in the project's own workspace)")
+    run_train([
+        "data=coco128", f"data.root={shared}", f"hydra.run.dir={tmp_path / 'run'}", "data.img_size=160",
+        "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=3",
+    ])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["images"] == 12  # 3 val batches of 4 evaluated by pycocotools

@@ -14,6 +14,7 @@ from detector.data.transforms import unletterbox_boxes
 from detector.evaluation.coco_eval import STAT_NAMES, COCOEvaluator
 from detector.postprocess import Postprocessor
 
+
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/Inf losses or gradients for too many consecutive steps."""
 
@@ -24,7 +25,7 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 class LitDetector(L.LightningModule):
     def __init__(
-        self, model: nn.Module, criterion: DetectionCriterion, postprocess: Postprocessor,
+        self, model: nn.Module, criterion: DetectionCriterion | nn.Module, postprocess: Postprocessor | Callable,
         optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None, channels_last: bool = False,
         max_nonfinite_steps: int = 10, run_config: dict | None = None,
     ) -> None:

@@ -99,17 +99,21 @@ def dense_reference(scores, pred, points, labels, boxes, mask):
     return result.foreground, result.gt_index, result.scores
 
 
+def random_boxes(*shape: int, extent: float, max_size: float) -> torch.Tensor:
+    """Random xyxy boxes of shape (*shape, 4): corners in [0, extent), sides in [4, 4 + max_size)."""
+    xy = torch.rand(*shape, 2) * extent
+    return torch.cat([xy, xy + 4 + torch.rand(*shape, 2) * max_size], -1)
+
+
 def test_matches_dense_reference_on_random_crowded_images():
     torch.manual_seed(0)
     points, strides = anchor_points([(16, 16), (8, 8), (4, 4)], (8, 16, 32))
     points = points * strides
     B, M, C = 3, 40, 5
-    xy = torch.rand(B, M, 2) * 100
-    boxes = torch.cat([xy, xy + 4 + torch.rand(B, M, 2) * 60], -1)
+    boxes = random_boxes(B, M, extent=100, max_size=60)
     labels = torch.randint(0, C, (B, M))
     mask = torch.rand(B, M) > 0.2
-    pxy = torch.rand(B, len(points), 2) * 100
-    pred = torch.cat([pxy, pxy + 4 + torch.rand(B, len(points), 2) * 60], -1)
+    pred = random_boxes(B, len(points), extent=100, max_size=60)
     scores = torch.rand(B, len(points), C)
     boxes[0, 0] = torch.tensor([12.0, 12.0, 44.0, 44.0])  # edges exactly on anchor points: strictly inside only
     fg, idx, target = dense_reference(scores, pred, points, labels, boxes, mask)
@@ -129,8 +133,7 @@ def test_a_thousand_gt_per_image():
     points, strides = anchor_points([(40, 40), (20, 20), (10, 10)], (8, 16, 32))
     points = points * strides
     B, M, C = 4, 1000, 80
-    xy = torch.rand(B, M, 2) * 300
-    boxes = torch.cat([xy, xy + 4 + torch.rand(B, M, 2) * 40], -1)
+    boxes = random_boxes(B, M, extent=300, max_size=40)
     half = 2 + torch.rand(B, len(points), 2) * 20  # predictions around their own anchor point
     pred = torch.cat([points - half, points + half], -1)
     scores, labels, mask = torch.rand(B, len(points), C), torch.randint(0, C, (B, M)), torch.ones(B, M, dtype=torch.bool)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import lightning as L
 import torch
@@ -42,12 +43,15 @@ class MetricsHistory(Callback):
     """Per-epoch history for `metrics.json` (added by `detector.runner.train`, whatever the callbacks config):
     the mean training loss over the epoch's finite steps (the loss the optimizer saw, undoing Lightning's
     division by `accumulate_grad_batches`), how many steps were non-finite, and the validation mAP50-95 /
-    mAP50 / loss of the epoch. Sums stay on the device (no synchronisation per step); a run that crashes
+    mAP50 / loss of the epoch, and `minutes`: wall time from the start of fitting to the end of that
+    validation (training and the validations so far; a resumed run counts from its resume), which
+    scripts/time_to_accuracy.py reads. Sums stay on the device (no synchronisation per step); a run that crashes
     mid-epoch keeps its partial epoch, and a non-finite loss in the step that raised (NonFiniteLossError
     comes before the end of its step) still counts in `train_nonfinite_steps`."""
 
     def __init__(self) -> None:
         self.epochs: dict[int, dict[str, float | int | None]] = {}
+        self._fit_start: float | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -56,6 +60,9 @@ class MetricsHistory(Callback):
         self._nonfinite_steps: torch.Tensor | int = 0
         self._epoch: int | None = None
         self._pending: torch.Tensor | None = None  # the loss of the step under way (scaled under fp16 AMP)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush()
@@ -94,6 +101,8 @@ class MetricsHistory(Callback):
         for key, name in (("val/map", "val_map"), ("val/map_50", "val_map_50"), ("val/loss", "val_loss")):
             if key in metrics:
                 row[name] = float(metrics[key])
+        if self._fit_start is not None:
+            row["minutes"] = (time.perf_counter() - self._fit_start) / 60
 
     def _flush(self) -> None:
         if self._epoch is None:

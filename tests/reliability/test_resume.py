@@ -22,12 +22,16 @@ def train(tmp_path: Path, name: str, *extra: str) -> dict:
     return json.loads((tmp_path / name / "metrics.json").read_text())
 
 
+def without_minutes(history: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "minutes"} for row in history]
+
+
 @pytest.mark.slow
 def test_same_seed_same_losses_and_exact_resume(tmp_path):
     full = train(tmp_path, "full", "trainer.max_epochs=3")
     again = train(tmp_path, "again", "trainer.max_epochs=3")
-    # bit-identical per-epoch training losses and validation results
-    assert full["history"] == again["history"] and full["history"]
+    # bit-identical per-epoch training losses and validation results (wall-clock minutes aside)
+    assert without_minutes(full["history"]) == without_minutes(again["history"]) and full["history"]
     assert full["map"] == again["map"]
 
     train(tmp_path, "first_part", "trainer.max_epochs=2")
@@ -38,5 +42,5 @@ def test_same_seed_same_losses_and_exact_resume(tmp_path):
     last_resumed = resumed["history"][-1]
     assert last_resumed["epoch"] == last_full["epoch"] == 2
     for key, value in last_full.items():
-        if isinstance(value, float):
+        if isinstance(value, float) and key != "minutes":
             assert last_resumed[key] == pytest.approx(value, abs=1e-6), key

@@ -25,18 +25,23 @@ class EMA(WeightAveraging):
 
 
 class Unfreeze(Callback):
-    """Make every parameter trainable again at the start of epoch `epoch` (after `model.freeze=...`)."""
+    """Make every parameter trainable again at the start of epoch `epoch` (after `model.freeze=...`), or of the
+    first epoch after it when a run resumes later (the model is rebuilt frozen). The BatchNorm layers that were
+    kept in eval mode while frozen go back to training mode with the module."""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
-            frozen = [p for p in pl_module.parameters() if not p.requires_grad]
-            for parameter in frozen:
-                parameter.requires_grad_(True)
-            if frozen:
-                rank_zero_info(f"epoch {self.epoch}: unfroze {len(frozen)} parameter tensors")
+        if trainer.current_epoch < self.epoch:
+            return
+        frozen = [p for p in pl_module.parameters() if not p.requires_grad]
+        if not frozen:
+            return
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+        pl_module.train(pl_module.training)  # re-applies the modes: the unfrozen norms train again
+        rank_zero_info(f"epoch {trainer.current_epoch}: unfroze {len(frozen)} parameter tensors")
 
 
 class MetricsHistory(Callback):

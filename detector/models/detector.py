@@ -9,7 +9,7 @@ from torch import nn
 
 from detector.models.backbones import CSPDarknet
 from detector.models.finetune import freeze as finetune_freeze
-from detector.models.finetune import load_matching_weights
+from detector.models.finetune import keep_frozen_norms_in_eval, load_matching_weights
 from detector.models.heads import DFLHead
 from detector.models.necks import PAN
 from detector.models.scales import get_scale
@@ -47,7 +47,15 @@ class YOLODetector(nn.Module):
         if init_from is not None:
             load_matching_weights(self, init_from)
         finetune_freeze(self, freeze)
+        keep_frozen_norms_in_eval(self)
         self._priors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def train(self, mode: bool = True) -> YOLODetector:
+        """nn.Module.train, except that BatchNorm layers whose parameters are frozen stay in eval mode."""
+        super().train(mode)
+        if mode:
+            keep_frozen_norms_in_eval(self)
+        return self
 
     def priors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Anchor points and strides for these feature sizes, cached per size and device."""

@@ -49,17 +49,23 @@ def _summary(names: list[str], limit: int = 6) -> str:
 
 
 def freeze(model: nn.Module, spec: str | int | None) -> list[str]:
-    """Freeze (requires_grad=False) `spec`: 'backbone', or an int N = the first N stages of the backbone
-    (stem, stage2, ... stage5). Returns the frozen parameter names. `Unfreeze` (callbacks) undoes it."""
+    """Freeze (requires_grad=False) `spec`: 'backbone', or an int N = the first N stages of the backbone, its
+    children in order (stem, stage2, ... stage5 for the CSP and the torchvision backbones; 0..5). Returns the
+    frozen parameter names. The BatchNorm layers of frozen parts keep their running statistics (see
+    `keep_frozen_norms_in_eval`). `Unfreeze` (callbacks) undoes it."""
     if spec is None:
         return []
     backbone = model.get_submodule("backbone")
+    stages = list(backbone.children())
     if spec == "backbone":
         modules = [backbone]
-    elif isinstance(spec, int) and not isinstance(spec, bool) and spec >= 0:
-        modules = list(backbone.children())[:spec]
+    elif isinstance(spec, int) and not isinstance(spec, bool) and 0 <= spec <= len(stages):
+        modules = stages[:spec]
     else:
-        raise ValueError(f"freeze must be 'backbone', a number of backbone stages or null, got {spec!r}")
+        names = ", ".join(name for name, _ in backbone.named_children())
+        raise ValueError(
+            f"freeze must be 'backbone', a number of backbone stages (0..{len(stages)}: {names}) or null, got {spec!r}"
+        )
     frozen = []
     for module in modules:
         for name, parameter in module.named_parameters():
@@ -67,3 +73,15 @@ def freeze(model: nn.Module, spec: str | int | None) -> list[str]:
             frozen.append(name)
     rank_zero_info(f"froze {len(frozen)} parameter tensors ({spec})")
     return frozen
+
+
+def keep_frozen_norms_in_eval(model: nn.Module) -> None:
+    """Put every BatchNorm layer whose affine parameters are all frozen in eval mode, so that a frozen part of
+    the network does not change at all: its running mean and variance stay as loaded (e.g. ImageNet's) instead
+    of drifting with the small batches of fine-tuning (mmdetection's frozen stages, detectron2's
+    FrozenBatchNorm). Call it after each `train()`; once unfrozen, a layer follows train() again."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            parameters = list(module.parameters(recurse=False))
+            if parameters and not any(p.requires_grad for p in parameters):
+                module.eval()

@@ -67,3 +67,20 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"state_dict": {"a": "not a tensor"}}, path)
     with pytest.raises(ValueError, match="neither a Lightning checkpoint nor a state dict"):
         YOLODetector(3, "n", init_from=str(path))
+
+
+def test_frozen_norms_keep_their_statistics_and_a_resumed_run_still_unfreezes():
+    model = YOLODetector(3, "n", image_size=64, freeze=2).train()
+    stages = (model.backbone.stem, model.backbone.stage2)
+    frozen = [m for s in stages for m in s.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert frozen and not any(m.training for m in frozen)
+    assert all(m.training for m in model.backbone.stage3.modules())
+    statistics = [m.running_var.clone() for m in frozen]
+    model(torch.rand(2, 3, 64, 64))  # a training-mode forward
+    assert all(torch.equal(m.running_var, s) for m, s in zip(frozen, statistics))
+
+    holder = torch.nn.Module()
+    holder.model = model
+    # resumed at epoch 5 with Unfreeze(epoch=3): the model is rebuilt frozen, the first epoch start unfreezes it
+    Unfreeze(epoch=3).on_train_epoch_start(type("FakeTrainer", (), {"current_epoch": 5})(), holder)
+    assert all(p.requires_grad for p in model.parameters()) and all(m.training for m in model.modules())

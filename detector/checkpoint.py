@@ -68,6 +68,22 @@ def check_targets(config: Any, allowed: tuple[str, ...] = SAFE_TARGET_PREFIXES, 
             check_targets(value, allowed, f"{where}[{index}]")
 
 
+# model arguments that fetch weights from elsewhere when the model is built (a fine-tuning source checkpoint,
+# torchvision's ImageNet downloads), and their values when the weights come from the checkpoint being loaded
+WEIGHT_SOURCES = {"init_from": None, "pretrained": False, "pretrained_backbone": False}
+
+
+def weights_from_checkpoint_only(config: Any) -> Any:
+    """A copy of a model config with every WEIGHT_SOURCES argument, at any depth, switched off: rebuilding a
+    trained model needs neither the checkpoint it was fine-tuned from nor internet access."""
+    if isinstance(config, dict):
+        return {k: WEIGHT_SOURCES[k] if k in WEIGHT_SOURCES else weights_from_checkpoint_only(v)
+                for k, v in config.items()}
+    if isinstance(config, list):
+        return [weights_from_checkpoint_only(v) for v in config]
+    return config
+
+
 def load_detector(
     ckpt_path: str | Path, device: str | torch.device | None = "auto", weights: str = "ema",
     run_config: dict | str | Path | None = None, **postprocess_overrides: Any,
@@ -108,7 +124,7 @@ def load_detector(
     model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     check_targets(config["model"], where="model")
     check_targets(config.get("postprocess") or {}, where="postprocess")
-    model: nn.Module = hydra.utils.instantiate(config["model"])
+    model: nn.Module = hydra.utils.instantiate(weights_from_checkpoint_only(config["model"]))
     model.load_state_dict(model_state)
     device = resolve_device(device)
     model.to(device).eval()

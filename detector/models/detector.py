@@ -1,4 +1,4 @@
-"""YOLOv8-style anchor-free detector: CSP backbone -> PAN neck -> decoupled DFL head."""
+"""YOLOv8-style anchor-free detector: backbone (CSP or torchvision) -> PAN neck -> decoupled DFL head."""
 
 from __future__ import annotations
 
@@ -27,21 +27,27 @@ class HeadOutput(NamedTuple):
 
 
 class YOLODetector(nn.Module):
-    """Anchor-free detector at scale n/s/m/l/x; `reg_max` distribution bins per box side."""
+    """Anchor-free detector at scale n/s/m/l/x; `reg_max` distribution bins per box side.
+
+    `scale` sets the CSP backbone and the width and depth of the neck and head. `backbone`, when given, replaces
+    the CSP backbone: any module that maps images in [0, 1] to the stride 8/16/32 feature maps and has
+    `out_channels` (e.g. `detector.models.torchvision_backbones.ResNet`); the neck then projects its channels to
+    the scale's widths (1x1 convs)."""
 
     strides = (8, 16, 32)
 
     def __init__(
         self, num_classes: int, scale: str = "n", reg_max: int = 16, image_size: int = 640,
-        init_from: str | None = None, freeze: str | int | None = None,
+        init_from: str | None = None, freeze: str | int | None = None, backbone: nn.Module | None = None,
     ) -> None:
         """`init_from`: a checkpoint whose matching weights are loaded (fine-tuning); `freeze`: 'backbone'
         or a number of backbone stages to freeze (see detector.models.finetune)."""
         super().__init__()
         size = get_scale(scale)
         self.num_classes, self.reg_max = num_classes, reg_max
-        self.backbone = CSPDarknet(size)
-        self.neck = PAN(self.backbone.out_channels, size.repeats(3))
+        self.backbone = CSPDarknet(size) if backbone is None else backbone
+        widths = tuple(size.channels(c) for c in (256, 512, 1024))  # the CSP backbone's P3/P4/P5 at this scale
+        self.neck = PAN(self.backbone.out_channels, size.repeats(3), out_channels=widths)
         self.head = DFLHead(self.neck.out_channels, num_classes, self.strides, reg_max)
         self.head.reset_bias(image_size)
         if init_from is not None:

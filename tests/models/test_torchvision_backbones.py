@@ -1,0 +1,214 @@
+"""torchvision ImageNet backbones under the YOLOv8-style detector: feature strides and channels, ImageNet
+normalisation, the weights that `pretrained` selects (the download is mocked), a training step, freezing by
+part or stage count with frozen BatchNorm statistics, Unfreeze, Hydra configs, checkpoints and ONNX export."""
+
+import hydra
+import pytest
+import torch
+import torchvision.models._api as torchvision_api
+from hydra.core.hydra_config import HydraConfig
+from torchvision.models import (
+    MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, get_model,
+)
+
+from detector.assigners.tal import TaskAlignedAssigner
+from detector.callbacks import Unfreeze
+from detector.criterion import DetectionCriterion
+from detector.losses.classification import BCEWithLogits
+from detector.losses.dfl import DFLoss
+from detector.losses.iou import CIoULoss
+from detector.models import YOLODetector
+from detector.models.torchvision_backbones import MobileNetV3, ResNet, imagenet_weights
+from detector.postprocess import Postprocessor
+
+BACKBONES = {  # config name: (constructor, P3/P4/P5 channels, torchvision name, DEFAULT weights)
+    "resnet18": (lambda **kw: ResNet(18, **kw), (128, 256, 512), "resnet18", ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (lambda **kw: ResNet(34, **kw), (128, 256, 512), "resnet34", ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (lambda **kw: ResNet(50, **kw), (512, 1024, 2048), "resnet50", ResNet50_Weights.IMAGENET1K_V2),
+    "mobilenet_v3_large": (lambda **kw: MobileNetV3(**kw), (40, 112, 960), "mobilenet_v3_large",
+                           MobileNet_V3_Large_Weights.IMAGENET1K_V2),
+}
+LIGHT = ["resnet18", "mobilenet_v3_large"]  # the cheaper ones for the heavier tests
+STAGES = ["stem", "stage2", "stage3", "stage4", "stage5"]
+
+
+@pytest.fixture
+def fake_download(monkeypatch):
+    """Replaces torchvision's weight download: returns the architecture's state dict with every float tensor
+    filled with 0.5 and records the requested URLs; nothing is fetched."""
+    urls = []
+
+    def load_state_dict_from_url(url, *args, **kwargs):
+        urls.append(url)
+        name = next(name for _, _, name, weights in BACKBONES.values() if weights.url == url)
+        state = get_model(name, weights=None).state_dict()
+        return {k: v.fill_(0.5) if v.is_floating_point() else v for k, v in state.items()}
+
+    monkeypatch.setattr(torchvision_api, "load_state_dict_from_url", load_state_dict_from_url)
+    return urls
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_feature_maps_at_strides_8_16_32_with_the_stated_channels(name):
+    make, channels, _, _ = BACKBONES[name]
+    backbone = make().eval()
+    assert [n for n, _ in backbone.named_children()] == STAGES and backbone.out_channels == channels
+    with torch.no_grad():
+        features = backbone(torch.rand(2, 3, 64, 96))
+    assert [tuple(f.shape) for f in features] == [(2, c, 64 // s, 96 // s) for c, s in zip(channels, (8, 16, 32))]
+    # under the detector the neck projects them to the scale's widths (n: 64, 128, 256)
+    model = YOLODetector(3, "n", image_size=64, backbone=backbone)
+    assert model.neck.out_channels == (64, 128, 256) and len(model.neck.project) == 3
+    assert YOLODetector(3, "n").neck.project is None  # the CSP backbone already has them: no projection
+
+
+def test_inputs_are_normalised_as_the_imagenet_weights_expect():
+    backbone = ResNet(18).eval()
+    transform = ResNet18_Weights.DEFAULT.transforms()
+    images = torch.rand(1, 3, 64, 64)
+    normalised = (images - torch.tensor(transform.mean).view(1, 3, 1, 1)) / torch.tensor(transform.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        x = backbone.stage3(backbone.stage2(backbone.stem(normalised)))
+        expected = backbone.stage5(backbone.stage4(x))
+        torch.testing.assert_close(backbone(images)[-1], expected)
+    assert "mean" not in backbone.state_dict()  # constants, not weights
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_pretrained_selects_the_default_imagenet_weights_without_downloading(name, fake_download):
+    make, _, torchvision_name, weights = BACKBONES[name]
+    assert imagenet_weights(torchvision_name, True) is weights and imagenet_weights(torchvision_name, False) is None
+    assert next(make().parameters()).ne(0.5).any() and fake_download == []  # pretrained=False: no weights fetched
+    backbone = make(pretrained=True)
+    assert fake_download == [weights.url]
+    assert all(p.eq(0.5).all() for p in backbone.parameters())  # the (fake) ImageNet weights were loaded
+
+
+def test_resnet_depth_is_checked():
+    with pytest.raises(ValueError, match=r"ResNet depth must be one of \(18, 34, 50\), got 101"):
+        ResNet(101)
+
+
+def criterion():
+    return DetectionCriterion(TaskAlignedAssigner(3), BCEWithLogits(), CIoULoss(), DFLoss(16), 16)
+
+
+def targets():
+    labels = torch.tensor([[0, 2], [1, 0]])
+    boxes = torch.tensor([[[4.0, 6, 30, 40], [30, 20, 60, 58]], [[10, 10, 50, 30], [0, 0, 0, 0]]])
+    return labels, boxes, torch.tensor([[True, True], [True, False]])
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_a_training_step_reaches_the_backbone(name):
+    torch.manual_seed(0)
+    model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0]())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    stem = next(model.backbone.parameters())  # the first conv's weight
+    before = stem.detach().clone()
+    losses = criterion()(model(torch.rand(2, 3, 64, 64)), *targets())
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["box"] > 0
+    losses["loss"].backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert stem.grad.abs().sum() > 0
+    optimizer.step()
+    assert not torch.equal(stem, before)
+
+
+def norms(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+class Holder(torch.nn.Module):
+    """Stands in for the LightningModule that holds the detector as `model`."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_freeze_backbone_keeps_its_weights_and_norm_statistics_until_unfrozen(name):
+    model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0](), freeze="backbone").train()
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in [*model.neck.parameters(), *model.head.parameters()])
+    assert not any(m.training for m in norms(model.backbone)) and all(m.training for m in norms(model.neck))
+    stats = [m.running_mean.clone() for m in norms(model.backbone)]
+    neck_stats = norms(model.neck)[0].running_mean.clone()
+    losses = criterion()(model(torch.rand(2, 3, 64, 64)), *targets())
+    losses["loss"].backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(torch.equal(m.running_mean, s) for m, s in zip(norms(model.backbone), stats))
+    assert not torch.equal(norms(model.neck)[0].running_mean, neck_stats)
+
+    holder = Holder(model).train()
+    assert not any(m.training for m in norms(model.backbone))  # still, after another train()
+    trainer = type("FakeTrainer", (), {"current_epoch": 3})()
+    Unfreeze(epoch=3).on_train_epoch_start(trainer, holder)
+    assert all(p.requires_grad for p in model.parameters()) and all(m.training for m in norms(model))
+    model.eval()
+    assert not any(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_freeze_by_stage_count(name):
+    model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0](), freeze=3)
+    for index, stage in enumerate(STAGES):
+        parameters = list(getattr(model.backbone, stage).parameters())
+        assert all(p.requires_grad == (index >= 3) for p in parameters), stage
+        assert all(m.training == (index >= 3) for m in norms(getattr(model.backbone, stage))), stage
+    stages = r"a number of backbone stages \(0\.\.5: stem, stage2, stage3, stage4, stage5\).*got 6"
+    with pytest.raises(ValueError, match=stages):
+        YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0](), freeze=6)
+
+
+def test_hydra_backbone_group_builds_the_detector(compose_config, tmp_path):
+    cfg = compose_config(["model/backbone=mobilenet_v3_large", "data.img_size=64", "model.freeze=backbone",
+                          f"paths.data_dir={tmp_path}"], return_hydra_config=True)
+    assert cfg.model.backbone == {"_target_": "detector.models.torchvision_backbones.MobileNetV3", "pretrained": False}
+    HydraConfig.instance().set_config(cfg)
+    model = hydra.utils.instantiate(cfg.module).model
+    assert isinstance(model, YOLODetector) and isinstance(model.backbone, MobileNetV3)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert compose_config().model.backbone == {"_target_": "detector.models.backbones.CSPDarknet", "scale": "n"}
+    assert compose_config(["model.scale=s"]).model.backbone.scale == "s"
+
+
+@pytest.mark.parametrize("name", ["resnet34", "resnet50"])
+def test_hydra_pretrained_true_loads_the_imagenet_weights(compose_config, fake_download, name):
+    cfg = compose_config([f"model/backbone={name}", "model.backbone.pretrained=true"])
+    backbone = hydra.utils.instantiate(cfg.model.backbone)
+    assert fake_download == [BACKBONES[name][3].url] and backbone.stem[0].weight.eq(0.5).all()
+
+
+def test_checkpoint_of_a_pretrained_run_rebuilds_without_downloading(tmp_path, monkeypatch):
+    from detector.checkpoint import load_detector
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_detector must not fetch ImageNet weights: the checkpoint has the weights")
+
+    monkeypatch.setattr(torchvision_api, "load_state_dict_from_url", no_download)
+    model = YOLODetector(3, "n", image_size=64, backbone=ResNet(18))
+    config = {"model": {
+        "_target_": "detector.models.YOLODetector", "num_classes": 3, "scale": "n", "image_size": 64,
+        "init_from": str(tmp_path / "gone.ckpt"), "freeze": "backbone",  # the fine-tuning source need not exist
+        "backbone": {"_target_": "detector.models.torchvision_backbones.ResNet", "depth": 18, "pretrained": True},
+    }}
+    path = tmp_path / "run.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "run_config": config}, path)
+    loaded, _, _ = load_detector(path, "cpu")
+    assert torch.equal(loaded.backbone.stem[0].weight, model.backbone.stem[0].weight)
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_onnx_export_matches_pytorch(name, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from detector.export import build_export_module, export_onnx, verify_onnx
+
+    model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0]()).eval()
+    module = build_export_module(model, Postprocessor(16))
+    path = export_onnx(module, tmp_path / f"{name}.onnx", 64)
+    report = verify_onnx(path, module, 64, batch_size=2)  # raises on a mismatch
+    assert report["boxes_shape"] == [2, 8 * 8 + 4 * 4 + 2 * 2, 4]

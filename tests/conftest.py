@@ -1,10 +1,12 @@
-"""Shared test helpers: the repository root, the real data in ../shared (optional), Hydra composition."""
+"""Shared test helpers: the repository root, the real data in ../shared (optional), Hydra composition, image files."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,3 +34,14 @@ def compose_config():
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def write_image():
+    """write_image(path, width, height, value=(90, 90, 90)) -> path: a solid-colour image (format from the suffix)."""
+    def write(path: Path, width: int, height: int, value=(90, 90, 90)) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(path), np.full((height, width, 3), value, np.uint8))
+        return path
+
+    return write

@@ -1,12 +1,10 @@
-"""Fixtures for the data tests: the shared real datasets (skipped when absent) and small image writers."""
+"""Fixtures for the data tests: the shared real datasets (skipped when absent)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 
@@ -30,14 +28,3 @@ def fruit_voc() -> Path:
     if not (path / "Annotations").is_dir():
         pytest.skip(f"fruit_voc not found at {path.resolve()} (set DETECTOR_SHARED_DATA to the folder holding fruit_voc/)")
     return path
-
-
-@pytest.fixture
-def write_image():
-    """write_image(path, width, height, value=(90, 90, 90)) -> path: a solid-colour image (format from the suffix)."""
-    def write(path: Path, width: int, height: int, value=(90, 90, 90)) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        assert cv2.imwrite(str(path), np.full((height, width, 3), value, np.uint8))
-        return path
-
-    return write

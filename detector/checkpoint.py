@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from detector.models.build import build_model
 from detector.postprocess import Postprocessor
 
 POSTPROCESS_KEYS = ("conf_threshold", "iou_threshold", "max_detections", "max_candidates", "nms")
@@ -124,7 +125,8 @@ def load_detector(
     model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     check_targets(config["model"], where="model")
     check_targets(config.get("postprocess") or {}, where="postprocess")
-    model: nn.Module = hydra.utils.instantiate(weights_from_checkpoint_only(config["model"]))
+    # eager: a run's `model.compile` is not applied here
+    model = build_model(weights_from_checkpoint_only(config["model"]))
     model.load_state_dict(model_state)
     device = resolve_device(device)
     model.to(device).eval()

@@ -27,14 +27,16 @@ class LitDetector(L.LightningModule):
     def __init__(
         self, model: nn.Module, criterion: DetectionCriterion | nn.Module, postprocess: Postprocessor | Callable,
         optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None, channels_last: bool = False,
-        max_nonfinite_steps: int = 10, run_config: dict | None = None,
+        compile_model: bool = False, max_nonfinite_steps: int = 10, run_config: dict | None = None,
     ) -> None:
         """A step whose loss or gradients are NaN/Inf is skipped with a warning; after
-        `max_nonfinite_steps` such steps in a row training stops with NonFiniteLossError."""
+        `max_nonfinite_steps` such steps in a row training stops with NonFiniteLossError.
+        `channels_last`: the model's weights and the input images in channels_last memory format.
+        `compile_model`: torch.compile the model's forward when the Trainer sets the module up."""
         super().__init__()
         self.model, self.criterion, self.postprocess = model, criterion, postprocess
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.channels_last = channels_last
+        self.channels_last, self.compile_model = channels_last, compile_model
         # the resolved run config (plain types), stored in checkpoints so that they rebuild the model alone
         self.run_config = run_config
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -46,6 +48,13 @@ class LitDetector(L.LightningModule):
         self.class_names: list[str] = []
         self.category_ids: list[int] = []
         self.best_metrics: dict[str, float] = {}
+
+    def setup(self, stage: str) -> None:
+        """Compile the model's forward in place (nn.Module.compile: the parameter names, hence the checkpoint
+        keys, do not change). Here rather than in __init__: after the callbacks' setup, so that the EMA copy of
+        the module is an ordinary module, and in the process that trains (DDP spawn pickles the module)."""
+        if self.compile_model:
+            self.model.compile()
 
     def forward(self, images: torch.Tensor):
         images = images.float() / 255 if images.dtype == torch.uint8 else images

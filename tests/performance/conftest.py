@@ -1,0 +1,62 @@
+"""Fixtures: a tiny LitDetector (n-scale YOLOv8-style model) that has the same weights at every build, a 64-px
+batch of 2, and a training step that returns the losses and gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from detector.assigners.tal import TaskAlignedAssigner
+from detector.criterion import DetectionCriterion
+from detector.lit_module import LitDetector
+from detector.losses.classification import BCEWithLogits
+from detector.losses.dfl import DFLoss
+from detector.losses.iou import CIoULoss
+from detector.models import YOLODetector
+from detector.postprocess import Postprocessor
+
+IMG_SIZE, NUM_CLASSES = 64, 5
+
+
+Losses = dict[str, torch.Tensor]
+
+
+def build_module(**options) -> LitDetector:
+    torch.manual_seed(0)
+    model = YOLODetector(NUM_CLASSES, "n", image_size=IMG_SIZE)
+    criterion = DetectionCriterion(TaskAlignedAssigner(NUM_CLASSES), BCEWithLogits(), CIoULoss(), DFLoss())
+    return LitDetector(model, criterion, Postprocessor(), lambda groups: torch.optim.SGD(groups, lr=0.01), **options)
+
+
+@pytest.fixture
+def tiny_module() -> Callable[..., LitDetector]:
+    """tiny_module(**options) -> a LitDetector with the same weights at every call; `options` go to LitDetector
+    (channels_last, compile_model)."""
+    return build_module
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    """Two uint8 images (as the data loader gives them) with 2 and 1 GT boxes."""
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (2, 3, IMG_SIZE, IMG_SIZE), dtype=torch.uint8, generator=generator)
+    boxes = torch.tensor([[[4.0, 6, 30, 40], [34, 30, 60, 58]], [[10, 10, 40, 30], [0, 0, 0, 0]]])
+    labels, mask = torch.tensor([[0, 3], [1, -1]]), torch.tensor([[True, True], [True, False]])
+    return {"images": images, "boxes": boxes, "labels": labels, "mask": mask}
+
+
+def train_step(module: LitDetector, batch: dict[str, torch.Tensor]) -> tuple[Losses, Losses]:
+    """(loss components, gradients by parameter name) of one training-mode forward + backward."""
+    module.train()
+    module.zero_grad(set_to_none=True)
+    losses = module.criterion(module(batch["images"]), batch["labels"], batch["boxes"], batch["mask"])
+    losses["loss"].backward()
+    return losses, {name: p.grad for name, p in module.model.named_parameters() if p.grad is not None}
+
+
+@pytest.fixture
+def training_step() -> Callable[[LitDetector, dict[str, torch.Tensor]], tuple[Losses, Losses]]:
+    """training_step(module, batch) -> (loss components, gradients by parameter name)."""
+    return train_step

@@ -51,12 +51,12 @@ class DetectionCriterion(nn.Module):
         total_score = target_scores.sum().clamp(min=1)
         losses = {"cls": self.cls_loss(cls_logits, target_scores).sum() / total_score}
 
-        fg = assignment.foreground
+        fg = assignment.foreground.nonzero(as_tuple=True)  # (image, anchor) of the positives: one synchronisation
         weight = target_scores.sum(-1)[fg]
         target_boxes = (assignment.boxes / strides)[fg]
         losses["box"] = (self.box_loss(pred_boxes[fg], target_boxes) * weight).sum() / total_score
         if self.dfl_loss is not None:
-            target_distances = boxes_to_distances(points.expand_as(pred_boxes[..., :2])[fg], target_boxes)
+            target_distances = boxes_to_distances(points[fg[1]], target_boxes)
             losses["dfl"] = (self.dfl_loss(box_logits[fg], target_distances) * weight).sum() / total_score
         else:
             losses["dfl"] = box_logits.new_zeros(())

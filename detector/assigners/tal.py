@@ -80,10 +80,11 @@ class TaskAlignedAssigner(nn.Module):
         contested = claims[anchor_key] > 1
         best_overlap = _segment_max(overlap, anchor_key, batch * anchors)[anchor_key]
         best_gt = torch.full((batch * anchors,), num_gt, dtype=torch.long, device=b.device)
-        best_gt.scatter_reduce_(0, anchor_key[overlap == best_overlap], g[overlap == best_overlap], "amin")
+        best_gt.scatter_reduce_(0, anchor_key, torch.where(overlap == best_overlap, g, num_gt), "amin")
         positive = torch.where(contested, g == best_gt[anchor_key], positive)
 
-        b, g, a, align, overlap = b[positive], g[positive], a[positive], align[positive], overlap[positive]
+        keep = positive.nonzero().squeeze(1)  # one host-device synchronisation for the five selections
+        b, g, a, align, overlap = b[keep], g[keep], a[keep], align[keep], overlap[keep]
         gt_key = b * num_gt + g
         max_align = _segment_max(align, gt_key, batch * num_gt)[gt_key]
         max_overlap = _segment_max(overlap, gt_key, batch * num_gt)[gt_key]
@@ -125,6 +126,7 @@ class TaskAlignedAssigner(nn.Module):
             anchor = order[start[row] + within]
             x, y, box = points[anchor, 0], points[anchor, 1], boxes[row]
             inside = (x - box[:, 0] > eps) & (y - box[:, 1] > eps) & (box[:, 2] - x > eps) & (box[:, 3] - y > eps)
+            inside = inside.nonzero().squeeze(1)
             found.append((rows[row[inside]], anchor[inside]))
             first = last
         row = torch.cat([r for r, _ in found]) if found else rows.new_zeros(0)

@@ -1,16 +1,33 @@
-"""Speed and memory benchmarks, each against a reference measured in the same run.
+"""Speed and memory benchmarks, each case in a fresh process and compared with a reference measured in the same run.
 
-    python scripts/benchmark.py                  # everything, prints a table, writes docs/benchmark.json
-    python scripts/benchmark.py --only criterion --repeats 5
+    python scripts/benchmark.py                  # every section, prints the tables, writes docs/benchmark.json
+    python scripts/benchmark.py --only criterion assigner --repeats 5
+    python scripts/benchmark.py --batch 2 --sizes 64 --num-gt 10 --data-images 4 --repeats 1 --warmup 0 --out /tmp/b.json
 
-Times are medians over `--repeats` runs after `--warmup` runs (min-max in brackets). Peak memory is
-the growth of the process's maximum resident set while a case runs, each case in a fresh process.
+Sections (--only):
+  train_step  forward + criterion + backward + AdamW step, batch --batch at each of --sizes, 80 classes, 8 GT per
+              image: the n-scale YOLOv8-style model (`model=yolov8`) and the light SSD (`experiment=ssd`)
+  criterion   YOLOv8 criterion forward + backward on random head outputs, batch --batch at the largest of --sizes,
+              80 classes, --num-gt GT per image: sparse TAL, against the dense reference (up to 200 GT)
+  assigner    the TAL assigner alone, the same cases
+  data        training samples per second (decode + mosaic + augmentations + letterbox, one process) of COCO128
+              train with the `data=coco128` pipeline at each of --sizes: mosaic on, against mosaic off
+  eval        COCO evaluation (loadRes + evaluate + accumulate + summarize) of random detections on COCO128 val:
+              faster-coco-eval, against pycocotools, with the largest difference of the 12 stats
+  inference   eval-mode forward + decode + NMS, batch --batch at each of --sizes, both models
+
+Times are medians over --repeats runs after --warmup runs (min-max in brackets). Peak memory is the growth of
+the process's maximum resident set while a case runs. `data` and `eval` need COCO128 (--coco128, default
+../shared/data/coco128 or $DETECTOR_SHARED_DATA/coco128) and are skipped, saying why, without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
 import multiprocessing as mp
 import os
 import platform
@@ -18,8 +35,11 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,15 +49,26 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 from detector.assigners.tal import TaskAlignedAssigner  # noqa: E402
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner  # noqa: E402
 from detector.criterion import DetectionCriterion  # noqa: E402
+from detector.evaluation.backends import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict  # noqa: E402
 from detector.losses.classification import BCEWithLogits  # noqa: E402
 from detector.losses.dfl import DFLoss  # noqa: E402
 from detector.losses.iou import CIoULoss  # noqa: E402
-from detector.models import HeadOutput, YOLODetector  # noqa: E402
-from detector.postprocess import Postprocessor  # noqa: E402
+from detector.models import HeadOutput  # noqa: E402
 from detector.priors import anchor_points  # noqa: E402
 
+NUM_CLASSES = 80
+# the model configs timed by train_step and inference: Hydra overrides of configs/train.yaml
+MODELS = {"n": [], "ssd_csp_n": ["experiment=ssd"]}
 
-def timed(fn, repeats: int, warmup: int) -> dict:
+
+class Case(NamedTuple):
+    name: str
+    fn: Callable[..., dict]
+    kwargs: dict[str, Any]
+    reference: str | None = None  # the case of the same section that this one is compared with (any order)
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> dict:
     for _ in range(warmup):
         fn()
     times = []
@@ -60,15 +91,73 @@ def random_gt(batch: int, num_gt: int, size: int, num_classes: int, generator: t
     return labels, boxes, torch.ones(batch, num_gt, dtype=torch.bool)
 
 
-def criterion_case(num_gt: int, dense: bool, repeats: int, warmup: int, batch: int = 16, size: int = 640, num_classes: int = 80) -> dict:
-    """Forward + backward of the whole YOLOv8 criterion on random head outputs (batch 16 at 640: 8400 points)."""
+def compose(overrides: list[str]):
+    """configs/train.yaml composed with these overrides, as `python train.py` would see it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from detector.runner import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def build_network(model: str, size: int, compile_model: bool):
+    """(network, criterion, post-processor) of a MODELS entry, as training instantiates them, 80 classes."""
+    import hydra
+
+    cfg = compose([*MODELS[model], f"data.num_classes={NUM_CLASSES}", f"data.img_size={size}"])
+    network = hydra.utils.instantiate(cfg.module.model)
+    if compile_model:
+        network.compile()
+    return network, hydra.utils.instantiate(cfg.module.criterion), hydra.utils.instantiate(cfg.module.postprocess)
+
+
+def train_step_case(model: str, size: int, batch: int, compile_model: bool, repeats: int, warmup: int) -> dict:
+    """Forward + criterion + backward + AdamW step, 8 GT per image."""
+    g = torch.Generator().manual_seed(0)
+    network, criterion, _ = build_network(model, size, compile_model)
+    network.train()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    images = torch.rand(batch, 3, size, size, generator=g)
+    gt = random_gt(batch, 8, size, NUM_CLASSES, g)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        criterion(network(images), *gt)["loss"].backward()
+        optimizer.step()
+
+    result = timed(step, repeats, warmup)
+    result["images_per_s"] = batch / result["median_s"]
+    return result
+
+
+def inference_case(model: str, size: int, batch: int, compile_model: bool, repeats: int, warmup: int) -> dict:
+    """Eval-mode forward + decode + NMS with the model's post-processing config (YOLOv8: conf 0.001 as in COCO
+    evaluation, so NMS has real work)."""
+    network, _, postprocess = build_network(model, size, compile_model)
+    network.eval()
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+    def step():
+        with torch.inference_mode():
+            postprocess(network(images))
+
+    result = timed(step, repeats, warmup)
+    result["images_per_s"] = batch / result["median_s"]
+    return result
+
+
+def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
+    """Forward + backward of the whole YOLOv8 criterion on random head outputs (640 px: 8400 points)."""
     g = torch.Generator().manual_seed(0)
     points, strides = anchor_points([(size // s, size // s) for s in (8, 16, 32)], (8, 16, 32))
     box_logits = torch.randn(batch, len(points), 64, generator=g).requires_grad_()
-    cls_logits = (torch.randn(batch, len(points), num_classes, generator=g) - 4).requires_grad_()
+    cls_logits = (torch.randn(batch, len(points), NUM_CLASSES, generator=g) - 4).requires_grad_()
     output = HeadOutput(box_logits, cls_logits, points, strides)
-    gt = random_gt(batch, num_gt, size, num_classes, g)
-    assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(num_classes)
+    gt = random_gt(batch, num_gt, size, NUM_CLASSES, g)
+    assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(NUM_CLASSES)
     criterion = DetectionCriterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
     losses = {}
 
@@ -85,75 +174,166 @@ def criterion_case(num_gt: int, dense: bool, repeats: int, warmup: int, batch: i
     return result
 
 
-def assigner_case(num_gt: int, dense: bool, repeats: int, warmup: int, batch: int = 16, size: int = 640, num_classes: int = 80) -> dict:
+def assigner_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
     g = torch.Generator().manual_seed(0)
     points, strides = anchor_points([(size // s, size // s) for s in (8, 16, 32)], (8, 16, 32))
     points = points * strides
     half = 4 + torch.rand(batch, len(points), 2, generator=g) * 40
     pred = torch.cat([points - half, points + half], -1)
-    scores = torch.rand(batch, len(points), num_classes, generator=g)
-    gt = random_gt(batch, num_gt, size, num_classes, g)
-    assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(num_classes)
+    scores = torch.rand(batch, len(points), NUM_CLASSES, generator=g)
+    gt = random_gt(batch, num_gt, size, NUM_CLASSES, g)
+    assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(NUM_CLASSES)
     baseline = max_rss_mib()
     result = timed(lambda: assigner(scores, pred, points, *gt), repeats, warmup)
     result["peak_extra_mib"] = max_rss_mib() - baseline
     return result
 
 
-def train_step_case(size: int, repeats: int, warmup: int, batch: int = 16, num_classes: int = 80) -> dict:
-    """Forward + criterion + backward + AdamW step of the n-scale model, 8 GT per image."""
-    g = torch.Generator().manual_seed(0)
-    model = YOLODetector(num_classes, "n", image_size=size)
-    criterion = DetectionCriterion(TaskAlignedAssigner(num_classes), BCEWithLogits(), CIoULoss(), DFLoss())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.rand(batch, 3, size, size, generator=g)
-    gt = random_gt(batch, 8, size, num_classes, g)
+def data_case(root: str, size: int, mosaic: bool, images: int, cache: bool, repeats: int, warmup: int) -> dict:
+    """`images` training samples of COCO128 train through the `data=coco128` pipeline, in one process with one
+    thread (what a DataLoader worker gets); --cache decodes the images into RAM first (not timed)."""
+    import cv2
+    import hydra
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        criterion(model(images), *gt)["loss"].backward()
-        optimizer.step()
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    logging.disable(logging.INFO)  # the data checks' summaries would cut the table; their warnings still show
+    cfg = compose(["data=coco128", f"data.root={root}", f"data.img_size={size}", f"data.mosaic_prob={float(mosaic)}",
+                   f"data.cache_images={str(cache).lower()}"])
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")
+    dataset = datamodule.train_dataset
+    start = 0
 
-    result = timed(step, repeats, warmup)
-    result["images_per_s"] = batch / result["median_s"]
+    def samples():
+        nonlocal start
+        for i in range(start, start + images):
+            dataset[i % len(dataset)]
+        start += images
+
+    result = timed(samples, repeats, warmup)
+    result["images_per_s"] = images / result["median_s"]
     return result
 
 
-def inference_case(size: int, repeats: int, warmup: int, batch: int = 16, num_classes: int = 80) -> dict:
-    """Eval-mode forward + decode + NMS (conf 0.001 as in COCO evaluation, so NMS has real work)."""
-    model = YOLODetector(num_classes, "n", image_size=size).eval()
-    postprocess = Postprocessor()
-    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+def random_detections(dataset: dict, per_image: int, seed: int = 0) -> list[dict]:
+    """Realistic random detections: per image, three jittered copies of each GT box (20% with a random class),
+    then random boxes up to `per_image`, random scores."""
+    rng = np.random.default_rng(seed)
+    category_ids = [c["id"] for c in dataset["categories"]]
+    by_image: dict[int, list] = {image["id"]: [] for image in dataset["images"]}
+    for ann in dataset["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    sizes = {image["id"]: (image["width"], image["height"]) for image in dataset["images"]}
+    detections = []
+    for image_id, anns in by_image.items():
+        width, height = sizes.get(image_id, (640, 480))
+        boxes, labels = [], []
+        for ann in anns:
+            x, y, w, h = ann["bbox"]
+            for _ in range(3):
+                jitter = rng.normal(0, 0.1, 4) * [w, h, w, h]
+                boxes.append([x + jitter[0], y + jitter[1], max(w + jitter[2], 1), max(h + jitter[3], 1)])
+                labels.append(ann["category_id"] if rng.uniform() < 0.8 else int(rng.choice(category_ids)))
+        while len(boxes) < per_image:
+            w, h = rng.uniform(4, width / 2), rng.uniform(4, height / 2)
+            boxes.append([rng.uniform(0, width - w), rng.uniform(0, height - h), w, h])
+            labels.append(int(rng.choice(category_ids)))
+        scores = rng.uniform(0.001, 1, len(boxes))
+        for box, label, score in list(zip(boxes, labels, scores))[:per_image]:
+            detections.append({"image_id": image_id, "category_id": int(label),
+                               "bbox": [round(float(v), 2) for v in box], "score": float(score)})
+    return detections
 
-    def step():
-        with torch.inference_mode():
-            postprocess(model(images))
 
-    result = timed(step, repeats, warmup)
-    result["images_per_s"] = batch / result["median_s"]
+def eval_case(root: str, backend: str, per_image: int, repeats: int, warmup: int) -> dict:
+    """loadRes + evaluate + accumulate + summarize of `per_image` random detections per COCO128 val image."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(Path(root) / "annotations" / "instances_val2017.json"))
+    detections = random_detections(coco_gt.dataset, per_image)
+    image_ids = coco_gt.getImgIds()
+    evaluated = []
+    result = timed(lambda: evaluated.append(run_coco_eval(coco_gt, detections, image_ids, backend)), repeats, warmup)
+    result.update(images=len(image_ids), detections=len(detections), stats=stats_dict(evaluated[-1]))
     return result
 
 
-CASES = {
-    "train_step": [("n @320, batch 16", train_step_case, dict(size=320)), ("n @640, batch 16", train_step_case, dict(size=640))],
-    "criterion": [
-        (f"{n} GT/img, {'dense reference' if dense else 'sparse'}", criterion_case, dict(num_gt=n, dense=dense))
-        for n in (10, 50, 200, 1000) for dense in (False, True) if not (dense and n > 200)
-    ],
-    "assigner": [
-        (f"{n} GT/img, {'dense reference' if dense else 'sparse'}", assigner_case, dict(num_gt=n, dense=dense))
-        for n in (10, 50, 200, 1000) for dense in (False, True) if not (dense and n > 200)
-    ],
-    "inference": [("n @320, batch 16", inference_case, dict(size=320)), ("n @640, batch 16", inference_case, dict(size=640))],
-}
+def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
+    largest = max(args.sizes)
+    common = {"batch": args.batch, "compile_model": args.compile}
+    per_model = [(f"{model} @{size}, batch {args.batch}", dict(model=model, size=size, **common))
+                 for model in MODELS for size in args.sizes]
+    tal_cases = [
+        (f"{n} GT/img, {'dense reference' if dense else 'sparse'}", dict(num_gt=n, dense=dense, batch=args.batch,
+                                                                         size=largest),
+         None if dense or n > 200 else f"{n} GT/img, dense reference")
+        for n in args.num_gt for dense in (False, True) if not (dense and n > 200)
+    ]
+    root = str(args.coco128)
+    data_common = {"root": root, "images": args.data_images, "cache": args.cache}
+    return {
+        "train_step": [Case(name, train_step_case, kwargs) for name, kwargs in per_model],
+        "criterion": [Case(name, criterion_case, kwargs, ref) for name, kwargs, ref in tal_cases],
+        "assigner": [Case(name, assigner_case, kwargs, ref) for name, kwargs, ref in tal_cases],
+        "data": [
+            Case(f"@{size}, mosaic {'on' if mosaic else 'off'}", data_case, dict(size=size, mosaic=mosaic, **data_common),
+                 f"@{size}, mosaic off" if mosaic else None)
+            for size in args.sizes for mosaic in (False, True)
+        ],
+        "eval": [Case(backend, eval_case, dict(root=root, backend=backend, per_image=args.per_image),
+                      None if backend == "pycocotools" else "pycocotools") for backend in BACKENDS],
+        "inference": [Case(name, inference_case, kwargs) for name, kwargs in per_model],
+    }
 
 
-def _run(fn, kwargs, queue):
+def skip_reason(section: str, case: Case, coco128: Path) -> str | None:
+    """Why this case cannot run on this machine, or None."""
+    if section == "data" and not (coco128 / "data.yaml").is_file():
+        return f"no COCO128 at {coco128} (pass --coco128 or set DETECTOR_SHARED_DATA)"
+    if section == "eval" and not (coco128 / "annotations" / "instances_val2017.json").is_file():
+        return f"no COCO128 val annotations at {coco128}/annotations (pass --coco128 or set DETECTOR_SHARED_DATA)"
+    if case.kwargs.get("backend") == "faster_coco_eval" and not faster_coco_eval_available():
+        return "faster-coco-eval is not installed (pip install -e .[fast])"
+    return None
+
+
+def compare(result: dict, reference: dict) -> dict:
+    """Speed of a case relative to its reference, and how far their losses or COCO stats are apart."""
+    comparison = {"speedup": reference["median_s"] / result["median_s"]}
+    for key in ("losses", "stats"):
+        if key in result and key in reference:
+            comparison[f"max_{key}_difference"] = max(abs(result[key][k] - reference[key][k]) for k in reference[key])
+    return comparison
+
+
+def describe(result: dict) -> str:
+    extra = []
+    if "images_per_s" in result:
+        extra.append(f"{result['images_per_s']:.1f} img/s")
+    if "peak_extra_mib" in result:
+        extra.append(f"+{result['peak_extra_mib']:.0f} MiB peak")
+    if "losses" in result:
+        extra.append("loss " + " ".join(f"{k}={v:.5f}" for k, v in result["losses"].items() if k != "loss"))
+    if "stats" in result:
+        extra.append(f"mAP {result['stats']['map']:.4f} ({result['detections']} detections, {result['images']} images)")
+    return ", ".join(extra)
+
+
+def describe_comparison(name: str, comparison: dict) -> str:
+    differences = [f", {k.removeprefix('max_').removesuffix('_difference')} differ by at most {v:.2e}"
+                   for k, v in comparison.items() if k.endswith("_difference")]
+    return f"{name}: {comparison['speedup']:.2f}x the speed of {comparison['reference']}{''.join(differences)}"
+
+
+def _run(fn: Callable[..., dict], kwargs: dict, queue) -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     queue.put(fn(**kwargs))
 
 
-def run_isolated(fn, kwargs: dict) -> dict:
+def run_isolated(fn: Callable[..., dict], kwargs: dict) -> dict:
+    """fn(**kwargs) in a fresh process (so that peak memory and caches do not carry over between cases)."""
     context = mp.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_run, args=(fn, kwargs, queue))
@@ -163,30 +343,55 @@ def run_isolated(fn, kwargs: dict) -> dict:
     return result
 
 
+def default_coco128() -> Path:
+    return Path(os.environ.get("DETECTOR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "coco128"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=sorted(CASES), nargs="*", default=sorted(CASES))
+    sections = ("train_step", "criterion", "assigner", "data", "eval", "inference")
+    parser.add_argument("--only", choices=sections, nargs="+", default=list(sections))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16, help="batch size of train_step, criterion, assigner, inference")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[320, 640],
+                        help="image sizes of train_step, data, inference; criterion and assigner use the largest")
+    parser.add_argument("--num-gt", type=int, nargs="+", default=[10, 50, 200, 1000], help="GT per image (criterion, assigner)")
+    parser.add_argument("--compile", action="store_true",
+                        help="train_step and inference with torch.compile (nn.Module.compile; --warmup >= 2 absorbs the compilation)")
+    parser.add_argument("--coco128", type=Path, default=default_coco128(), help="COCO128 root (data, eval)")
+    parser.add_argument("--data-images", type=int, default=128, help="samples timed per repeat (data)")
+    parser.add_argument("--cache", action="store_true", help="data: decode the images into RAM first (not timed)")
+    parser.add_argument("--per-image", type=int, default=300, help="random detections per image (eval)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.json")
     args = parser.parse_args()
+    if args.compile and args.warmup < 2:
+        parser.error("--compile needs --warmup >= 2: the first call compiles, the second recompiles once the "
+                     "model has cached its priors")
+
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}")
-    results = {"machine": machine, "repeats": args.repeats, "warmup": args.warmup}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("only", "out")}
+    results: dict[str, Any] = {"machine": machine, **settings}
+    cases = build_cases(args)
     for section in args.only:
         print(f"\n## {section}\n| case | median s [min-max] | extra |\n|---|---|---|")
         results[section] = {}
-        for name, fn, kwargs in CASES[section]:
-            result = run_isolated(fn, {**kwargs, "repeats": args.repeats, "warmup": args.warmup})
-            results[section][name] = result
-            extra = []
-            if "images_per_s" in result:
-                extra.append(f"{result['images_per_s']:.1f} img/s")
-            if "peak_extra_mib" in result:
-                extra.append(f"+{result['peak_extra_mib']:.0f} MiB peak")
-            if "losses" in result:
-                extra.append("loss " + " ".join(f"{k}={v:.5f}" for k, v in result["losses"].items() if k != "loss"))
-            print(f"| {name} | {result['median_s']:.3f} [{result['min_s']:.3f}-{result['max_s']:.3f}] | {', '.join(extra)} |", flush=True)
+        for case in cases[section]:
+            reason = skip_reason(section, case, args.coco128)
+            if reason is not None:
+                results[section][case.name] = {"skipped": reason}
+                print(f"| {case.name} | skipped | {reason} |", flush=True)
+                continue
+            result = run_isolated(case.fn, {**case.kwargs, "repeats": args.repeats, "warmup": args.warmup})
+            results[section][case.name] = result
+            print(f"| {case.name} | {result['median_s']:.3f} [{result['min_s']:.3f}-{result['max_s']:.3f}] | "
+                  f"{describe(result)} |", flush=True)
+        for case in cases[section]:
+            result, reference = results[section][case.name], results[section].get(case.reference)
+            if reference is not None and "skipped" not in result and "skipped" not in reference:
+                result["vs_reference"] = {"reference": case.reference, **compare(result, reference)}
+                print(describe_comparison(case.name, result["vs_reference"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")

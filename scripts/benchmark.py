@@ -15,6 +15,16 @@ Sections (--only):
   eval        COCO evaluation (loadRes + evaluate + accumulate + summarize) of random detections on COCO128 val:
               faster-coco-eval, against pycocotools, with the largest difference of the 12 stats
   inference   eval-mode forward + decode + NMS, batch --batch at each of --sizes, both models
+  box_ops     IoULoss, GIoULoss, DIoULoss, CIoULoss forward + backward on --num-boxes random overlapping box pairs,
+              against torchvision.ops' generalized/distance/complete_box_iou_loss (reduction="none"), with the
+              largest difference of the losses and of the gradients; torchvision has no element-wise IoU loss, and
+              pairwise IoU is not timed since detector has none of its own (it calls torchvision.ops.box_iou)
+  nms         detector.nms.nms, each method, on batch --batch of --candidates candidates per image (random
+              sigmoid scores of 80 classes on the anchors at the largest of --sizes, above the post-processing's
+              conf threshold, the best by score), with the post-processing's IoU threshold and detection cap:
+              class_aware and class_agnostic against torchvision's batched_nms and nms, with whether the kept
+              indices are identical; diou and diou_agnostic against the same (another suppression rule: their
+              kept boxes may differ, by design)
 
 Times are medians over --repeats runs after --warmup runs (min-max in brackets). Peak memory is the growth of
 the process's maximum resident set while a case runs. `data` and `eval` need COCO128 (--coco128, default
@@ -36,11 +46,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torchvision.ops import batched_nms, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+from torchvision.ops import nms as torchvision_nms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,20 +65,42 @@ from detector.criterion import DetectionCriterion  # noqa: E402
 from detector.evaluation.backends import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict  # noqa: E402
 from detector.losses.classification import BCEWithLogits  # noqa: E402
 from detector.losses.dfl import DFLoss  # noqa: E402
-from detector.losses.iou import CIoULoss  # noqa: E402
+from detector.losses.iou import CIoULoss, DIoULoss, GIoULoss, IoULoss  # noqa: E402
 from detector.models import HeadOutput  # noqa: E402
+from detector.nms import NMS_METHODS, nms  # noqa: E402
+from detector.postprocess import Postprocessor  # noqa: E402
 from detector.priors import anchor_points  # noqa: E402
 
 NUM_CLASSES = 80
 # the model configs timed by train_step and inference: Hydra overrides of configs/train.yaml
 MODELS = {"n": [], "ssd_csp_n": ["experiment=ssd"]}
+# box_ops: our IoU-family losses and their torchvision.ops counterparts (None: torchvision has none), all unreduced
+BOX_LOSSES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str | None]] = {
+    "IoULoss": (IoULoss(), None),
+    "GIoULoss": (GIoULoss(), "torchvision generalized_box_iou_loss"),
+    "DIoULoss": (DIoULoss(), "torchvision distance_box_iou_loss"),
+    "CIoULoss": (CIoULoss(), "torchvision complete_box_iou_loss"),
+}
+TORCHVISION_BOX_LOSSES = {
+    "torchvision generalized_box_iou_loss": partial(generalized_box_iou_loss, reduction="none"),
+    "torchvision distance_box_iou_loss": partial(distance_box_iou_loss, reduction="none"),
+    "torchvision complete_box_iou_loss": partial(complete_box_iou_loss, reduction="none"),
+}
+NO_IOU_REFERENCE = "no reference: torchvision has no element-wise IoU loss (box_iou is pairwise)"
+NO_PAIRWISE_IOU = ("not run: detector has no pairwise IoU of its own, it calls torchvision.ops.box_iou (detector.nms, "
+                   "assigners/ssd_matcher.py, evaluation/confusion.py)")
+POSTPROCESS = Postprocessor()  # nms: its default conf and IoU thresholds, candidate and detection caps
+# nms: the torchvision reference of each detector.nms method (the DIoU ones: the torchvision NMS of the same grouping)
+NMS_REFERENCES = {"class_aware": "torchvision batched_nms", "class_agnostic": "torchvision nms",
+                  "diou": "torchvision batched_nms", "diou_agnostic": "torchvision nms"}
 
 
 class Case(NamedTuple):
     name: str
-    fn: Callable[..., dict]
+    fn: Callable[..., dict] | None  # None: nothing to run, `skip` says why
     kwargs: dict[str, Any]
     reference: str | None = None  # the case of the same section that this one is compared with (any order)
+    skip: str | None = None
 
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> dict:
@@ -260,6 +295,82 @@ def eval_case(root: str, backend: str, per_image: int, repeats: int, warmup: int
     return result
 
 
+def random_box_pairs(num_boxes: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pred, target) xyxy (num_boxes, 4): random GT-like targets and predictions jittered around them (each
+    corner moved by N(0, 0.15) of the box's side), mostly overlapping as the positives of a training step."""
+    _, target, _ = random_gt(1, num_boxes, size, NUM_CLASSES, generator)
+    target = target[0]
+    wh = (target[:, 2:] - target[:, :2]).repeat(1, 2)
+    pred = target + torch.randn(num_boxes, 4, generator=generator) * 0.15 * wh
+    pred = torch.cat([pred[:, :2], torch.maximum(pred[:, 2:], pred[:, :2] + 1)], -1)
+    return pred, target
+
+
+def box_loss_case(loss: str, num_boxes: int, repeats: int, warmup: int) -> dict:
+    """Forward + backward (of the sum) of one unreduced box loss of BOX_LOSSES / TORCHVISION_BOX_LOSSES on
+    `num_boxes` pairs at 640 px; outputs: the last losses and gradients w.r.t. the predictions."""
+    fn = BOX_LOSSES[loss][0] if loss in BOX_LOSSES else TORCHVISION_BOX_LOSSES[loss]
+    pred, target = random_box_pairs(num_boxes, 640, torch.Generator().manual_seed(0))
+    pred.requires_grad_()
+    last = {}
+
+    def step():
+        pred.grad = None
+        last["losses"] = fn(pred, target)
+        last["losses"].sum().backward()
+
+    result = timed(step, repeats, warmup)
+    result["outputs"] = {"losses": last["losses"].detach().numpy(), "gradients": pred.grad.numpy()}
+    if loss in BOX_LOSSES and BOX_LOSSES[loss][1] is None:
+        result["note"] = NO_IOU_REFERENCE
+    return result
+
+
+def nms_inputs(batch: int, size: int, candidates: int, generator: torch.Generator) -> list[tuple[torch.Tensor, ...]]:
+    """Per image (boxes (K, 4), scores (K,), labels (K,)) as Postprocessor hands them to NMS: boxes around the
+    anchor points (1-4 strides from the centre to each side), sigmoid(N(-4, 1)) scores of 80 classes, the pairs
+    above the conf threshold, the best `candidates` of them by score."""
+    points, strides = anchor_points([(size // s, size // s) for s in (8, 16, 32)], (8, 16, 32))
+    points = points * strides
+    inputs = []
+    for _ in range(batch):
+        half = strides * (1 + 3 * torch.rand(len(points), 2, generator=generator))
+        boxes = torch.cat([points - half, points + half], -1)
+        scores = (torch.randn(len(points), NUM_CLASSES, generator=generator) - 4).sigmoid()
+        anchor, label = (scores > POSTPROCESS.conf_threshold).nonzero(as_tuple=True)
+        top = scores[anchor, label].topk(min(candidates, len(anchor))).indices
+        anchor, label = anchor[top], label[top]
+        inputs.append((boxes[anchor], scores[anchor, label], label))
+    return inputs
+
+
+def nms_case(method: str, batch: int, size: int, candidates: int, repeats: int, warmup: int) -> dict:
+    """NMS of every image of the batch with Postprocessor's IoU threshold and detection cap: `method` of
+    detector.nms.nms, or "torchvision batched_nms" / "torchvision nms" (kept indices cut at the same cap).
+    outputs: the kept indices of each image."""
+    iou_threshold, max_keep = POSTPROCESS.iou_threshold, POSTPROCESS.max_detections
+    inputs = nms_inputs(batch, size, candidates, torch.Generator().manual_seed(0))
+
+    def run(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if method == "torchvision batched_nms":
+            return batched_nms(boxes, scores, labels, iou_threshold)[:max_keep]
+        if method == "torchvision nms":
+            return torchvision_nms(boxes, scores, iou_threshold)[:max_keep]
+        return nms(boxes, scores, labels, iou_threshold, method, max_keep)
+
+    last = {}
+
+    def step():
+        last["kept"] = [run(*image) for image in inputs]
+
+    result = timed(step, repeats, warmup)
+    result["outputs"] = {"kept": [keep.numpy() for keep in last["kept"]]}
+    result["candidates_per_image"] = statistics.mean(len(scores) for _, scores, _ in inputs)
+    if method.startswith("diou"):
+        result["note"] = "DIoU-NMS: another suppression rule than torchvision's NMS, its kept boxes may differ"
+    return result
+
+
 def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
     largest = max(args.sizes)
     common = {"batch": args.batch, "compile_model": args.compile}
@@ -285,11 +396,21 @@ def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
         "eval": [Case(backend, eval_case, dict(root=root, backend=backend, per_image=args.per_image),
                       None if backend == "pycocotools" else "pycocotools") for backend in BACKENDS],
         "inference": [Case(name, inference_case, kwargs) for name, kwargs in per_model],
+        "box_ops": [
+            *(Case(name, box_loss_case, dict(loss=name, num_boxes=args.num_boxes), reference)
+              for name, (_, reference) in BOX_LOSSES.items()),
+            *(Case(name, box_loss_case, dict(loss=name, num_boxes=args.num_boxes)) for name in TORCHVISION_BOX_LOSSES),
+            Case("pairwise IoU", None, {}, skip=NO_PAIRWISE_IOU),
+        ],
+        "nms": [Case(name, nms_case, dict(method=name, batch=args.batch, size=largest, candidates=args.candidates),
+                     NMS_REFERENCES.get(name)) for name in (*NMS_METHODS, *dict.fromkeys(NMS_REFERENCES.values()))],
     }
 
 
 def skip_reason(section: str, case: Case, coco128: Path) -> str | None:
-    """Why this case cannot run on this machine, or None."""
+    """Why this case is not run (on this machine), or None."""
+    if case.skip is not None:
+        return case.skip
     if section == "data" and not (coco128 / "data.yaml").is_file():
         return f"no COCO128 at {coco128} (pass --coco128 or set DETECTOR_SHARED_DATA)"
     if section == "eval" and not (coco128 / "annotations" / "instances_val2017.json").is_file():
@@ -300,11 +421,18 @@ def skip_reason(section: str, case: Case, coco128: Path) -> str | None:
 
 
 def compare(result: dict, reference: dict) -> dict:
-    """Speed of a case relative to its reference, and how far their losses or COCO stats are apart."""
+    """Speed of a case relative to its reference, how far their losses, COCO stats or float outputs are apart,
+    and whether their index outputs (lists of arrays) are identical."""
     comparison = {"speedup": reference["median_s"] / result["median_s"]}
     for key in ("losses", "stats"):
         if key in result and key in reference:
             comparison[f"max_{key}_difference"] = max(abs(result[key][k] - reference[key][k]) for k in reference[key])
+    for key, value in result.get("outputs", {}).items():
+        other = reference["outputs"][key]
+        if isinstance(value, list):
+            comparison[f"same_{key}"] = len(value) == len(other) and all(map(np.array_equal, value, other))
+        else:
+            comparison[f"max_{key}_difference"] = float(np.abs(value - other).max())
     return comparison
 
 
@@ -318,13 +446,19 @@ def describe(result: dict) -> str:
         extra.append("loss " + " ".join(f"{k}={v:.5f}" for k, v in result["losses"].items() if k != "loss"))
     if "stats" in result:
         extra.append(f"mAP {result['stats']['map']:.4f} ({result['detections']} detections, {result['images']} images)")
+    if "candidates_per_image" in result:
+        extra.append(f"{result['candidates_per_image']:.0f} candidates/img")
+    if "note" in result:
+        extra.append(result["note"])
     return ", ".join(extra)
 
 
 def describe_comparison(name: str, comparison: dict) -> str:
     differences = [f", {k.removeprefix('max_').removesuffix('_difference')} differ by at most {v:.2e}"
                    for k, v in comparison.items() if k.endswith("_difference")]
-    return f"{name}: {comparison['speedup']:.2f}x the speed of {comparison['reference']}{''.join(differences)}"
+    same = [f", {k.removeprefix('same_')} {'identical' if v else 'differ'}" for k, v in comparison.items()
+            if k.startswith("same_")]
+    return f"{name}: {comparison['speedup']:.2f}x the speed of {comparison['reference']}{''.join(differences + same)}"
 
 
 def _run(fn: Callable[..., dict], kwargs: dict, queue) -> None:
@@ -349,13 +483,14 @@ def default_coco128() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sections = ("train_step", "criterion", "assigner", "data", "eval", "inference")
+    sections = ("train_step", "criterion", "assigner", "data", "eval", "inference", "box_ops", "nms")
     parser.add_argument("--only", choices=sections, nargs="+", default=list(sections))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16, help="batch size of train_step, criterion, assigner, inference")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="batch size of train_step, criterion, assigner, inference, nms")
     parser.add_argument("--sizes", type=int, nargs="+", default=[320, 640],
-                        help="image sizes of train_step, data, inference; criterion and assigner use the largest")
+                        help="image sizes of train_step, data, inference; criterion, assigner and nms use the largest")
     parser.add_argument("--num-gt", type=int, nargs="+", default=[10, 50, 200, 1000], help="GT per image (criterion, assigner)")
     parser.add_argument("--compile", action="store_true",
                         help="train_step and inference with torch.compile (nn.Module.compile; --warmup >= 2 absorbs the compilation)")
@@ -363,6 +498,11 @@ def main() -> None:
     parser.add_argument("--data-images", type=int, default=128, help="samples timed per repeat (data)")
     parser.add_argument("--cache", action="store_true", help="data: decode the images into RAM first (not timed)")
     parser.add_argument("--per-image", type=int, default=300, help="random detections per image (eval)")
+    parser.add_argument("--num-boxes", type=int, default=20000,
+                        help="box pairs (box_ops; 20000 ~ the positives of a batch-16 criterion call with 125 GT per "
+                             "image, TAL's top 10 anchors each)")
+    parser.add_argument("--candidates", type=int, default=POSTPROCESS.max_candidates,
+                        help="NMS candidates per image (nms; default: the post-processing's max_candidates)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.json")
     args = parser.parse_args()
     if args.compile and args.warmup < 2:
@@ -385,13 +525,15 @@ def main() -> None:
                 continue
             result = run_isolated(case.fn, {**case.kwargs, "repeats": args.repeats, "warmup": args.warmup})
             results[section][case.name] = result
-            print(f"| {case.name} | {result['median_s']:.3f} [{result['min_s']:.3f}-{result['max_s']:.3f}] | "
+            print(f"| {case.name} | {result['median_s']:.3g} [{result['min_s']:.3g}-{result['max_s']:.3g}] | "
                   f"{describe(result)} |", flush=True)
         for case in cases[section]:
             result, reference = results[section][case.name], results[section].get(case.reference)
             if reference is not None and "skipped" not in result and "skipped" not in reference:
                 result["vs_reference"] = {"reference": case.reference, **compare(result, reference)}
                 print(describe_comparison(case.name, result["vs_reference"]))
+        for result in results[section].values():
+            result.pop("outputs", None)  # arrays, compared above
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")

@@ -31,3 +31,30 @@ def test_coco128_sections_are_skipped_with_the_reason_without_the_data(tmp_path)
     assert all("no COCO128 at" in case["skipped"] for case in figures["data"].values())
     assert "no COCO128 val annotations" in figures["eval"]["pycocotools"]["skipped"]
     assert result.stdout.count("| skipped |") == 4
+
+
+def test_box_ops_and_nms_sections_compare_with_torchvision(tmp_path):
+    out = tmp_path / "benchmark.json"
+    result = run_script("scripts/benchmark.py", [
+        "--only", "box_ops", "nms", "--batch", "2", "--sizes", "64", "--num-boxes", "50", "--candidates", "300",
+        "--repeats", "1", "--warmup", "0", "--out", out,
+    ])
+    figures = json.loads(out.read_text())
+    assert figures["num_boxes"] == 50 and figures["candidates"] == 300
+    box_ops = figures["box_ops"]
+    assert "no element-wise IoU loss" in box_ops["IoULoss"]["note"] and "vs_reference" not in box_ops["IoULoss"]
+    for ours, theirs in [("GIoULoss", "generalized"), ("DIoULoss", "distance"), ("CIoULoss", "complete")]:
+        comparison = box_ops[ours]["vs_reference"]
+        assert comparison["reference"] == f"torchvision {theirs}_box_iou_loss"
+        assert comparison["max_losses_difference"] < 1e-5 and comparison["max_gradients_difference"] < 1e-5
+        assert f"{ours}: " in result.stdout and f"x the speed of torchvision {theirs}_box_iou_loss" in result.stdout
+    assert "torchvision.ops.box_iou" in box_ops["pairwise IoU"]["skipped"]
+    nms = figures["nms"]
+    assert nms["class_aware"]["vs_reference"]["reference"] == nms["diou"]["vs_reference"]["reference"] == \
+        "torchvision batched_nms"
+    assert nms["class_agnostic"]["vs_reference"]["reference"] == nms["diou_agnostic"]["vs_reference"]["reference"] == \
+        "torchvision nms"
+    assert nms["class_aware"]["vs_reference"]["same_kept"] and nms["class_agnostic"]["vs_reference"]["same_kept"]
+    assert "may differ" in nms["diou"]["note"] and nms["class_aware"]["candidates_per_image"] == 300
+    assert "class_agnostic: " in result.stdout and "x the speed of torchvision nms, kept identical" in result.stdout
+    assert not any("outputs" in case for section in (box_ops, nms) for case in section.values())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import lightning as L
@@ -18,7 +17,8 @@ class EMA(WeightAveraging):
 
     def __init__(self, decay: float = 0.9999, tau: float = 2000.0) -> None:
         def ema_update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-            d = decay * (1 - math.exp(-float(num_averaged) / tau))
+            # tensor arithmetic on the step count's device: no host-device synchronisation per parameter
+            d = decay * (1 - torch.exp(-num_averaged.float() / tau))
             return averaged * d + current * (1 - d)
 
         super().__init__(avg_fn=ema_update)

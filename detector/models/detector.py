@@ -63,6 +63,7 @@ class YOLODetector(nn.Module):
             keep_frozen_norms_in_eval(self)
         return self
 
+    @torch.compiler.disable  # a Python-side cache: kept out of torch.compile's graph (no recompiles)
     def priors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Anchor points and strides for these feature sizes, cached per size and device."""
         key = (tuple(feature_sizes), str(device))

@@ -110,6 +110,7 @@ class _SSDBase(nn.Module):
         self.variances = tuple(float(v) for v in variances)
         self._priors: dict[tuple, torch.Tensor] = {}
 
+    @torch.compiler.disable  # a Python-side cache: kept out of torch.compile's graph (no recompiles)
     def priors(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> torch.Tensor:
         """Default boxes (A, 4) xyxy pixels for these feature sizes and input size, cached per size and device."""
         key = (tuple(feature_sizes), tuple(image_size), str(device))

@@ -6,13 +6,16 @@ import json
 
 from .conftest import run_script
 
+# every case runs in a fresh process (a torch import each): a generous limit for a busy 2-core machine
+TIMEOUT = 900
+
 
 def test_criterion_and_assigner_sections_compare_with_the_dense_reference(tmp_path):
     out = tmp_path / "benchmark.json"
     result = run_script("scripts/benchmark.py", [
         "--only", "criterion", "assigner", "--batch", "1", "--sizes", "64", "--num-gt", "3", "--repeats", "1",
         "--warmup", "0", "--out", out,
-    ])
+    ], timeout=TIMEOUT)
     figures = json.loads(out.read_text())
     assert figures["batch"] == 1 and figures["sizes"] == [64] and set(figures) >= {"machine", "criterion", "assigner"}
     for section in ("criterion", "assigner"):
@@ -25,7 +28,7 @@ def test_criterion_and_assigner_sections_compare_with_the_dense_reference(tmp_pa
 def test_coco128_sections_are_skipped_with_the_reason_without_the_data(tmp_path):
     out = tmp_path / "benchmark.json"
     result = run_script("scripts/benchmark.py", ["--only", "data", "eval", "--sizes", "64", "--coco128",
-                                                 tmp_path / "missing", "--out", out])
+                                                 tmp_path / "missing", "--out", out], timeout=TIMEOUT)
     figures = json.loads(out.read_text())
     assert set(figures["data"]) == {"@64, mosaic off", "@64, mosaic on"}
     assert all("no COCO128 at" in case["skipped"] for case in figures["data"].values())
@@ -38,7 +41,7 @@ def test_box_ops_and_nms_sections_compare_with_torchvision(tmp_path):
     result = run_script("scripts/benchmark.py", [
         "--only", "box_ops", "nms", "--batch", "2", "--sizes", "64", "--num-boxes", "50", "--candidates", "300",
         "--repeats", "1", "--warmup", "0", "--out", out,
-    ])
+    ], timeout=TIMEOUT)
     figures = json.loads(out.read_text())
     assert figures["num_boxes"] == 50 and figures["candidates"] == 300
     box_ops = figures["box_ops"]

@@ -56,6 +56,18 @@ def train_step(module: LitDetector, batch: dict[str, torch.Tensor]) -> tuple[Los
     return losses, {name: p.grad for name, p in module.model.named_parameters() if p.grad is not None}
 
 
+def assert_same_step(expected: tuple[Losses, Losses], actual: tuple[Losses, Losses], loss_rtol: float) -> None:
+    """Two train_step results agree: every loss component to `loss_rtol`, and each parameter's gradient to 1e-3 of
+    its norm (other kernels sum in another order). The batch must have positives (box and cls losses > 0)."""
+    (expected_losses, expected_grads), (actual_losses, actual_grads) = expected, actual
+    assert expected_losses["box"] > 0 and expected_losses["cls"] > 0
+    for name in expected_losses:
+        torch.testing.assert_close(actual_losses[name], expected_losses[name], rtol=loss_rtol, atol=1e-6)
+    assert expected_grads.keys() == actual_grads.keys()
+    for name, grad in expected_grads.items():
+        assert (actual_grads[name] - grad).norm() <= 1e-3 * grad.norm(), name
+
+
 @pytest.fixture
 def training_step() -> Callable[[LitDetector, dict[str, torch.Tensor]], tuple[Losses, Losses]]:
     """training_step(module, batch) -> (loss components, gradients by parameter name)."""

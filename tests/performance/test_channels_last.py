@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conftest import assert_same_step
+
 
 def test_conv_weights_are_channels_last(tiny_module):
     convs = [m for m in tiny_module(channels_last=True).model.modules() if isinstance(m, nn.Conv2d)]
@@ -26,14 +28,8 @@ def test_input_batch_is_converted(tiny_module, batch):
 
 def test_loss_gradients_and_predictions_equal_the_contiguous_format(tiny_module, batch, training_step):
     reference, channels_last = tiny_module(), tiny_module(channels_last=True)
-    (expected, expected_grads), (actual, actual_grads) = training_step(reference, batch), training_step(channels_last, batch)
-    assert expected["box"] > 0 and expected["cls"] > 0  # the batch has positives
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6)
-    # other conv kernels sum in another order: each parameter's gradient agrees to ~1e-4 of its norm (6e-5 seen)
-    assert expected_grads.keys() == actual_grads.keys()
-    for name, grad in expected_grads.items():
-        assert (actual_grads[name] - grad).norm() <= 1e-3 * grad.norm(), name
+    # gradients: other conv kernels sum in another order (6e-5 of the norm seen)
+    assert_same_step(training_step(reference, batch), training_step(channels_last, batch), loss_rtol=1e-5)
 
     # predictions: the eval-mode head outputs (the detections after NMS of an untrained model hinge on ties)
     reference.eval(), channels_last.eval()

@@ -11,6 +11,8 @@ import torch
 from detector.models import YOLODetector
 from detector.models.build import build_model
 
+from .conftest import assert_same_step
+
 
 @pytest.fixture(scope="module")
 def inductor() -> None:
@@ -40,11 +42,5 @@ def test_compiled_training_loss_and_gradients_equal_eager(inductor, tiny_module,
     assert compiled.model._compiled_call_impl is not None and eager.model._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(eager.state_dict())  # no `_orig_mod.` prefix in checkpoints
 
-    (expected, expected_grads), (actual, actual_grads) = training_step(eager, batch), training_step(compiled, batch)
-    assert expected["box"] > 0 and expected["cls"] > 0  # the batch has positives
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6)
-    # fused kernels sum in another order: each parameter's gradient agrees to a small fraction of its norm
-    assert expected_grads.keys() == actual_grads.keys()
-    for name, grad in expected_grads.items():
-        assert (actual_grads[name] - grad).norm() <= 1e-3 * grad.norm(), name
+    # fused kernels sum in another order
+    assert_same_step(training_step(eager, batch), training_step(compiled, batch), loss_rtol=1e-4)

@@ -66,14 +66,14 @@ def main() -> None:
         parser.error("--run-dir needs --threshold")
 
     if args.preset is not None:
-        overrides, threshold = PRESETS[args.preset]
+        overrides, preset_threshold = PRESETS[args.preset]
+        threshold = preset_threshold if args.threshold is None else args.threshold
         run_dir = ROOT / "logs" / "time_to_accuracy" / f"{args.preset}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
         command = [sys.executable, str(ROOT / "train.py"), *overrides, *extra, f"hydra.run.dir={run_dir}"]
         print("running:", " ".join(command[1:]), flush=True)
         subprocess.run(command, cwd=ROOT, check=True)
     else:
         run_dir, threshold = args.run_dir, args.threshold
-    threshold = args.threshold if args.threshold is not None else threshold
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         sys.exit(f"no metrics.json in {run_dir}: not a run directory of train.py")

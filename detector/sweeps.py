@@ -28,10 +28,7 @@ from typing import Any
 
 import numpy as np
 
-try:
-    from scipy import stats as _stats
-except ImportError as error:  # pragma: no cover - scipy is in the `dev` and `sweep` extras
-    raise ImportError("detector.sweeps needs scipy: pip install -e '.[sweep]'") from error
+from scipy import stats as _stats
 
 # metrics.json key -> column title; AP over IoU 0.50:0.95 unless named otherwise
 METRICS: dict[str, str] = {

@@ -152,7 +152,7 @@ def report(metrics: dict[str, Any], trainer: L.Trainer | None, output_dir: Path)
         print(f"\nRun FAILED: {metrics['error']['type']}: {metrics['error']['message']}")
     elif "map" in metrics:
         print(
-            f"\nBest epoch {int(metrics['epoch'])}: mAP50-95 {metrics['map']:.4f}  mAP50 {metrics['map_50']:.4f}"
+            f"\nBest epoch {int(metrics['epoch']) + 1}: mAP50-95 {metrics['map']:.4f}  mAP50 {metrics['map_50']:.4f}"
             f"  ({int(metrics['images'])} val images, {metrics['train_minutes']:.1f} min)"
         )
     print(f"Best checkpoint: {checkpoint}\nRun directory:   {output_dir}")

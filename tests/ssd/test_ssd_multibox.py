@@ -11,7 +11,7 @@ from detector.losses.classification import CrossEntropy, FocalLoss
 from detector.losses.iou import GIoULoss
 from detector.losses.regression import SmoothL1Loss
 from detector.models.ssd import SSDHeadOutput
-from detector.postprocess import SSDPostprocessor
+from detector.postprocess import Postprocessor, SSDPostprocessor
 from detector.samplers import HardNegativeMiner
 
 # five 10 x 10 priors; image 0 has one GT (class 1) that matches prior 0 only, image 1 has none
@@ -130,3 +130,5 @@ def test_mismatched_outputs_are_refused_with_a_reason():
         criterion()(yolo_output, GT_LABELS[:1], GT_BOXES[:1], GT_MASK[:1])
     with pytest.raises(TypeError, match="SSDHeadOutput"):
         SSDPostprocessor()(yolo_output)
+    with pytest.raises(TypeError, match="anchor-free .DFL. head output.*postprocess=ssd"):
+        Postprocessor()(tiny_output())

@@ -501,8 +501,9 @@ def main() -> None:
     parser.add_argument("--num-boxes", type=int, default=20000,
                         help="box pairs (box_ops; 20000 ~ the positives of a batch-16 criterion call with 125 GT per "
                              "image, TAL's top 10 anchors each)")
-    parser.add_argument("--candidates", type=int, default=POSTPROCESS.max_candidates,
-                        help="NMS candidates per image (nms; default: the post-processing's max_candidates)")
+    parser.add_argument("--candidates", type=int, default=5000,
+                        help="NMS candidates per image (nms; the post-processing's cap, max_candidates, is "
+                             f"{POSTPROCESS.max_candidates}: the worst case, minutes per method on 2 CPU cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.json")
     args = parser.parse_args()
     if args.compile and args.warmup < 2:

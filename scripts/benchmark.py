@@ -118,6 +118,12 @@ def max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def head_grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchor points (in feature cells) and strides of the YOLOv8-style head on a `size` x `size` input."""
+    strides = (8, 16, 32)
+    return anchor_points([(size // s, size // s) for s in strides], strides)
+
+
 def random_gt(batch: int, num_gt: int, size: int, num_classes: int, generator: torch.Generator):
     xy = torch.rand(batch, num_gt, 2, generator=generator) * size * 0.85
     wh = 8 + torch.rand(batch, num_gt, 2, generator=generator) * size * 0.15
@@ -187,7 +193,7 @@ def inference_case(model: str, size: int, batch: int, compile_model: bool, repea
 def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
     """Forward + backward of the whole YOLOv8 criterion on random head outputs (640 px: 8400 points)."""
     g = torch.Generator().manual_seed(0)
-    points, strides = anchor_points([(size // s, size // s) for s in (8, 16, 32)], (8, 16, 32))
+    points, strides = head_grid(size)
     box_logits = torch.randn(batch, len(points), 64, generator=g).requires_grad_()
     cls_logits = (torch.randn(batch, len(points), NUM_CLASSES, generator=g) - 4).requires_grad_()
     output = HeadOutput(box_logits, cls_logits, points, strides)
@@ -211,7 +217,7 @@ def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int
 
 def assigner_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
     g = torch.Generator().manual_seed(0)
-    points, strides = anchor_points([(size // s, size // s) for s in (8, 16, 32)], (8, 16, 32))
+    points, strides = head_grid(size)
     points = points * strides
     half = 4 + torch.rand(batch, len(points), 2, generator=g) * 40
     pred = torch.cat([points - half, points + half], -1)
@@ -330,7 +336,7 @@ def nms_inputs(batch: int, size: int, candidates: int, generator: torch.Generato
     """Per image (boxes (K, 4), scores (K,), labels (K,)) as Postprocessor hands them to NMS: boxes around the
     anchor points (1-4 strides from the centre to each side), sigmoid(N(-4, 1)) scores of 80 classes, the pairs
     above the conf threshold, the best `candidates` of them by score."""
-    points, strides = anchor_points([(size // s, size // s) for s in (8, 16, 32)], (8, 16, 32))
+    points, strides = head_grid(size)
     points = points * strides
     inputs = []
     for _ in range(batch):
@@ -416,7 +422,7 @@ def skip_reason(section: str, case: Case, coco128: Path) -> str | None:
     if section == "eval" and not (coco128 / "annotations" / "instances_val2017.json").is_file():
         return f"no COCO128 val annotations at {coco128}/annotations (pass --coco128 or set DETECTOR_SHARED_DATA)"
     if case.kwargs.get("backend") == "faster_coco_eval" and not faster_coco_eval_available():
-        return "faster-coco-eval is not installed (pip install -e .[fast])"
+        return 'faster-coco-eval is not installed (pip install -e ".[fast]")'
     return None
 
 

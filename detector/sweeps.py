@@ -1,6 +1,6 @@
 """Ablation sweeps: collect the runs of Hydra multiruns and compare configurations with statistics.
 
-Every job of `python train.py -m ...` writes `<sweep dir>/<job>/metrics.json` (see `detector.runner.train`):
+Every job of `python train.py -m ...` writes `<sweep dir>/<job>/metrics.json` (see `detector.training.runner.train`):
 status, Hydra overrides, seed, best-epoch COCO stats, per-epoch history. This module
 
 - reads them back (`collect_runs`), together with the jobs that never wrote one: a job directory without

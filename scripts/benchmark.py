@@ -19,7 +19,7 @@ Sections (--only):
               against torchvision.ops' generalized/distance/complete_box_iou_loss (reduction="none"), with the
               largest difference of the losses and of the gradients; torchvision has no element-wise IoU loss, and
               pairwise IoU is not timed since detector has none of its own (it calls torchvision.ops.box_iou)
-  nms         detector.nms.nms, each method, on batch --batch of --candidates candidates per image (random
+  nms         detector.postprocess.nms.nms, each method, on batch --batch of --candidates candidates per image (random
               sigmoid scores of 80 classes on the anchors at the largest of --sizes, above the post-processing's
               conf threshold, the best by score), with the post-processing's IoU threshold and detection cap:
               class_aware and class_agnostic against torchvision's batched_nms and nms, with whether the kept
@@ -61,15 +61,15 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 from detector.assigners.tal import TaskAlignedAssigner  # noqa: E402
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner  # noqa: E402
-from detector.criterion import DetectionCriterion  # noqa: E402
+from detector.criteria.dense import DetectionCriterion  # noqa: E402
 from detector.evaluation.backends import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict  # noqa: E402
 from detector.losses.classification import BCEWithLogits  # noqa: E402
 from detector.losses.dfl import DFLoss  # noqa: E402
 from detector.losses.iou import CIoULoss, DIoULoss, GIoULoss, IoULoss  # noqa: E402
 from detector.models import HeadOutput  # noqa: E402
-from detector.nms import NMS_METHODS, nms  # noqa: E402
-from detector.postprocess import Postprocessor  # noqa: E402
-from detector.priors import anchor_points  # noqa: E402
+from detector.postprocess.nms import NMS_METHODS, nms  # noqa: E402
+from detector.postprocess.postprocessors import Postprocessor  # noqa: E402
+from detector.models.priors import anchor_points  # noqa: E402
 
 NUM_CLASSES = 80
 # the model configs timed by train_step and inference: Hydra overrides of configs/train.yaml
@@ -87,10 +87,10 @@ TORCHVISION_BOX_LOSSES = {
     "torchvision complete_box_iou_loss": partial(complete_box_iou_loss, reduction="none"),
 }
 NO_IOU_REFERENCE = "no reference: torchvision has no element-wise IoU loss (box_iou is pairwise)"
-NO_PAIRWISE_IOU = ("not run: detector has no pairwise IoU of its own, it calls torchvision.ops.box_iou (detector.nms, "
+NO_PAIRWISE_IOU = ("not run: detector has no pairwise IoU of its own, it calls torchvision.ops.box_iou (detector.postprocess.nms, "
                    "assigners/ssd_matcher.py, evaluation/confusion.py)")
 POSTPROCESS = Postprocessor()  # nms: its default conf and IoU thresholds, candidate and detection caps
-# nms: the torchvision reference of each detector.nms method (the DIoU ones: the torchvision NMS of the same grouping)
+# nms: the torchvision reference of each detector.postprocess.nms method (the DIoU ones: the torchvision NMS of the same grouping)
 NMS_REFERENCES = {"class_aware": "torchvision batched_nms", "class_agnostic": "torchvision nms",
                   "diou": "torchvision batched_nms", "diou_agnostic": "torchvision nms"}
 
@@ -137,7 +137,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from detector.runner import register_resolvers
+    from detector.training.runner import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -352,7 +352,7 @@ def nms_inputs(batch: int, size: int, candidates: int, generator: torch.Generato
 
 def nms_case(method: str, batch: int, size: int, candidates: int, repeats: int, warmup: int) -> dict:
     """NMS of every image of the batch with Postprocessor's IoU threshold and detection cap: `method` of
-    detector.nms.nms, or "torchvision batched_nms" / "torchvision nms" (kept indices cut at the same cap).
+    detector.postprocess.nms.nms, or "torchvision batched_nms" / "torchvision nms" (kept indices cut at the same cap).
     outputs: the kept indices of each image."""
     iou_threshold, max_keep = POSTPROCESS.iou_threshold, POSTPROCESS.max_detections
     inputs = nms_inputs(batch, size, candidates, torch.Generator().manual_seed(0))

@@ -47,7 +47,7 @@ def readers_from_config(overrides: list[str]) -> tuple[dict, dict]:
     import hydra
     from hydra import compose, initialize_config_dir
 
-    from detector.runner import register_resolvers
+    from detector.training.runner import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
@@ -70,17 +70,17 @@ def readers_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
     if not args.path:
         raise SystemExit("--path is required with --format")
     if args.format == "yolo":
-        from detector.data.yolo import read_yolo
+        from detector.data.formats.yolo import read_yolo
 
         readers = {split: partial(read_yolo, args.path, split) for split in args.split or ["train", "val"]}
     elif args.format == "coco":
-        from detector.data.coco import read_coco
+        from detector.data.formats.coco import read_coco
 
         if not args.images:
             raise SystemExit("--images (the image folder) is required with --format coco")
         readers = {Path(args.path).stem: partial(read_coco, args.images, args.path)}
     else:
-        from detector.data.voc import read_voc
+        from detector.data.formats.voc import read_voc
 
         classes = args.classes[0] if args.classes and len(args.classes) == 1 and (
             args.classes[0] == "collect" or Path(args.classes[0]).is_file()) else args.classes

@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("PROJECT_ROOT", str(REPO))
 
-from detector.checkpoint import load_detector  # noqa: E402
-from detector.export import (  # noqa: E402
+from detector.deploy.load import load_detector  # noqa: E402
+from detector.deploy.export import (  # noqa: E402
     build_export_module,
     export_onnx,
     onnxruntime_available,

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from detector.coders import boxes_to_distances, decode_dfl, dfl_expectation, distances_to_boxes
+from detector.models.coders import boxes_to_distances, decode_dfl, dfl_expectation, distances_to_boxes
 
 
 def test_distance_round_trip():

@@ -6,11 +6,11 @@ import torch
 
 from detector.assigners.base import Assignment
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criterion import DetectionCriterion
+from detector.criteria.dense import DetectionCriterion
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss, IoULoss
-from detector.models.detector import HeadOutput
+from detector.models.yolo import HeadOutput
 
 REG_MAX = 16
 POINTS = torch.tensor([[2.5, 2.5], [6.5, 2.5], [2.5, 6.5]])  # grid units, stride 8
@@ -70,7 +70,7 @@ def make_criterion(num_classes=3):
 
 
 def random_output(batch, anchors_side=8, num_classes=3, seed=0):
-    from detector.priors import anchor_points
+    from detector.models.priors import anchor_points
 
     g = torch.Generator().manual_seed(seed)
     points, strides = anchor_points([(anchors_side, anchors_side)], (8,))

@@ -1,7 +1,7 @@
 import torch
 
-from detector.models.detector import HeadOutput
-from detector.postprocess import Postprocessor
+from detector.models.yolo import HeadOutput
+from detector.postprocess.postprocessors import Postprocessor
 
 REG_MAX = 16
 

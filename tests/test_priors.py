@@ -1,6 +1,6 @@
 import torch
 
-from detector.priors import anchor_points
+from detector.models.priors import anchor_points
 
 
 def test_anchor_points_are_cell_centres_level_by_level():

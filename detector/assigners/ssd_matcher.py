@@ -18,7 +18,7 @@ What the returned `Assignment` holds for this matcher:
 
 Priors: `priors=` (A, 4) xyxy pixels (the default boxes of an SSD head), or, for an anchor-free head, the
 anchor points (A, 2) and `strides=` (A, 1) in pixels, each point then being given a square prior of side
-`point_prior_scale * stride` (`detector.priors.square_priors`). The predictions are not used: the call takes
+`point_prior_scale * stride` (`detector.models.priors.square_priors`). The predictions are not used: the call takes
 the same positional arguments as the task-aligned assigner so that criteria can call either.
 """
 
@@ -30,7 +30,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detector.assigners.base import Assignment, background_assignment
-from detector.priors import square_priors
+from detector.models.priors import square_priors
 
 
 class SSDMatcher(nn.Module):

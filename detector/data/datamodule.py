@@ -26,7 +26,7 @@ class DetectionDataModule(L.LightningDataModule):
     skipped and counted, boxes clipped/dropped and counted; more than `max_bad_fraction` bad images stops
     the run); the reports are kept in `self.reports`.
     mosaic_prob: share of training samples that are 4-image mosaics (`set_mosaic(False)` / the
-        `detector.data.mosaic.CloseMosaic` callback turn it off for the last epochs).
+        `detector.training.callbacks.CloseMosaic` callback turn it off for the last epochs).
     min_box_size: drop training boxes that augmentation leaves thinner than this many pixels.
     cache_images: keep the decoded, resized images in RAM (train and val).
     verify_images: read every image header at start-up (sizes, unreadable files); False = only check

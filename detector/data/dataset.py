@@ -99,7 +99,7 @@ class DetectionDataset(Dataset):
 
     mosaic_prob: probability that a training sample is a 2x2 mosaic of itself and 3 random other images
         (albumentations' `A.Mosaic`, fed through its metadata key), before `augmentations`;
-        `set_mosaic(False)` turns it off in every DataLoader worker (see `detector.data.mosaic.CloseMosaic`).
+        `set_mosaic(False)` turns it off in every DataLoader worker (see `detector.training.callbacks.CloseMosaic`).
     cache_images: decode (and resize) every image once, up front, and keep it in RAM.
     min_box_size: boxes thinner than this (px, either side) after augmentation are dropped (slivers left at
         crop/mosaic edges; they carry no object and upset aspect-ratio losses).

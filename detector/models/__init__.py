@@ -1,3 +1,3 @@
-from detector.models.detector import HeadOutput, YOLODetector
+from detector.models.yolo import HeadOutput, YOLODetector
 
 __all__ = ["HeadOutput", "YOLODetector"]

@@ -2,7 +2,7 @@
 
 Each feature level predicts, at every location and for each of its default boxes, C + 1 class logits
 (index 0 = background, class c at index c + 1) and 4 centre-size offsets against the default box
-(`detector.coders.encode_boxes`, variances (0.1, 0.2)).
+(`detector.models.coders.encode_boxes`, variances (0.1, 0.2)).
 
 - `SSD300VGG16`: the original SSD300: VGG16 (torchvision) with pool5 3x3/1, dilated conv6 and conv7, four
   extra stages, L2Norm(scale 20) on conv4_3; 8732 default boxes on a 300 x 300 input.
@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torchvision.models import VGG16_Weights, vgg16
 
-from detector.models.backbones import CSPDarknet
+from detector.models.backbones.csp import CSPDarknet
 from detector.models.blocks import Conv
-from detector.models.necks import PAN
+from detector.models.necks.pan import PAN
 from detector.models.scales import get_scale
-from detector.priors import SSD300_ASPECT_RATIOS, SSD300_SCALES, SSD300_STEPS, default_boxes
+from detector.models.priors import SSD300_ASPECT_RATIOS, SSD300_SCALES, SSD300_STEPS, default_boxes
 
 
 class SSDHeadOutput(NamedTuple):
@@ -50,7 +50,7 @@ def boxes_per_location(aspect_ratios: tuple[float, ...]) -> int:
 class SSDHead(nn.Module):
     """One classifier and one box regressor per level: with `hidden` None the plain 3x3 conv predictor of
     SSD; with `hidden` channels a Conv3x3(hidden) + BN + SiLU then a 1x1 predictor. Outputs are flattened
-    level by level, location by location (y, x), box by box: the order of `detector.priors.default_boxes`."""
+    level by level, location by location (y, x), box by box: the order of `detector.models.priors.default_boxes`."""
 
     def __init__(
         self, in_channels: tuple[int, ...], boxes: tuple[int, ...], num_classes: int,

@@ -5,7 +5,7 @@ import torch
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner
 from detector.losses.iou import iou
-from detector.priors import anchor_points
+from detector.models.priors import anchor_points
 
 # one 4x4 level at stride 8: anchor points in pixels at 4, 12, 20, 28 (index = row * 4 + col)
 POINTS = (lambda p, s: p * s)(*anchor_points([(4, 4)], (8,)))

@@ -183,7 +183,7 @@ def test_close_mosaic_reaches_persistent_workers(tmp_path):
 def test_close_mosaic_callback():
     from types import SimpleNamespace
 
-    from detector.data.mosaic import CloseMosaic
+    from detector.training.callbacks import CloseMosaic
 
     class FakeDataset:
         mosaic_pipeline, mosaic_enabled = object(), True

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from detector.data.checks import DatasetError, check_records
-from detector.data.coco import read_coco
+from detector.data.formats.coco import read_coco
 from detector.data.datamodule import DetectionDataModule
 from detector.data.dataset import DetectionDataset, Record, collate
 

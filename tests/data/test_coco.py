@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from detector.data.checks import check_records
-from detector.data.coco import read_coco
+from detector.data.formats.coco import read_coco
 
 CATEGORIES = [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}]
 

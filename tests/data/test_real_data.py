@@ -11,8 +11,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from detector.data.checks import check_records
-from detector.data.voc import read_voc
-from detector.data.yolo import read_data_yaml, read_yolo
+from detector.data.formats.voc import read_voc
+from detector.data.formats.yolo import read_data_yaml, read_yolo
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import pytest
 
 from detector.data.checks import check_records
 from detector.data.dataset import DetectionDataset
-from detector.data.voc import VOC_CLASSES, read_voc
+from detector.data.formats.voc import VOC_CLASSES, read_voc
 
 
 def voc_xml(filename: str, width: int, height: int, objects: list[tuple]) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.data.checks import DatasetError, check_records
-from detector.data.yolo import label_path, load_data_yaml, read_data_yaml, read_yolo
+from detector.data.formats.yolo import label_path, load_data_yaml, read_data_yaml, read_yolo
 
 
 @pytest.fixture

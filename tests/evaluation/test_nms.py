@@ -5,9 +5,9 @@ import pytest
 import torch
 from torchvision.ops import nms as torchvision_nms
 
-from detector.models.detector import HeadOutput
-from detector.nms import NMS_METHODS, diou_matrix, diou_nms, nms
-from detector.postprocess import Postprocessor
+from detector.models.yolo import HeadOutput
+from detector.postprocess.nms import NMS_METHODS, diou_matrix, diou_nms, nms
+from detector.postprocess.postprocessors import Postprocessor
 
 A = [0.0, 0.0, 10.0, 10.0]
 B = [4.0, 0.0, 14.0, 10.0]   # A shifted 4 px right

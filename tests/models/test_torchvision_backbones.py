@@ -12,14 +12,14 @@ from torchvision.models import (
 )
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.callbacks import Unfreeze
-from detector.criterion import DetectionCriterion
+from detector.training.callbacks import Unfreeze
+from detector.criteria.dense import DetectionCriterion
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
 from detector.models import YOLODetector
-from detector.models.torchvision_backbones import MobileNetV3, ResNet, imagenet_weights
-from detector.postprocess import Postprocessor
+from detector.models.backbones.torchvision import MobileNetV3, ResNet, imagenet_weights
+from detector.postprocess.postprocessors import Postprocessor
 
 BACKBONES = {  # config name: (constructor, P3/P4/P5 channels, torchvision name, DEFAULT weights)
     "resnet18": (lambda **kw: ResNet(18, **kw), (128, 256, 512), "resnet18", ResNet18_Weights.IMAGENET1K_V1),
@@ -166,12 +166,12 @@ def test_freeze_by_stage_count(name):
 def test_hydra_backbone_group_builds_the_detector(compose_config, tmp_path):
     cfg = compose_config(["model/backbone=mobilenet_v3_large", "data.img_size=64", "model.freeze=backbone",
                           f"paths.data_dir={tmp_path}"], return_hydra_config=True)
-    assert cfg.model.backbone == {"_target_": "detector.models.torchvision_backbones.MobileNetV3", "pretrained": False}
+    assert cfg.model.backbone == {"_target_": "detector.models.backbones.torchvision.MobileNetV3", "pretrained": False}
     HydraConfig.instance().set_config(cfg)
     model = hydra.utils.instantiate(cfg.module).model
     assert isinstance(model, YOLODetector) and isinstance(model.backbone, MobileNetV3)
     assert not any(p.requires_grad for p in model.backbone.parameters())
-    assert compose_config().model.backbone == {"_target_": "detector.models.backbones.CSPDarknet", "scale": "n"}
+    assert compose_config().model.backbone == {"_target_": "detector.models.backbones.csp.CSPDarknet", "scale": "n"}
     assert compose_config(["model.scale=s"]).model.backbone.scale == "s"
 
 
@@ -183,7 +183,7 @@ def test_hydra_pretrained_true_loads_the_imagenet_weights(compose_config, fake_d
 
 
 def test_checkpoint_of_a_pretrained_run_rebuilds_without_downloading(tmp_path, monkeypatch):
-    from detector.checkpoint import load_detector
+    from detector.deploy.load import load_detector
 
     def no_download(*args, **kwargs):
         raise AssertionError("load_detector must not fetch ImageNet weights: the checkpoint has the weights")
@@ -193,7 +193,7 @@ def test_checkpoint_of_a_pretrained_run_rebuilds_without_downloading(tmp_path, m
     config = {"model": {
         "_target_": "detector.models.YOLODetector", "num_classes": 3, "scale": "n", "image_size": 64,
         "init_from": str(tmp_path / "gone.ckpt"), "freeze": "backbone",  # the fine-tuning source need not exist
-        "backbone": {"_target_": "detector.models.torchvision_backbones.ResNet", "depth": 18, "pretrained": True},
+        "backbone": {"_target_": "detector.models.backbones.torchvision.ResNet", "depth": 18, "pretrained": True},
     }}
     path = tmp_path / "run.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "run_config": config}, path)
@@ -205,7 +205,7 @@ def test_checkpoint_of_a_pretrained_run_rebuilds_without_downloading(tmp_path, m
 def test_onnx_export_matches_pytorch(name, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from detector.export import build_export_module, export_onnx, verify_onnx
+    from detector.deploy.export import build_export_module, export_onnx, verify_onnx
 
     model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0]()).eval()
     module = build_export_module(model, Postprocessor(16))

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criterion import DetectionCriterion
-from detector.lit_module import LitDetector
+from detector.criteria.dense import DetectionCriterion
+from detector.training.module import LitDetector
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
 from detector.models import YOLODetector
-from detector.postprocess import Postprocessor
+from detector.postprocess.postprocessors import Postprocessor
 
 IMG_SIZE, NUM_CLASSES = 64, 5
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from detector.callbacks import Unfreeze
+from detector.training.callbacks import Unfreeze
 from detector.models import YOLODetector
 from detector.models.finetune import load_matching_weights
 

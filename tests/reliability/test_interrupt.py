@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.checkpointing import AtomicCheckpointIO
+from detector.training.checkpoint_io import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,17 +14,17 @@ import pytest
 import torch
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criterion import DetectionCriterion
+from detector.criteria.dense import DetectionCriterion
 from detector.data.checks import check_records
-from detector.data.coco import read_coco
+from detector.data.formats.coco import read_coco
 from detector.data.dataset import DetectionDataset, collate
 from detector.data.transforms import unletterbox_boxes
-from detector.data.yolo import read_yolo
+from detector.data.formats.yolo import read_yolo
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
 from detector.models import YOLODetector
-from detector.runner import train
+from detector.training.runner import train
 
 NAMES = ["a", "b", "c"]
 

@@ -6,13 +6,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criterion import DetectionCriterion
-from detector.lit_module import LitDetector, NonFiniteLossError
+from detector.criteria.dense import DetectionCriterion
+from detector.training.module import LitDetector, NonFiniteLossError
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
 from detector.models import YOLODetector
-from detector.postprocess import Postprocessor
+from detector.postprocess.postprocessors import Postprocessor
 
 
 class PoisonedCriterion(DetectionCriterion):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from detector.checkpoint import load_detector, read_checkpoint
-from detector.inference import detect
+from detector.deploy.load import load_detector, read_checkpoint
+from detector.deploy.predict import detect
 
 from .conftest import IMG_SIZE
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from detector.checkpoint import load_detector
-from detector.export import InferenceModel, build_export_module, export_onnx, run_onnx, verify_onnx
-from detector.postprocess import Postprocessor
+from detector.deploy.load import load_detector
+from detector.deploy.export import InferenceModel, build_export_module, export_onnx, run_onnx, verify_onnx
+from detector.postprocess.postprocessors import Postprocessor
 
 from .conftest import IMG_SIZE, run_script
 

@@ -25,7 +25,7 @@ def build(overrides: list[str], tmp_path: Path, img_size: int = 64):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    from detector.runner import register_resolvers
+    from detector.training.runner import register_resolvers
 
     register_resolvers()
     GlobalHydra.instance().clear()
@@ -114,7 +114,7 @@ def test_meaningless_combinations_fail_with_a_reason(tmp_path, overrides, error)
 
 def test_default_run_is_unchanged_by_the_criterion_group(tmp_path):
     cfg, module = build([], tmp_path)
-    assert cfg.criterion._target_ == "detector.criterion.DetectionCriterion"
+    assert cfg.criterion._target_ == "detector.criteria.dense.DetectionCriterion"
     assert type(module.criterion.assigner).__name__ == "TaskAlignedAssigner"
     assert module.criterion.gains == {"box": 7.5, "cls": 0.5, "dfl": 1.5}
 

@@ -6,7 +6,7 @@ from torchvision.models.detection._utils import SSDMatcher as TorchvisionSSDMatc
 from torchvision.ops import box_iou
 
 from detector.assigners.ssd_matcher import SSDMatcher
-from detector.priors import anchor_points
+from detector.models.priors import anchor_points
 
 
 def match(priors, gt_boxes, gt_labels, gt_mask=None, num_classes=3, threshold=0.5):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detector.models.ssd import SSD300VGG16, SSDCSP, SSDHeadOutput
-from detector.priors import ssd300_default_boxes
+from detector.models.priors import ssd300_default_boxes
 
 
 def test_ssd300_vgg16_gives_8732_boxes_on_300px_and_caches_its_priors():

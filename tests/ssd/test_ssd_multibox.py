@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from detector.assigners.ssd_matcher import SSDMatcher
-from detector.criterion_ssd import MultiBoxCriterion
+from detector.criteria.multibox import MultiBoxCriterion
 from detector.losses.classification import CrossEntropy, FocalLoss
 from detector.losses.iou import GIoULoss
 from detector.losses.regression import SmoothL1Loss
 from detector.models.ssd import SSDHeadOutput
-from detector.postprocess import Postprocessor, SSDPostprocessor
-from detector.samplers import HardNegativeMiner
+from detector.postprocess.postprocessors import Postprocessor, SSDPostprocessor
+from detector.criteria.hard_negative_mining import HardNegativeMiner
 
 # five 10 x 10 priors; image 0 has one GT (class 1) that matches prior 0 only, image 1 has none
 PRIORS = torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30], [20, 20, 30, 30], [40, 40, 50, 50]])
@@ -123,7 +123,7 @@ def test_postprocessor_softmax_scores_topk_and_nms():
 
 
 def test_mismatched_outputs_are_refused_with_a_reason():
-    from detector.models.detector import HeadOutput
+    from detector.models.yolo import HeadOutput
 
     yolo_output = HeadOutput(torch.zeros(1, 2, 64), torch.zeros(1, 2, 2), torch.zeros(2, 2), torch.ones(2, 1))
     with pytest.raises(TypeError, match="SSD-style head output"):

@@ -8,7 +8,7 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from detector.priors import (
+from detector.models.priors import (
     SSD300_ASPECT_RATIOS,
     SSD300_SCALES,
     SSD300_STEPS,

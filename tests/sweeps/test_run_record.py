@@ -1,4 +1,4 @@
-"""What `detector.runner.train` writes into metrics.json (status, overrides, combination, history), on success
+"""What `detector.training.runner.train` writes into metrics.json (status, overrides, combination, history), on success
 and on failure (recorded; swallowed in a multirun, re-raised in a single run), with a fake trainer; and the
 MetricsHistory callback on its own."""
 
@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from detector import runner
-from detector.callbacks import MetricsHistory
-from detector.lit_module import NonFiniteLossError
+from detector.training import runner
+from detector.training.callbacks import MetricsHistory
+from detector.training.module import NonFiniteLossError
 
 
 def fake_instantiate(fit):

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from detector.callbacks import MetricsHistory
+from detector.training.callbacks import MetricsHistory
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         L.seed_everything(cfg.seed, workers=True)
         datamodule, module, trainer = instantiate_all(cfg, extra_callbacks=(history,))
-        module.run_config = OmegaConf.to_container(cfg, resolve=True)  # into the checkpoints (detector.checkpoint)
+        module.run_config = OmegaConf.to_container(cfg, resolve=True)  # into the checkpoints (detector.deploy.load)
         save_config(cfg, output_dir)
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -12,7 +12,7 @@ from torch import nn
 
 from detector.data.dataset import read_image, resize_to_letterbox
 from detector.data.transforms import PAD_VALUE, letterbox_scale, unletterbox_boxes
-from detector.postprocess import Postprocessor
+from detector.postprocess.postprocessors import Postprocessor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -7,13 +7,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from detector.models.backbones import CSPDarknet
+from detector.models.backbones.csp import CSPDarknet
 from detector.models.finetune import freeze as finetune_freeze
 from detector.models.finetune import keep_frozen_norms_in_eval, load_matching_weights
-from detector.models.heads import DFLHead
-from detector.models.necks import PAN
+from detector.models.heads.dfl import DFLHead
+from detector.models.necks.pan import PAN
 from detector.models.scales import get_scale
-from detector.priors import anchor_points
+from detector.models.priors import anchor_points
 
 
 class HeadOutput(NamedTuple):
@@ -31,7 +31,7 @@ class YOLODetector(nn.Module):
 
     `scale` sets the CSP backbone and the width and depth of the neck and head. `backbone`, when given, replaces
     the CSP backbone: any module that maps images in [0, 1] to the stride 8/16/32 feature maps and has
-    `out_channels` (e.g. `detector.models.torchvision_backbones.ResNet`); the neck then projects its channels to
+    `out_channels` (e.g. `detector.models.backbones.torchvision.ResNet`); the neck then projects its channels to
     the scale's widths (1x1 convs)."""
 
     strides = (8, 16, 32)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 from torchvision.ops import batched_nms
 
-from detector.coders import decode_boxes, decode_dfl
-from detector.models.detector import HeadOutput
-from detector.nms import NMS_METHODS, nms
+from detector.models.coders import decode_boxes, decode_dfl
+from detector.models.yolo import HeadOutput
+from detector.postprocess.nms import NMS_METHODS, nms
 
 
 class Postprocessor:
     """Multi-label decoding: every (anchor, class) pair with score > `conf_threshold` is a candidate
     (at most `max_candidates` by score), then NMS per class with `iou_threshold`, then the
     `max_detections` best. Returns per image dict(boxes (N, 4) input pixels, scores (N,), labels (N,)).
-    `nms`: class_aware (default), class_agnostic, diou (class-aware DIoU-NMS) or diou_agnostic (see detector.nms)."""
+    `nms`: class_aware (default), class_agnostic, diou (class-aware DIoU-NMS) or diou_agnostic (see detector.postprocess.nms)."""
 
     def __init__(self, reg_max: int = 16, conf_threshold: float = 0.001, iou_threshold: float = 0.7,
                  max_detections: int = 300, max_candidates: int = 30000, nms: str = "class_aware") -> None:
@@ -78,7 +78,7 @@ class SSDPostprocessor:
         if not hasattr(output, "priors"):
             raise TypeError(
                 f"SSDPostprocessor decodes an SSD head output (SSDHeadOutput), got {type(output).__name__}; "
-                "the YOLOv8 head uses detector.postprocess.Postprocessor (postprocess=nms)"
+                "the YOLOv8 head uses detector.postprocess.postprocessors.Postprocessor (postprocess=nms)"
             )
         boxes = decode_boxes(output.box_deltas, output.priors, self.variances)
         logits = output.cls_logits.float()

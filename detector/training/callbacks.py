@@ -1,12 +1,15 @@
-"""Training callbacks built on Lightning's own mechanisms."""
+"""Training callbacks built on Lightning's own mechanisms: EMA, unfreezing, metrics history, closing the
+mosaic for the last epochs, saving on interrupt."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, WeightAveraging
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 
@@ -45,7 +48,7 @@ class Unfreeze(Callback):
 
 
 class MetricsHistory(Callback):
-    """Per-epoch history for `metrics.json` (added by `detector.runner.train`, whatever the callbacks config):
+    """Per-epoch history for `metrics.json` (added by `detector.training.runner.train`, whatever the callbacks config):
     the mean training loss over the epoch's finite steps (the loss the optimizer saw, undoing Lightning's
     division by `accumulate_grad_batches`), how many steps were non-finite, and the validation mAP50-95 /
     mAP50 / loss of the epoch, and `minutes`: wall time from the start of fitting to the end of that
@@ -122,3 +125,49 @@ class MetricsHistory(Callback):
         """One dict per epoch seen so far (including a partial epoch), sorted by epoch."""
         self._flush()
         return [self.epochs[epoch] for epoch in sorted(self.epochs)]
+
+
+def train_dataset(trainer: L.Trainer):
+    """The training DetectionDataset of a trainer (via its datamodule, else its train dataloader)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    dataset = getattr(datamodule, "train_dataset", None)
+    if dataset is None:
+        loader = getattr(trainer, "train_dataloader", None)
+        dataset = getattr(loader, "dataset", None)
+    return dataset
+
+
+class CloseMosaic(Callback):
+    """Turn mosaic off for the last `epochs` epochs (YOLOv8's close_mosaic): the model finishes training on
+    whole, un-mosaicked images, closer to what it sees at validation. Also correct on resume."""
+
+    def __init__(self, epochs: int = 10) -> None:
+        self.epochs = int(epochs)
+
+    def mosaic_wanted(self, epoch: int, max_epochs: int | None) -> bool:
+        return not (max_epochs is not None and max_epochs > 0 and epoch >= max_epochs - self.epochs)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # runs before the epoch's DataLoader iterator (and its workers' first batches) is created
+        dataset = train_dataset(trainer)
+        if dataset is None or not hasattr(dataset, "set_mosaic") or getattr(dataset, "mosaic_pipeline", None) is None:
+            return
+        wanted = self.mosaic_wanted(trainer.current_epoch, trainer.max_epochs)
+        if dataset.mosaic_enabled != wanted:
+            dataset.set_mosaic(wanted)
+            rank_zero_info(f"CloseMosaic: mosaic {'on' if wanted else 'off'} from epoch {trainer.current_epoch}")
+
+
+class SaveOnInterrupt(Callback):
+    """On SIGTERM (Lightning stops after the current batch) or Ctrl+C, save `last.ckpt` before exiting,
+    so that `python train.py ckpt_path=.../last.ckpt` resumes from there."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.dirpath is None:
+            return
+        path = Path(checkpoint.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"Interrupted ({type(exception).__name__}): saved {path}")

@@ -9,10 +9,10 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
-from detector.criterion import DetectionCriterion
+from detector.criteria.dense import DetectionCriterion
 from detector.data.transforms import unletterbox_boxes
-from detector.evaluation.coco_eval import STAT_NAMES, COCOEvaluator
-from detector.postprocess import Postprocessor
+from detector.evaluation.coco_eval import COCOEvaluator
+from detector.postprocess.postprocessors import Postprocessor
 
 
 class NonFiniteLossError(RuntimeError):
@@ -123,7 +123,7 @@ class LitDetector(L.LightningModule):
             self.best_metrics = {**stats, "epoch": float(self.current_epoch)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # plain types only, so that torch.load(..., weights_only=True) reads the checkpoint (detector.checkpoint)
+        # plain types only, so that torch.load(..., weights_only=True) reads the checkpoint (detector.deploy.load)
         class_names, category_ids = self.class_names, self.category_ids
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if not class_names and getattr(datamodule, "val_dataset", None) is not None:

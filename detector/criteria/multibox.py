@@ -1,6 +1,6 @@
 """The MultiBox criterion of SSD heads: assigner -> targets -> (mined) classification + box losses.
 
-Same design as `detector.criterion.DetectionCriterion` (any assigner, any classification loss, any box loss
+Same design as `detector.criteria.dense.DetectionCriterion` (any assigner, any classification loss, any box loss
 from the loss zoo), for heads that predict C + 1 class logits (background at index 0) and 4 offsets against
 prior boxes (`detector.models.ssd.SSDHeadOutput`).
 
@@ -11,10 +11,10 @@ Classification, chosen by the type of `cls_loss`:
   sigmoid (any other classification loss: bce, focal, qfl, vfl; RetinaNet / YOLOv8 style): the loss on the C
       foreground logits (the background logit is unused) against the assigner's scores (one-hot for the SSD
       matcher, TAL's soft quality targets for TAL), summed over the classes.
-Selection: `sampler` (e.g. `detector.samplers.HardNegativeMiner`, 3:1) picks the anchors whose classification
+Selection: `sampler` (e.g. `detector.criteria.hard_negative_mining.HardNegativeMiner`, 3:1) picks the anchors whose classification
 loss counts; None counts every anchor (the choice for focal loss).
 Box: a regression loss (`detector.losses.regression`: smooth L1, L1, ...) compares encoded offsets
-(`detector.coders.encode_boxes`, variances (0.1, 0.2)); an IoU-family loss (`detector.losses.iou`) compares the
+(`detector.models.coders.encode_boxes`, variances (0.1, 0.2)); an IoU-family loss (`detector.losses.iou`) compares the
 decoded boxes in pixels (`box_target` forces either).
 
 With N = max(number of positives, 1) in the whole batch (softmax), or N = max(sum of the target scores, 1)
@@ -34,8 +34,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from detector.coders import decode_boxes, encode_boxes
-from detector.priors import box_centres
+from detector.models.coders import decode_boxes, encode_boxes
+from detector.models.priors import box_centres
 
 BOX_TARGETS = ("auto", "offsets", "boxes")
 
@@ -80,7 +80,7 @@ class MultiBoxCriterion(nn.Module):
             raise TypeError(
                 f"MultiBoxCriterion needs an SSD-style head output (SSDHeadOutput: box_deltas, cls_logits with a "
                 f"background class, priors), got {type(output).__name__}; for the anchor-free YOLOv8 head use "
-                "detector.criterion.DetectionCriterion (criterion=yolo)"
+                "detector.criteria.dense.DetectionCriterion (criterion=yolo)"
             )
         priors = output.priors.float()
         deltas, logits = output.box_deltas.float(), output.cls_logits.float()

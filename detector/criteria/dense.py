@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from detector.coders import boxes_to_distances, decode_dfl
-from detector.models.detector import HeadOutput
+from detector.models.coders import boxes_to_distances, decode_dfl
+from detector.models.yolo import HeadOutput
 
 
 class DetectionCriterion(nn.Module):
@@ -35,7 +35,7 @@ class DetectionCriterion(nn.Module):
         if not hasattr(output, "points"):
             raise TypeError(
                 f"DetectionCriterion needs the anchor-free head output (HeadOutput: DFL box logits, points, strides), "
-                f"got {type(output).__name__}; SSD models use detector.criterion_ssd.MultiBoxCriterion "
+                f"got {type(output).__name__}; SSD models use detector.criteria.multibox.MultiBoxCriterion "
                 "(criterion=multibox, or `python train.py experiment=ssd`)"
             )
         points, strides = output.points, output.strides

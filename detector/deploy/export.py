@@ -1,6 +1,6 @@
 """Export the inference model (network + box decoding, optionally + NMS) to ONNX, and check it with onnxruntime.
 
-Input  `images`: float32 (B, 3, S, S), RGB scaled to 0..1, letterboxed like `detector.inference.letterbox_image`
+Input  `images`: float32 (B, 3, S, S), RGB scaled to 0..1, letterboxed like `detector.deploy.predict.letterbox_image`
 (longest side S, grey padding bottom/right); the batch axis B is dynamic.
 Outputs without NMS: `boxes` (B, A, 4) xyxy in input pixels and `scores` (B, A, C) class probabilities (sigmoid).
 Outputs with NMS: `detections` (N, 7) = [batch index, x1, y1, x2, y2, score, class] for all images together,
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torchvision.ops import nms as torchvision_nms
 
-from detector.coders import decode_dfl
-from detector.postprocess import Postprocessor
+from detector.models.coders import decode_dfl
+from detector.postprocess.postprocessors import Postprocessor
 
 INPUT_NAME = "images"
 

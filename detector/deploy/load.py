@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from detector.models.build import build_model
-from detector.postprocess import Postprocessor
+from detector.postprocess.postprocessors import Postprocessor
 
 POSTPROCESS_KEYS = ("conf_threshold", "iou_threshold", "max_detections", "max_candidates", "nms")
 
@@ -133,7 +133,7 @@ def load_detector(
 
     # the training config's post-processor (resolved: e.g. reg_max already equals the model's), with the overrides
     # that it has as settings (an SSDPostprocessor has no `nms`, for example)
-    postprocess_cfg = dict(config.get("postprocess") or {"_target_": "detector.postprocess.Postprocessor",
+    postprocess_cfg = dict(config.get("postprocess") or {"_target_": "detector.postprocess.postprocessors.Postprocessor",
                                                           "reg_max": config["model"].get("reg_max", 16)})
     target = hydra.utils.get_class(postprocess_cfg["_target_"])
     accepted = set(postprocess_cfg) | set(inspect.signature(target).parameters)

@@ -177,7 +177,7 @@ def read_data_yaml(data_yaml: str | Path, split: str = "train", format: str = "y
         return read_yolo(data_yaml, split)
     if format != "coco":
         raise ValueError(f"unknown label format {format!r} (expected 'yolo' or 'coco')")
-    from detector.data.coco import read_coco
+    from detector.data.formats.coco import read_coco
 
     spec = load_data_yaml(data_yaml)
     if not spec.raw.get(f"{split}_json"):

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scipy import stats as _stats
 
 # metrics.json key -> column title; AP over IoU 0.50:0.95 unless named otherwise

@@ -67,9 +67,9 @@ from detector.losses.classification import BCEWithLogits  # noqa: E402
 from detector.losses.dfl import DFLoss  # noqa: E402
 from detector.losses.iou import CIoULoss, DIoULoss, GIoULoss, IoULoss  # noqa: E402
 from detector.models import HeadOutput  # noqa: E402
+from detector.models.priors import anchor_points  # noqa: E402
 from detector.postprocess.nms import NMS_METHODS, nms  # noqa: E402
 from detector.postprocess.postprocessors import Postprocessor  # noqa: E402
-from detector.models.priors import anchor_points  # noqa: E402
 
 NUM_CLASSES = 80
 # the model configs timed by train_step and inference: Hydra overrides of configs/train.yaml

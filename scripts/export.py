@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("PROJECT_ROOT", str(REPO))
 
-from detector.deploy.load import load_detector  # noqa: E402
 from detector.deploy.export import (  # noqa: E402
     build_export_module,
     export_onnx,
@@ -31,6 +30,7 @@ from detector.deploy.export import (  # noqa: E402
     output_names,
     verify_onnx,
 )
+from detector.deploy.load import load_detector  # noqa: E402
 
 FORMATS = ("onnx",)
 

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("PROJECT_ROOT", str(REPO))
 
-from detector.deploy.load import load_detector  # noqa: E402
 from detector.data.dataset import image_ids_from_stems  # noqa: E402
+from detector.deploy.load import load_detector  # noqa: E402
 from detector.deploy.predict import find_images, predict_files, to_coco_results  # noqa: E402
 
 

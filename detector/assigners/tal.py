@@ -20,10 +20,9 @@ contribute nothing to any loss either way.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from detector.assigners.base import Assignment, background_assignment

@@ -22,8 +22,8 @@ from torchvision.models import VGG16_Weights, vgg16
 from detector.models.backbones.csp import CSPDarknet
 from detector.models.blocks import Conv
 from detector.models.necks.pan import PAN
-from detector.models.scales import get_scale
 from detector.models.priors import SSD300_ASPECT_RATIOS, SSD300_SCALES, SSD300_STEPS, default_boxes
+from detector.models.scales import get_scale
 
 
 class SSDHeadOutput(NamedTuple):

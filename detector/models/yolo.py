@@ -12,8 +12,8 @@ from detector.models.finetune import freeze as finetune_freeze
 from detector.models.finetune import keep_frozen_norms_in_eval, load_matching_weights
 from detector.models.heads.dfl import DFLHead
 from detector.models.necks.pan import PAN
-from detector.models.scales import get_scale
 from detector.models.priors import anchor_points
+from detector.models.scales import get_scale
 
 
 class HeadOutput(NamedTuple):

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from detector.data.checks import DatasetError, check_records
-from detector.data.formats.coco import read_coco
 from detector.data.datamodule import DetectionDataModule
 from detector.data.dataset import DetectionDataset, Record, collate
+from detector.data.formats.coco import read_coco
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,11 +8,14 @@ import torch
 import torchvision.models._api as torchvision_api
 from hydra.core.hydra_config import HydraConfig
 from torchvision.models import (
-    MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, get_model,
+    MobileNet_V3_Large_Weights,
+    ResNet18_Weights,
+    ResNet34_Weights,
+    ResNet50_Weights,
+    get_model,
 )
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.training.callbacks import Unfreeze
 from detector.criteria.dense import DetectionCriterion
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
@@ -20,6 +23,7 @@ from detector.losses.iou import CIoULoss
 from detector.models import YOLODetector
 from detector.models.backbones.torchvision import MobileNetV3, ResNet, imagenet_weights
 from detector.postprocess.postprocessors import Postprocessor
+from detector.training.callbacks import Unfreeze
 
 BACKBONES = {  # config name: (constructor, P3/P4/P5 channels, torchvision name, DEFAULT weights)
     "resnet18": (lambda **kw: ResNet(18, **kw), (128, 256, 512), "resnet18", ResNet18_Weights.IMAGENET1K_V1),

@@ -10,12 +10,12 @@ import torch
 
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.criteria.dense import DetectionCriterion
-from detector.training.module import LitDetector
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
 from detector.models import YOLODetector
 from detector.postprocess.postprocessors import Postprocessor
+from detector.training.module import LitDetector
 
 IMG_SIZE, NUM_CLASSES = 64, 5
 

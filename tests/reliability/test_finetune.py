@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from detector.training.callbacks import Unfreeze
 from detector.models import YOLODetector
 from detector.models.finetune import load_matching_weights
+from detector.training.callbacks import Unfreeze
 
 
 @pytest.fixture

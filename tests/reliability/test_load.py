@@ -16,10 +16,10 @@ import torch
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.criteria.dense import DetectionCriterion
 from detector.data.checks import check_records
-from detector.data.formats.coco import read_coco
 from detector.data.dataset import DetectionDataset, collate
-from detector.data.transforms import unletterbox_boxes
+from detector.data.formats.coco import read_coco
 from detector.data.formats.yolo import read_yolo
+from detector.data.transforms import unletterbox_boxes
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss

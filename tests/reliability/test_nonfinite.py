@@ -7,12 +7,12 @@ from torch.utils.data import DataLoader
 
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.criteria.dense import DetectionCriterion
-from detector.training.module import LitDetector, NonFiniteLossError
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
 from detector.models import YOLODetector
 from detector.postprocess.postprocessors import Postprocessor
+from detector.training.module import LitDetector, NonFiniteLossError
 
 
 class PoisonedCriterion(DetectionCriterion):
@@ -74,5 +74,5 @@ def test_skipped_step_leaves_the_weights_unchanged():
         trainer.fit(module, DataLoader(batches(1), batch_size=None))
     after = module.model.state_dict()
     # parameters are untouched (BatchNorm running statistics still saw the forward pass)
-    for name, parameter in module.model.named_parameters():
+    for name, _ in module.model.named_parameters():
         assert torch.equal(before[name], after[name]), name

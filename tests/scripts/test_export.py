@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from detector.deploy.load import load_detector
 from detector.deploy.export import InferenceModel, build_export_module, export_onnx, run_onnx, verify_onnx
+from detector.deploy.load import load_detector
 from detector.postprocess.postprocessors import Postprocessor
 
 from .conftest import IMG_SIZE, run_script

@@ -5,8 +5,8 @@ import math
 import torch
 from torchvision.models.detection._utils import BoxCoder
 
-from detector.models.coders import decode_boxes, encode_boxes
 from detector.criteria.hard_negative_mining import HardNegativeMiner
+from detector.models.coders import decode_boxes, encode_boxes
 
 
 def test_encoding_by_hand():

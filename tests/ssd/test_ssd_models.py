@@ -5,8 +5,8 @@ import inspect
 import pytest
 import torch
 
-from detector.models.ssd import SSD300VGG16, SSDCSP, SSDHeadOutput
 from detector.models.priors import ssd300_default_boxes
+from detector.models.ssd import SSD300VGG16, SSDCSP, SSDHeadOutput
 
 
 def test_ssd300_vgg16_gives_8732_boxes_on_300px_and_caches_its_priors():

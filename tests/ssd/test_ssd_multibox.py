@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from detector.assigners.ssd_matcher import SSDMatcher
+from detector.criteria.hard_negative_mining import HardNegativeMiner
 from detector.criteria.multibox import MultiBoxCriterion
 from detector.losses.classification import CrossEntropy, FocalLoss
 from detector.losses.iou import GIoULoss
 from detector.losses.regression import SmoothL1Loss
 from detector.models.ssd import SSDHeadOutput
 from detector.postprocess.postprocessors import Postprocessor, SSDPostprocessor
-from detector.criteria.hard_negative_mining import HardNegativeMiner
 
 # five 10 x 10 priors; image 0 has one GT (class 1) that matches prior 0 only, image 1 has none
 PRIORS = torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30], [20, 20, 30, 30], [40, 40, 50, 50]])

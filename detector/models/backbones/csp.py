@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from detector.models.blocks import C2f, SPPF, Conv
+from detector.models.blocks import SPPF, C2f, Conv
 from detector.models.scales import Scale, get_scale
 
 

@@ -8,7 +8,8 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-from detector.training.runner import register_resolvers, train  # noqa: E402
+from detector.config import register_resolvers  # noqa: E402
+from detector.training.runner import train  # noqa: E402
 
 register_resolvers()
 

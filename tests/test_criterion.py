@@ -10,11 +10,13 @@ from detector.criteria.dense import DetectionCriterion
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss, IoULoss
-from detector.models.yolo import HeadOutput
+from detector.models.heads.dfl import DFLHeadOutput
+from detector.models.priors import Priors
 
 REG_MAX = 16
 POINTS = torch.tensor([[2.5, 2.5], [6.5, 2.5], [2.5, 6.5]])  # grid units, stride 8
 STRIDES = torch.full((3, 1), 8.0)
+PRIORS = Priors(POINTS * STRIDES, STRIDES, None, (3,))
 
 
 class FixedAssigner(torch.nn.Module):
@@ -24,7 +26,7 @@ class FixedAssigner(torch.nn.Module):
         super().__init__()
         self.assignment = assignment
 
-    def forward(self, *args):
+    def forward(self, inputs):
         return self.assignment
 
 
@@ -34,7 +36,7 @@ def head_output():
     side[:3] = torch.log(torch.tensor([0.25, 0.5, 0.25]))
     box_logits = side.repeat(4).expand(1, 3, -1).clone().requires_grad_()
     cls_logits = torch.zeros(1, 3, 2, requires_grad=True)
-    return HeadOutput(box_logits, cls_logits, POINTS, STRIDES)
+    return DFLHeadOutput(box_logits, cls_logits, PRIORS)
 
 
 def hand_assignment():
@@ -52,7 +54,7 @@ def test_hand_computed_components():
     #           prediction = point +- 1 = [1.5, 1.5, 3.5, 3.5] -> IoU 4 / 6; DFL targets (1, 1, 1, 2)
     # anchor 1: class 0, soft score 0.5, target = its prediction [5.5, 1.5, 7.5, 3.5] -> IoU 1; targets (1, 1, 1, 1)
     # anchor 2: background
-    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DFLoss(REG_MAX), REG_MAX)
+    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DFLoss())
     out = head_output()
     losses = criterion(out, torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool))
     tss = 1.3
@@ -66,7 +68,7 @@ def test_hand_computed_components():
 
 
 def make_criterion(num_classes=3):
-    return DetectionCriterion(TaskAlignedAssigner(num_classes), BCEWithLogits(), CIoULoss(), DFLoss(REG_MAX), REG_MAX)
+    return DetectionCriterion(TaskAlignedAssigner(num_classes), BCEWithLogits(), CIoULoss(), DFLoss())
 
 
 def random_output(batch, anchors_side=8, num_classes=3, seed=0):
@@ -76,7 +78,7 @@ def random_output(batch, anchors_side=8, num_classes=3, seed=0):
     points, strides = anchor_points([(anchors_side, anchors_side)], (8,))
     box_logits = torch.randn(batch, len(points), 4 * REG_MAX, generator=g, requires_grad=True)
     cls_logits = torch.randn(batch, len(points), num_classes, generator=g, requires_grad=True)
-    return HeadOutput(box_logits, cls_logits, points, strides)
+    return DFLHeadOutput(box_logits, cls_logits, Priors(points * strides, strides, None, (len(points),)))
 
 
 def test_zero_gt_batch_trains_classification_only_and_keeps_the_graph():
@@ -93,12 +95,12 @@ def test_zero_gt_batch_trains_classification_only_and_keeps_the_graph():
 def test_loss_does_not_scale_with_batch_size():
     # the hand case above, once and as two identical images: sums and tss both double
     one = head_output()
-    two = HeadOutput(one.box_logits.repeat(2, 1, 1), one.cls_logits.repeat(2, 1, 1), one.points, one.strides)
+    two = DFLHeadOutput(one.box_logits.repeat(2, 1, 1), one.cls_logits.repeat(2, 1, 1), one.priors)
     one_assignment = hand_assignment()
     two_assignment = Assignment(*(t.repeat(2, *[1] * (t.dim() - 1)) for t in one_assignment))
     empty = (torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool))
-    single = DetectionCriterion(FixedAssigner(one_assignment), BCEWithLogits(), CIoULoss(), DFLoss(REG_MAX))(one, *empty)
-    double = DetectionCriterion(FixedAssigner(two_assignment), BCEWithLogits(), CIoULoss(), DFLoss(REG_MAX))(two, *empty)
+    single = DetectionCriterion(FixedAssigner(one_assignment), BCEWithLogits(), CIoULoss(), DFLoss())(one, *empty)
+    double = DetectionCriterion(FixedAssigner(two_assignment), BCEWithLogits(), CIoULoss(), DFLoss())(two, *empty)
     for key in ("box", "cls", "dfl", "loss"):
         torch.testing.assert_close(single[key], double[key])
 

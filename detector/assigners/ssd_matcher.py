@@ -26,38 +26,26 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.ops import box_iou
 
-from detector.assigners.base import Assignment, background_assignment
+from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment
 from detector.models.priors import square_priors
 
 
-class SSDMatcher(nn.Module):
-    # criteria pass `priors=` / `strides=` to assigners that set this (the geometric, prior-box matchers)
-    uses_priors = True
-
+class SSDMatcher(Assigner):
     def __init__(self, num_classes: int, iou_threshold: float = 0.5, point_prior_scale: float = 4.0) -> None:
-        super().__init__()
+        super().__init__(num_classes)
         if not 0 < iou_threshold <= 1:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-        self.num_classes, self.iou_threshold, self.point_prior_scale = num_classes, iou_threshold, point_prior_scale
+        self.iou_threshold, self.point_prior_scale = iou_threshold, point_prior_scale
 
     @torch.no_grad()
-    def forward(
-        self, pred_scores: torch.Tensor | None, pred_boxes: torch.Tensor | None, points: torch.Tensor | None,
-        gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
-        priors: torch.Tensor | None = None, strides: torch.Tensor | None = None,
-    ) -> Assignment:
-        """gt_labels (B, M), gt_boxes (B, M, 4) xyxy pixels, gt_mask (B, M) True for real rows; priors (A, 4)
-        xyxy pixels, or points (A, 2) + strides (A, 1) pixels. pred_scores / pred_boxes are ignored."""
+    def forward(self, inputs: AssignerInput) -> Assignment:
+        """Matches the prior boxes (or the square priors of the anchor points) with the real GT rows."""
+        priors = inputs.priors.boxes
         if priors is None:
-            if points is None or strides is None:
-                raise ValueError(
-                    "SSDMatcher matches prior boxes: pass priors=(A, 4) xyxy pixels (SSD heads), or anchor points "
-                    "(A, 2) with strides=(A, 1) (anchor-free heads, which get square priors of point_prior_scale * stride)"
-                )
-            priors = square_priors(points, strides, self.point_prior_scale)
+            priors = square_priors(inputs.priors.points, inputs.priors.strides, self.point_prior_scale)
+        gt_labels, gt_boxes, gt_mask = inputs.gt_labels, inputs.gt_boxes, inputs.gt_mask
         batch, num_gt = gt_boxes.shape[:2]
         anchors = priors.shape[0]
         if num_gt == 0 or not gt_mask.any():

@@ -23,9 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-from detector.assigners.base import Assignment, background_assignment
+from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment
 from detector.losses.iou import ciou
 
 
@@ -34,23 +33,21 @@ def _segment_max(values: torch.Tensor, segments: torch.Tensor, size: int) -> tor
     return values.new_zeros(size).scatter_reduce(0, segments, values, "amax", include_self=False)
 
 
-class TaskAlignedAssigner(nn.Module):
+class TaskAlignedAssigner(Assigner):
     def __init__(
         self, num_classes: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9,
         overlap: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = ciou, chunk_elements: int = 1 << 24,
     ) -> None:
         """`chunk_elements` bounds the number of (GT, anchor) inside-tests evaluated at once."""
-        super().__init__()
-        self.num_classes, self.topk, self.alpha, self.beta, self.eps = num_classes, topk, alpha, beta, eps
+        super().__init__(num_classes)
+        self.topk, self.alpha, self.beta, self.eps = topk, alpha, beta, eps
         self.overlap, self.chunk_elements = overlap, chunk_elements
 
     @torch.no_grad()
-    def forward(
-        self, pred_scores: torch.Tensor, pred_boxes: torch.Tensor, points: torch.Tensor,
-        gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
-    ) -> Assignment:
-        """pred_scores (B, A, C) probabilities, pred_boxes (B, A, 4) and points (A, 2) in pixels,
-        gt_labels (B, M), gt_boxes (B, M, 4) pixels, gt_mask (B, M) True for real (not padded) rows."""
+    def forward(self, inputs: AssignerInput) -> Assignment:
+        """Candidates are the anchor points strictly inside a GT (`inputs.priors.points`)."""
+        pred_scores, pred_boxes, points = inputs.pred_scores, inputs.pred_boxes, inputs.priors.points
+        gt_labels, gt_boxes, gt_mask = inputs.gt_labels, inputs.gt_boxes, inputs.gt_mask
         batch, anchors, _ = pred_scores.shape
         num_gt = gt_boxes.shape[1]
         b, g, a = self._candidates(points, gt_boxes, gt_mask)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from detector.assigners.base import Assignment, background_assignment
+from detector.assigners.base import AssignerInput, Assignment, background_assignment
 from detector.assigners.tal import TaskAlignedAssigner
 
 
 class DenseTaskAlignedAssigner(TaskAlignedAssigner):
     @torch.no_grad()
-    def forward(self, pred_scores, pred_boxes, points, gt_labels, gt_boxes, gt_mask) -> Assignment:
+    def forward(self, inputs: AssignerInput) -> Assignment:
+        pred_scores, pred_boxes, points = inputs.pred_scores, inputs.pred_boxes, inputs.priors.points
+        gt_labels, gt_boxes, gt_mask = inputs.gt_labels, inputs.gt_boxes, inputs.gt_mask
         batch, anchors, num_classes = pred_scores.shape
         num_gt = gt_boxes.shape[1]
         if num_gt == 0 or not gt_mask.any():

@@ -2,7 +2,8 @@
 
 Input  `images`: float32 (B, 3, S, S), RGB scaled to 0..1, letterboxed like `detector.deploy.predict.letterbox_image`
 (longest side S, grey padding bottom/right); the batch axis B is dynamic.
-Outputs without NMS: `boxes` (B, A, 4) xyxy in input pixels and `scores` (B, A, C) class probabilities (sigmoid).
+Outputs without NMS: `boxes` (B, A, 4) xyxy in input pixels and `scores` (B, A, C) class probabilities, decoded by
+the head output's own `decode_boxes` / `class_scores` (the decoding the criterion and the evaluation use).
 Outputs with NMS: `detections` (N, 7) = [batch index, x1, y1, x2, y2, score, class] for all images together,
 class-aware NMS over the (anchor, class) pairs with score > conf_threshold, at most max_detections per image.
 Map boxes back to the original image with `detector.data.transforms.unletterbox_boxes`.
@@ -22,23 +23,20 @@ import torch
 from torch import nn
 from torchvision.ops import nms as torchvision_nms
 
-from detector.models.coders import decode_dfl
-from detector.postprocess.postprocessors import Postprocessor
-
 INPUT_NAME = "images"
 
 
 class InferenceModel(nn.Module):
-    """images (B, 3, S, S) float 0..1 -> boxes (B, A, 4) input pixels, scores (B, A, C)."""
+    """images (B, 3, S, S) float 0..1 -> boxes (B, A, 4) input pixels, scores (B, A, C) (`activation` of the
+    class logits, as trained)."""
 
-    def __init__(self, model: nn.Module, reg_max: int) -> None:
+    def __init__(self, model: nn.Module, activation: str = "sigmoid") -> None:
         super().__init__()
-        self.model, self.reg_max = model, reg_max
+        self.model, self.activation = model, activation
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         output = self.model(images)
-        boxes = decode_dfl(output.points, output.box_logits.float(), self.reg_max) * output.strides
-        return boxes, output.cls_logits.float().sigmoid()
+        return output.decode_boxes(), output.class_scores(self.activation)
 
 
 class InferenceModelNMS(InferenceModel):
@@ -46,9 +44,9 @@ class InferenceModelNMS(InferenceModel):
     The same selection as `Postprocessor(nms="class_aware")` (up to the order of equal scores), without its
     `max_candidates` cap."""
 
-    def __init__(self, model: nn.Module, reg_max: int, conf_threshold: float = 0.25, iou_threshold: float = 0.7,
-                 max_detections: int = 300) -> None:
-        super().__init__(model, reg_max)
+    def __init__(self, model: nn.Module, activation: str = "sigmoid", conf_threshold: float = 0.25,
+                 iou_threshold: float = 0.7, max_detections: int = 300) -> None:
+        super().__init__(model, activation)
         self.conf_threshold, self.iou_threshold, self.max_detections = conf_threshold, iou_threshold, max_detections
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -72,16 +70,13 @@ class InferenceModelNMS(InferenceModel):
 
 
 def build_export_module(model: nn.Module, postprocessor, nms: bool = False, **nms_settings) -> InferenceModel:
-    """The module to export; `nms_settings` (conf_threshold, iou_threshold, max_detections; None = the
-    postprocessor's) apply with nms=True. Models with the DFL head (YOLODetector + Postprocessor) only."""
-    if not isinstance(postprocessor, Postprocessor):
-        raise NotImplementedError(
-            f"export supports the DFL-head detectors (Postprocessor), not {type(postprocessor).__name__}")
+    """The module to export, scoring with the postprocessor's activation; `nms_settings` (conf_threshold,
+    iou_threshold, max_detections; None = the postprocessor's) apply with nms=True."""
     if not nms:
-        return InferenceModel(model, postprocessor.reg_max).eval()
+        return InferenceModel(model, postprocessor.activation).eval()
     settings = {k: getattr(postprocessor, k) for k in ("conf_threshold", "iou_threshold", "max_detections")}
     settings.update({k: v for k, v in nms_settings.items() if v is not None})
-    return InferenceModelNMS(model, postprocessor.reg_max, **settings).eval()
+    return InferenceModelNMS(model, postprocessor.activation, **settings).eval()
 
 
 def output_names(module: nn.Module) -> list[str]:

@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from detector.config import loss_activation
 from detector.models.build import build_model
 from detector.postprocess.postprocessors import Postprocessor
 
@@ -48,6 +49,49 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
             "Checkpoints of this project hold plain types only; a checkpoint from elsewhere may need "
             "torch.serialization.add_safe_globals([...]) for the classes named above (only if you trust it)."
         ) from error
+
+
+# module paths of checkpoints written before the package was grouped by stage (December 2026) -> today's
+MOVED_MODULES = {
+    "detector.postprocess.": "detector.postprocess.postprocessors.",
+    "detector.models.backbones.": "detector.models.backbones.csp.",
+    "detector.models.torchvision_backbones.": "detector.models.backbones.torchvision.",
+    "detector.models.detector.": "detector.models.yolo.",
+    "detector.criterion_ssd.": "detector.criteria.multibox.",
+    "detector.criterion.": "detector.criteria.dense.",
+    "detector.samplers.": "detector.criteria.hard_negative_mining.",
+}
+# settings that older configs passed and today's classes read from the head output or the loss instead
+DROPPED_SETTINGS = {"model": ("reg_max",), "postprocess": ("reg_max", "variances", "cls_loss")}
+
+
+def _moved(target: str) -> str:
+    for old, new in MOVED_MODULES.items():
+        if target.startswith(old) and target.count(".") == old.count("."):
+            return new + target[len(old):]
+    return target
+
+
+def upgrade_run_config(config: Any) -> Any:
+    """A run config of an older checkpoint, in today's terms: moved `_target_` modules renamed, settings that are
+    no longer arguments dropped (an SSD model's `reg_max: null`, the post-processors' `reg_max`/`variances`), and
+    the post-processing activation taken from the classification loss's declaration. Today's configs pass through
+    unchanged."""
+    if isinstance(config, list):
+        return [upgrade_run_config(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    config = {k: _moved(v) if k == "_target_" and isinstance(v, str) else upgrade_run_config(v) for k, v in config.items()}
+    for group, keys in DROPPED_SETTINGS.items():
+        node = config.get(group)
+        if isinstance(node, dict) and "_target_" in node:
+            for key in keys:
+                if key in node and (group == "postprocess" or node[key] is None):
+                    del node[key]
+    postprocess, cls_loss = config.get("postprocess"), (config.get("loss") or {}).get("cls")
+    if isinstance(postprocess, dict) and postprocess.get("activation", "auto") == "auto":
+        postprocess["activation"] = loss_activation(cls_loss["_target_"]) if cls_loss else "sigmoid"
+    return config
 
 
 # classes a checkpoint's config may name for instantiation: weights_only=True keeps unpickling safe, and this keeps
@@ -113,7 +157,7 @@ def load_detector(
             f"{ckpt_path} has no run_config (written before checkpoints stored it) and there is no {beside}; "
             "pass run_config= (the run's config_resolved.yaml) to rebuild the model"
         )
-    config = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+    config = upgrade_run_config(OmegaConf.to_container(OmegaConf.create(config), resolve=True))
     unknown = set(postprocess_overrides) - set(POSTPROCESS_KEYS)
     if unknown:
         raise TypeError(f"unknown postprocess settings {sorted(unknown)}; known: {POSTPROCESS_KEYS}")
@@ -131,10 +175,9 @@ def load_detector(
     device = resolve_device(device)
     model.to(device).eval()
 
-    # the training config's post-processor (resolved: e.g. reg_max already equals the model's), with the overrides
+    # the training config's post-processor (resolved), with the overrides
     # that it has as settings (an SSDPostprocessor has no `nms`, for example)
-    postprocess_cfg = dict(config.get("postprocess") or {"_target_": "detector.postprocess.postprocessors.Postprocessor",
-                                                          "reg_max": config["model"].get("reg_max", 16)})
+    postprocess_cfg = dict(config.get("postprocess") or {"_target_": "detector.postprocess.postprocessors.Postprocessor"})
     target = hydra.utils.get_class(postprocess_cfg["_target_"])
     accepted = set(postprocess_cfg) | set(inspect.signature(target).parameters)
     for key, value in postprocess_overrides.items():

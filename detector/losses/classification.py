@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from detector.losses.base import ClassificationLoss
 
 SMOOTHING_CONVENTIONS = ("eps_over_k_minus_1", "eps_over_k")
 
@@ -75,7 +76,7 @@ def varifocal_loss(
     return weight * F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
 
 
-class BCEWithLogits(nn.Module):
+class BCEWithLogits(ClassificationLoss):
     """Sigmoid binary cross-entropy with soft targets t (YOLOv8 default):
     L = -[t log sigma(x) + (1 - t) log(1 - sigma(x))], per anchor and class, unreduced."""
 
@@ -83,7 +84,7 @@ class BCEWithLogits(nn.Module):
         return binary_cross_entropy(logits, targets)
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(ClassificationLoss):
     """Sigmoid focal loss (RetinaNet), alpha 0.25, gamma 2. See `sigmoid_focal_loss`."""
 
     def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0) -> None:
@@ -94,7 +95,7 @@ class FocalLoss(nn.Module):
         return sigmoid_focal_loss(logits, targets, self.alpha, self.gamma)
 
 
-class QualityFocalLoss(nn.Module):
+class QualityFocalLoss(ClassificationLoss):
     """Quality focal loss (GFL), beta 2. See `quality_focal_loss`."""
 
     def __init__(self, beta: float = 2.0) -> None:
@@ -105,7 +106,7 @@ class QualityFocalLoss(nn.Module):
         return quality_focal_loss(logits, targets, self.beta)
 
 
-class VarifocalLoss(nn.Module):
+class VarifocalLoss(ClassificationLoss):
     """Varifocal loss (VarifocalNet), alpha 0.75, gamma 2. See `varifocal_loss`."""
 
     def __init__(self, alpha: float = 0.75, gamma: float = 2.0) -> None:
@@ -171,11 +172,13 @@ def softmax_cross_entropy(
     return -(targets * log_probs).sum(-1)
 
 
-class CrossEntropy(nn.Module):
+class CrossEntropy(ClassificationLoss):
     """Softmax cross-entropy with label smoothing, for heads with a background class (SSD). See `softmax_cross_entropy`.
 
     forward(logits (N, K), labels (N,) long) -> (N,). convention: "eps_over_k_minus_1" (default: 1 - eps / eps/(K-1))
     or "eps_over_k" (torch's: 1 - eps + eps/K / eps/K)."""
+
+    activation = "softmax"
 
     def __init__(
         self, label_smoothing: float = 0.0, convention: str = "eps_over_k_minus_1", ignore_index: int = -100,

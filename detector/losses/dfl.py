@@ -30,12 +30,10 @@ def distribution_focal_loss(bin_logits: torch.Tensor, target: torch.Tensor) -> t
 
 
 class DFLoss(nn.Module):
-    """Distribution focal loss on ltrb distances; targets are clamped to [0, reg_max - 1 - 0.01]."""
-
-    def __init__(self, reg_max: int = 16) -> None:
-        super().__init__()
-        self.reg_max = reg_max
+    """Distribution focal loss on ltrb distances: bin_logits (N, 4 * reg_max) (reg_max read from their shape),
+    target_distances (N, 4) in bins, clamped to [0, reg_max - 1 - 0.01]. Returns (N,)."""
 
     def forward(self, bin_logits: torch.Tensor, target_distances: torch.Tensor) -> torch.Tensor:
-        target = target_distances.clamp(0, self.reg_max - 1 - 0.01)
-        return distribution_focal_loss(bin_logits.unflatten(-1, (4, self.reg_max)), target)
+        reg_max = bin_logits.shape[-1] // 4
+        target = target_distances.clamp(0, reg_max - 1 - 0.01)
+        return distribution_focal_loss(bin_logits.unflatten(-1, (4, reg_max)), target)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+
+from detector.losses.base import BoxLoss
 
 ALPHA_IOU_BASES = ("iou", "giou", "diou", "ciou")
 
@@ -293,7 +294,7 @@ def wise_iou_loss(
 # ----------------------------------------------------------------------------------------------------
 
 
-class IoULoss(nn.Module):
+class IoULoss(BoxLoss):
     """IoU loss: mode "linear" 1 - IoU, or mode "log" -ln IoU (UnitBox, Yu et al. 2016). Unreduced (...,)."""
 
     similarity = staticmethod(iou)
@@ -331,7 +332,7 @@ class CIoULoss(GIoULoss):
     similarity = staticmethod(ciou)
 
 
-class EIoULoss(nn.Module):
+class EIoULoss(BoxLoss):
     """EIoU loss (Zhang et al. 2022): 1 - IoU + rho^2/c^2 + (w - w_gt)^2/C_w^2 + (h - h_gt)^2/C_h^2. See `eiou_loss`."""
 
     def __init__(self, eps: float = 1e-7) -> None:
@@ -342,7 +343,7 @@ class EIoULoss(nn.Module):
         return eiou_loss(pred, target, self.eps)
 
 
-class FocalEIoULoss(nn.Module):
+class FocalEIoULoss(BoxLoss):
     """Focal-EIoU (Zhang et al. 2022): IoU^gamma * L_EIoU, gamma 0.5, IoU used as a detached weight by default."""
 
     def __init__(self, gamma: float = 0.5, detach_weight: bool = True, eps: float = 1e-7) -> None:
@@ -353,7 +354,7 @@ class FocalEIoULoss(nn.Module):
         return focal_eiou_loss(pred, target, self.gamma, self.detach_weight, self.eps)
 
 
-class AlphaIoULoss(nn.Module):
+class AlphaIoULoss(BoxLoss):
     """Alpha-IoU (He et al., NeurIPS 2021): the power form of `base` in {iou, giou, diou, ciou}, alpha 3 by default."""
 
     def __init__(self, alpha: float = 3.0, base: str = "ciou", eps: float = 1e-7) -> None:
@@ -366,7 +367,7 @@ class AlphaIoULoss(nn.Module):
         return alpha_iou_loss(pred, target, self.alpha, self.base, self.eps)
 
 
-class RIoULoss(nn.Module):
+class RIoULoss(BoxLoss):
     """Rectified IoU loss (Wang & Zhang, ACM MM 2020): gradient rising with IoU up to beta = 0.95. See `riou_loss`."""
 
     def __init__(self, beta: float = 0.95, eps: float = 1e-7) -> None:
@@ -379,7 +380,7 @@ class RIoULoss(nn.Module):
         return riou_loss(pred, target, self.beta, self.eps)
 
 
-class SIoULoss(nn.Module):
+class SIoULoss(BoxLoss):
     """SIoU (Gevorgyan 2022): 1 - IoU + (distance cost + shape cost) / 2 with the angle cost in the distance cost."""
 
     def __init__(self, theta: float = 4.0, eps: float = 1e-7) -> None:
@@ -390,7 +391,7 @@ class SIoULoss(nn.Module):
         return siou_loss(pred, target, self.theta, self.eps)
 
 
-class WIoULoss(nn.Module):
+class WIoULoss(BoxLoss):
     """Wise-IoU v1/v2/v3 (Tong et al. 2023). See `wise_iou_loss`.
 
     v2/v3 normalise by the running mean of L_IoU = 1 - IoU, kept in the buffer `iou_loss_mean` (starts at 1,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+
+from detector.losses.base import CoordinateLoss
 
 
 def _difference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -64,21 +65,21 @@ def balanced_l1_loss(
     return (beta * torch.where(x < 1, inside, outside)).sum(-1)
 
 
-class L2Loss(nn.Module):
+class L2Loss(CoordinateLoss):
     """Squared error summed over the 4 coordinates. See `l2_loss`."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return l2_loss(pred, target)
 
 
-class L1Loss(nn.Module):
+class L1Loss(CoordinateLoss):
     """Absolute error summed over the 4 coordinates. See `l1_loss`."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return l1_loss(pred, target)
 
 
-class SmoothL1Loss(nn.Module):
+class SmoothL1Loss(CoordinateLoss):
     """Smooth L1 summed over the 4 coordinates, beta = 1.0 by default (Fast R-CNN / SSD). See `smooth_l1_loss`."""
 
     def __init__(self, beta: float = 1.0) -> None:
@@ -91,7 +92,7 @@ class SmoothL1Loss(nn.Module):
         return smooth_l1_loss(pred, target, self.beta)
 
 
-class BalancedL1Loss(nn.Module):
+class BalancedL1Loss(CoordinateLoss):
     """Balanced L1 (Libra R-CNN) summed over the 4 coordinates; alpha 0.5, gamma 1.5, beta 1. See `balanced_l1_loss`."""
 
     def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0) -> None:

@@ -1,3 +1,4 @@
-from detector.models.yolo import HeadOutput, YOLODetector
+from detector.models.heads.dfl import DFLHeadOutput
+from detector.models.yolo import YOLODetector
 
-__all__ = ["HeadOutput", "YOLODetector"]
+__all__ = ["DFLHeadOutput", "YOLODetector"]

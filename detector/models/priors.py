@@ -1,4 +1,5 @@
-"""Priors: where predictions live. Anchor points (cell centres) for anchor-free heads.
+"""Priors: where predictions live. Anchor points (cell centres) for anchor-free heads, default boxes and
+anchors for anchor-based heads, and `Priors`, the one type in which every head hands them on.
 
 Every head, assigner, coder and post-processing step takes its priors from here.
 """
@@ -6,8 +7,23 @@ Every head, assigner, coder and post-processing step takes its priors from here.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
+
+
+class Priors(NamedTuple):
+    """The priors of a head output, in input pixels: what an assigner matches the ground truth against.
+
+    points (A, 2) prior centres (x, y); strides (A, 1) the stride (centre spacing) of each prior's level;
+    boxes (A, 4) xyxy prior boxes of anchor-based heads, None for anchor-free heads (assigners that need boxes
+    then build them from points and strides, e.g. `square_priors`); level_sizes: the number of priors of each
+    level, in order (sum = A)."""
+
+    points: torch.Tensor
+    strides: torch.Tensor
+    boxes: torch.Tensor | None
+    level_sizes: tuple[int, ...]
 
 
 def anchor_points(

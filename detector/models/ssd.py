@@ -12,91 +12,29 @@ Each feature level predicts, at every location and for each of its default boxes
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
-
 import torch
 from torch import nn
 from torchvision.models import VGG16_Weights, vgg16
 
 from detector.models.backbones.csp import CSPDarknet
 from detector.models.blocks import Conv
+from detector.models.heads.ssd import SSDHead, SSDHeadOutput, boxes_per_location
 from detector.models.necks.pan import PAN
-from detector.models.priors import SSD300_ASPECT_RATIOS, SSD300_SCALES, SSD300_STEPS, default_boxes
+from detector.models.priors import (
+    SSD300_ASPECT_RATIOS,
+    SSD300_SCALES,
+    SSD300_STEPS,
+    Priors,
+    box_centres,
+    default_boxes,
+)
 from detector.models.scales import get_scale
-
-
-class SSDHeadOutput(NamedTuple):
-    """Raw output of an SSD head for one batch: box_deltas (B, A, 4) encoded offsets against the priors,
-    cls_logits (B, A, C + 1) with the background at index 0, priors (A, 4) default boxes xyxy in input pixels."""
-
-    box_deltas: torch.Tensor
-    cls_logits: torch.Tensor
-    priors: torch.Tensor
-
-
-def _refuse_reg_max(reg_max) -> None:
-    """SSD model configs carry `reg_max: null` only so that the YOLOv8-head configs that read `${model.reg_max}`
-    (DFL loss, YOLOv8 criterion and post-processing) still resolve; the criterion then says what is wrong."""
-    if reg_max is not None:
-        raise ValueError(f"SSD heads regress 4 offsets per box, they have no DFL bins (reg_max must be null, got {reg_max})")
-
-
-def boxes_per_location(aspect_ratios: tuple[float, ...]) -> int:
-    """Ratio 1 twice (s_k and the extra sqrt(s_k s_k+1)) plus r and 1/r for each listed ratio."""
-    return 2 + 2 * len(aspect_ratios)
-
-
-class SSDHead(nn.Module):
-    """One classifier and one box regressor per level: with `hidden` None the plain 3x3 conv predictor of
-    SSD; with `hidden` channels a Conv3x3(hidden) + BN + SiLU then a 1x1 predictor. Outputs are flattened
-    level by level, location by location (y, x), box by box: the order of `detector.models.priors.default_boxes`."""
-
-    def __init__(
-        self, in_channels: tuple[int, ...], boxes: tuple[int, ...], num_classes: int,
-        hidden: int | None = None, prior_probability: float = 0.01,
-    ) -> None:
-        super().__init__()
-        self.num_classes, self.boxes = num_classes, tuple(boxes)
-
-        def predictor(c: int, outputs: int) -> nn.Module:
-            if hidden is None:
-                return nn.Conv2d(c, outputs, 3, padding=1)
-            return nn.Sequential(Conv(c, hidden, 3), nn.Conv2d(hidden, outputs, 1))
-
-        self.cls_branches = nn.ModuleList(predictor(c, n * (num_classes + 1)) for c, n in zip(in_channels, boxes))
-        self.box_branches = nn.ModuleList(predictor(c, n * 4) for c, n in zip(in_channels, boxes))
-        self.reset_parameters(prior_probability)
-
-    def reset_parameters(self, prior_probability: float = 0.01) -> None:
-        """Final layers: small normal weights, box bias 0; class bias 0 for the background and
-        log(p / (1 - p)) for the classes, so that every foreground score starts small (sigmoid p = 0.01,
-        softmax about 1 / (1 + C p / (1 - p))), as in RetinaNet: the first steps are not dominated by the
-        loss of the many easy negatives."""
-        foreground_bias = math.log(prior_probability / (1 - prior_probability))
-        for cls, box, n in zip(self.cls_branches, self.box_branches, self.boxes):
-            cls_out, box_out = (branch[-1] if isinstance(branch, nn.Sequential) else branch for branch in (cls, box))
-            for layer in (cls_out, box_out):
-                nn.init.normal_(layer.weight, std=0.01)
-                nn.init.zeros_(layer.bias)
-            with torch.no_grad():
-                cls_out.bias.view(n, self.num_classes + 1)[:, 1:] = foreground_bias
-
-    @staticmethod
-    def _flatten(x: torch.Tensor, boxes: int) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        return x.view(batch, boxes, -1, height, width).permute(0, 3, 4, 1, 2).reshape(batch, height * width * boxes, -1)
-
-    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        deltas, logits = [], []
-        for x, cls, box, n in zip(features, self.cls_branches, self.box_branches, self.boxes):
-            logits.append(self._flatten(cls(x), n))
-            deltas.append(self._flatten(box(x), n))
-        return torch.cat(deltas, 1), torch.cat(logits, 1)
 
 
 class _SSDBase(nn.Module):
     """Default-box bookkeeping shared by the SSD models: priors cached per feature sizes, input size and device."""
+
+    output_type = SSDHeadOutput
 
     def _init_priors(
         self, aspect_ratios, scales, min_scale, max_scale, first_scale, steps, clip, variances,
@@ -106,25 +44,31 @@ class _SSDBase(nn.Module):
         self.min_scale, self.max_scale, self.first_scale = min_scale, max_scale, first_scale
         self.steps = None if steps is None else tuple(float(s) for s in steps)
         self.clip = clip
-        # the coder variances of the offsets this head regresses (the criterion/postprocess configs read them)
+        # the coder variances of the offsets this head regresses (its outputs carry them to the decoding)
         self.variances = tuple(float(v) for v in variances)
-        self._priors: dict[tuple, torch.Tensor] = {}
+        self._priors: dict[tuple, Priors] = {}
 
     @torch.compiler.disable  # a Python-side cache: kept out of torch.compile's graph (no recompiles)
-    def priors(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """Default boxes (A, 4) xyxy pixels for these feature sizes and input size, cached per size and device."""
+    def priors(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> Priors:
+        """The default boxes (A, 4) xyxy pixels for these feature sizes and input size, with their centres, the
+        centre spacing of their level (`steps`, else image width / feature width) and the boxes per level;
+        cached per size and device."""
         key = (tuple(feature_sizes), tuple(image_size), str(device))
         if key not in self._priors:
-            self._priors[key] = default_boxes(
+            boxes = default_boxes(
                 list(feature_sizes), image_size, self.aspect_ratios, scales=self.scales, min_scale=self.min_scale,
                 max_scale=self.max_scale, first_scale=self.first_scale, steps=self.steps, clip=self.clip, device=device,
             )
+            level_sizes = tuple(h * w * n for (h, w), n in zip(feature_sizes, self.head.boxes))
+            spacing = [self.steps[k] if self.steps is not None else image_size[1] / w for k, (_, w) in enumerate(feature_sizes)]
+            strides = torch.repeat_interleave(torch.tensor(spacing, device=device), torch.tensor(level_sizes, device=device))
+            self._priors[key] = Priors(box_centres(boxes), strides.to(boxes.dtype).unsqueeze(1), boxes, level_sizes)
         return self._priors[key]
 
     def _output(self, images: torch.Tensor, features: list[torch.Tensor]) -> SSDHeadOutput:
         deltas, logits = self.head(features)
         priors = self.priors([tuple(f.shape[-2:]) for f in features], tuple(images.shape[-2:]), images.device)
-        return SSDHeadOutput(deltas, logits, priors)
+        return SSDHeadOutput(deltas, logits, priors, self.variances)
 
 
 class L2Norm(nn.Module):
@@ -154,10 +98,9 @@ class SSD300VGG16(_SSDBase):
         aspect_ratios: tuple[tuple[float, ...], ...] = SSD300_ASPECT_RATIOS,
         scales: tuple[float, ...] | None = SSD300_SCALES, min_scale: float = 0.2, max_scale: float = 0.9,
         first_scale: float | None = 0.1, steps: tuple[float, ...] | None = SSD300_STEPS, clip: bool = True,
-        variances: tuple[float, float] = (0.1, 0.2), reg_max: None = None,
+        variances: tuple[float, float] = (0.1, 0.2),
     ) -> None:
         super().__init__()
-        _refuse_reg_max(reg_max)
         self.num_classes = num_classes
         self._init_priors(aspect_ratios, scales, min_scale, max_scale, first_scale, steps, clip, variances)
         if len(self.aspect_ratios) != 6:
@@ -221,10 +164,8 @@ class SSDCSP(_SSDBase):
         aspect_ratios: tuple[tuple[float, ...], ...] | None = None, scales: tuple[float, ...] | None = None,
         min_scale: float = 0.2, max_scale: float = 0.9, first_scale: float | None = 0.1,
         steps: tuple[float, ...] | None = None, clip: bool = True, variances: tuple[float, float] = (0.1, 0.2),
-        reg_max: None = None,
     ) -> None:
         super().__init__()
-        _refuse_reg_max(reg_max)
         size = get_scale(scale)
         self.num_classes = num_classes
         self.backbone = CSPDarknet(size)

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 
 from detector.models.backbones.csp import CSPDarknet
 from detector.models.finetune import freeze as finetune_freeze
 from detector.models.finetune import keep_frozen_norms_in_eval, load_matching_weights
-from detector.models.heads.dfl import DFLHead
+from detector.models.heads.dfl import DFLHead, DFLHeadOutput
 from detector.models.necks.pan import PAN
-from detector.models.priors import anchor_points
+from detector.models.priors import Priors, anchor_points
 from detector.models.scales import get_scale
-
-
-class HeadOutput(NamedTuple):
-    """Raw head output of one batch: box_logits (B, A, 4 * reg_max), cls_logits (B, A, C),
-    points (A, 2) in grid units and strides (A, 1)."""
-
-    box_logits: torch.Tensor
-    cls_logits: torch.Tensor
-    points: torch.Tensor
-    strides: torch.Tensor
 
 
 class YOLODetector(nn.Module):
@@ -35,6 +23,7 @@ class YOLODetector(nn.Module):
     the scale's widths (1x1 convs)."""
 
     strides = (8, 16, 32)
+    output_type = DFLHeadOutput
 
     def __init__(
         self, num_classes: int, scale: str = "n", reg_max: int = 16, image_size: int = 640,
@@ -54,7 +43,7 @@ class YOLODetector(nn.Module):
             load_matching_weights(self, init_from)
         finetune_freeze(self, freeze)
         keep_frozen_norms_in_eval(self)
-        self._priors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._priors: dict[tuple, Priors] = {}
 
     def train(self, mode: bool = True) -> YOLODetector:
         """nn.Module.train, except that BatchNorm layers whose parameters are frozen stay in eval mode."""
@@ -64,15 +53,15 @@ class YOLODetector(nn.Module):
         return self
 
     @torch.compiler.disable  # a Python-side cache: kept out of torch.compile's graph (no recompiles)
-    def priors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anchor points and strides for these feature sizes, cached per size and device."""
+    def priors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> Priors:
+        """Anchor points (pixels) and strides for these feature sizes, cached per size and device."""
         key = (tuple(feature_sizes), str(device))
         if key not in self._priors:
-            self._priors[key] = anchor_points(feature_sizes, self.strides, device=device)
+            points, strides = anchor_points(feature_sizes, self.strides, device=device)
+            self._priors[key] = Priors(points * strides, strides, None, tuple(h * w for h, w in feature_sizes))
         return self._priors[key]
 
-    def forward(self, images: torch.Tensor) -> HeadOutput:
+    def forward(self, images: torch.Tensor) -> DFLHeadOutput:
         features = self.neck(self.backbone(images))
         box_logits, cls_logits = self.head(features)
-        points, strides = self.priors([tuple(f.shape[-2:]) for f in features], images.device)
-        return HeadOutput(box_logits, cls_logits, points, strides)
+        return DFLHeadOutput(box_logits, cls_logits, self.priors([tuple(f.shape[-2:]) for f in features], images.device))

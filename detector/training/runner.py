@@ -17,24 +17,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from detector.config import check_combination, register_resolvers
 from detector.training.callbacks import MetricsHistory
 
 log = logging.getLogger(__name__)
 
 # the parts of the config that make a loss combination (recorded resolved in metrics.json)
 COMBINATION_KEYS = ("loss.cls", "loss.box", "loss.dfl", "assigner", "loss.weights")
-
-
-def auto_precision() -> str:
-    """Lightning precision for the visible hardware: bf16-mixed or 16-mixed on GPU, 32-true on CPU."""
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("auto_precision"):
-        OmegaConf.register_new_resolver("auto_precision", auto_precision)
 
 
 def instantiate_all(
@@ -56,6 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     "partial_best"; "map" is NaN, null in the file). In a Hydra multirun the exception is then swallowed so
     that the sweep goes on (the objective is NaN); in a single run it is re-raised."""
     register_resolvers()  # joblib/submitit workers import this module without running train.py's top level
+    check_combination(cfg)  # before any data is read: a combination that cannot train is refused here
     output_dir = Path(cfg.paths.output_dir)
     history, module, trainer = MetricsHistory(), None, None
     start = time.perf_counter()

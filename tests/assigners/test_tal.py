@@ -2,14 +2,21 @@
 
 import torch
 
+from detector.assigners.base import AssignerInput
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner
 from detector.losses.iou import iou
-from detector.models.priors import anchor_points
+from detector.models.priors import Priors, anchor_points
 
 # one 4x4 level at stride 8: anchor points in pixels at 4, 12, 20, 28 (index = row * 4 + col)
 POINTS = (lambda p, s: p * s)(*anchor_points([(4, 4)], (8,)))
 FAR = torch.tensor([100.0, 100.0, 110.0, 110.0])  # a prediction overlapping nothing
+
+
+def inputs(scores, pred_boxes, points, gt_labels, gt_boxes, gt_mask):
+    """The assigner input for anchor points in pixels (TAL reads only the points of the priors)."""
+    priors = Priors(points, torch.ones(len(points), 1), None, (len(points),))
+    return AssignerInput(scores, pred_boxes, priors, gt_labels, gt_boxes, gt_mask)
 
 
 def assign(pred_boxes, gt_boxes, gt_labels, gt_mask=None, scores=None, num_classes=2, **kwargs):
@@ -18,7 +25,7 @@ def assign(pred_boxes, gt_boxes, gt_labels, gt_mask=None, scores=None, num_class
         scores = torch.full((1, 16, num_classes), 0.5)
     gt_mask = torch.ones(gt_labels.shape, dtype=torch.bool) if gt_mask is None else gt_mask
     assigner = TaskAlignedAssigner(num_classes, overlap=kwargs.pop("overlap", iou), **kwargs)
-    return assigner(scores, pred_boxes, POINTS, gt_labels.unsqueeze(0), gt_boxes.unsqueeze(0), gt_mask.unsqueeze(0))
+    return assigner(inputs(scores, pred_boxes, POINTS, gt_labels.unsqueeze(0), gt_boxes.unsqueeze(0), gt_mask.unsqueeze(0)))
 
 
 def test_gt_covering_known_anchors():
@@ -95,7 +102,7 @@ def test_padded_gt_rows_are_ignored():
 
 def dense_reference(scores, pred, points, labels, boxes, mask):
     """The dense reference implementation; returns (foreground, gt_index, target scores)."""
-    result = DenseTaskAlignedAssigner(scores.shape[-1])(scores, pred, points, labels, boxes, mask)
+    result = DenseTaskAlignedAssigner(scores.shape[-1])(inputs(scores, pred, points, labels, boxes, mask))
     return result.foreground, result.gt_index, result.scores
 
 
@@ -119,7 +126,7 @@ def test_matches_dense_reference_on_random_crowded_images():
     fg, idx, target = dense_reference(scores, pred, points, labels, boxes, mask)
     real = target.sum(-1) > 0
     for chunk in (1 << 24, 300):  # one chunk, and many small ones
-        result = TaskAlignedAssigner(C, chunk_elements=chunk)(scores, pred, points, labels, boxes, mask)
+        result = TaskAlignedAssigner(C, chunk_elements=chunk)(inputs(scores, pred, points, labels, boxes, mask))
         assert result.foreground.sum() > 50
         assert torch.equal(result.foreground, real)
         assert torch.equal(result.gt_index[real], idx[real])
@@ -137,7 +144,7 @@ def test_a_thousand_gt_per_image():
     half = 2 + torch.rand(B, len(points), 2) * 20  # predictions around their own anchor point
     pred = torch.cat([points - half, points + half], -1)
     scores, labels, mask = torch.rand(B, len(points), C), torch.randint(0, C, (B, M)), torch.ones(B, M, dtype=torch.bool)
-    result = TaskAlignedAssigner(C, chunk_elements=1 << 16)(scores, pred, points, labels, boxes, mask)
+    result = TaskAlignedAssigner(C, chunk_elements=1 << 16)(inputs(scores, pred, points, labels, boxes, mask))
     fg, idx, target = dense_reference(scores, pred, points, labels, boxes, mask)
     real = target.sum(-1) > 0
     assert real.sum() > 2000 and torch.equal(result.foreground, real)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torchvision.ops import nms as torchvision_nms
 
-from detector.models.yolo import HeadOutput
+from detector.models.heads.dfl import DFLHeadOutput
+from detector.models.priors import Priors
 from detector.postprocess.nms import NMS_METHODS, diou_matrix, diou_nms, nms
 from detector.postprocess.postprocessors import Postprocessor
 
@@ -99,7 +100,7 @@ def test_empty_input_and_unknown_method():
     with pytest.raises(ValueError, match="diou"):
         nms(torch.tensor([A]), torch.tensor([1.0]), torch.tensor([0]), 0.5, "soft")
     with pytest.raises(ValueError, match="class_agnostic"):
-        Postprocessor(16, nms="nope")
+        Postprocessor(nms="nope")
 
 
 REG_MAX = 16
@@ -108,8 +109,8 @@ REG_MAX = 16
 def head_output(ltrb, cls_logits, points):
     """Head output that decodes to exact boxes (as tests/test_postprocess.py builds it)."""
     logits = torch.nn.functional.one_hot(torch.tensor(ltrb), REG_MAX).float().mul(50).flatten(-2)
-    return HeadOutput(logits.unsqueeze(0), torch.tensor(cls_logits).unsqueeze(0), torch.tensor(points),
-                      torch.full((len(points), 1), 1.0))
+    priors = Priors(torch.tensor(points), torch.ones(len(points), 1), None, (len(points),))
+    return DFLHeadOutput(logits.unsqueeze(0), torch.tensor(cls_logits).unsqueeze(0), priors)
 
 
 def test_postprocessor_nms_option():
@@ -121,7 +122,7 @@ def test_postprocessor_nms_option():
     output = head_output(ltrb, logits, points)
 
     def run(method):
-        return Postprocessor(REG_MAX, conf_threshold=0.01, iou_threshold=0.4, nms=method)(output)[0]
+        return Postprocessor(conf_threshold=0.01, iou_threshold=0.4, nms=method)(output)[0]
 
     aware, agnostic, diou = run("class_aware"), run("class_agnostic"), run("diou")
     # class-aware IoU NMS: B suppressed by A (0.43 > 0.4); the class-1 box stays
@@ -130,4 +131,4 @@ def test_postprocessor_nms_option():
     assert agnostic["labels"].tolist() == [0]
     # DIoU: B survives (DIoU 0.37 <= 0.4)
     assert diou["labels"].tolist() == [0, 0, 1] and diou["boxes"][1].tolist() == B
-    assert Postprocessor(REG_MAX, conf_threshold=0.01, iou_threshold=0.4, nms="diou", max_detections=2)(output)[0]["labels"].tolist() == [0, 0]
+    assert Postprocessor(conf_threshold=0.01, iou_threshold=0.4, nms="diou", max_detections=2)(output)[0]["labels"].tolist() == [0, 0]

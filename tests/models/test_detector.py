@@ -22,7 +22,8 @@ def test_output_shapes_for_every_scale(scale):
     anchors = 8 * 12 + 4 * 6 + 2 * 3  # strides 8/16/32 on a 64x96 input
     assert out.box_logits.shape == (1, anchors, 64)
     assert out.cls_logits.shape == (1, anchors, 3)
-    assert out.points.shape == (anchors, 2) and out.strides.shape == (anchors, 1)
+    assert out.priors.points.shape == (anchors, 2) and out.priors.strides.shape == (anchors, 1)
+    assert out.priors.boxes is None and out.priors.level_sizes == (8 * 12, 4 * 6, 2 * 3)
 
 
 def test_scales_grow_monotonically():

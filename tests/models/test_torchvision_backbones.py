@@ -94,7 +94,7 @@ def test_resnet_depth_is_checked():
 
 
 def criterion():
-    return DetectionCriterion(TaskAlignedAssigner(3), BCEWithLogits(), CIoULoss(), DFLoss(16), 16)
+    return DetectionCriterion(TaskAlignedAssigner(3), BCEWithLogits(), CIoULoss(), DFLoss())
 
 
 def targets():
@@ -212,7 +212,7 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
     from detector.deploy.export import build_export_module, export_onnx, verify_onnx
 
     model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0]()).eval()
-    module = build_export_module(model, Postprocessor(16))
+    module = build_export_module(model, Postprocessor())
     path = export_onnx(module, tmp_path / f"{name}.onnx", 64)
     report = verify_onnx(path, module, 64, batch_size=2)  # raises on a mismatch
     assert report["boxes_shape"] == [2, 8 * 8 + 4 * 4 + 2 * 2, 4]

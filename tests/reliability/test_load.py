@@ -61,7 +61,7 @@ def write_yolo(root: Path, write_image, splits: dict[str, list[tuple[str, int, i
 
 
 def criterion() -> DetectionCriterion:
-    return DetectionCriterion(TaskAlignedAssigner(len(NAMES)), BCEWithLogits(), CIoULoss(), DFLoss(16), 16)
+    return DetectionCriterion(TaskAlignedAssigner(len(NAMES)), BCEWithLogits(), CIoULoss(), DFLoss())
 
 
 def training_step(model: YOLODetector, batch: dict) -> dict[str, torch.Tensor]:

@@ -40,7 +40,7 @@ def test_postprocess_settings_come_from_the_checkpoint_unless_overridden(trained
     assert (postprocessor.conf_threshold, postprocessor.iou_threshold, postprocessor.nms) == (0.001, 0.7, "class_aware")
     _, postprocessor, meta = load_detector(trained["ckpt"], "cpu", conf_threshold=0.3, nms="diou", iou_threshold=None)
     assert (postprocessor.conf_threshold, postprocessor.iou_threshold, postprocessor.nms) == (0.3, 0.7, "diou")
-    assert meta["postprocess"]["nms"] == "diou" and postprocessor.reg_max == 16
+    assert meta["postprocess"]["nms"] == "diou" and postprocessor.activation == "sigmoid"
     with pytest.raises(TypeError, match="conf_threshold"):
         load_detector(trained["ckpt"], "cpu", confidence=0.3)
 

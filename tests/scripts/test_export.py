@@ -29,7 +29,7 @@ def test_export_script_round_trip_with_dynamic_batch(trained):
     images = torch.rand(3, 3, IMG_SIZE, IMG_SIZE, generator=torch.Generator().manual_seed(1))
     boxes, scores = run_onnx(onnx_path, images.numpy())
     with torch.no_grad():
-        expected_boxes, expected_scores = InferenceModel(model, postprocessor.reg_max)(images)
+        expected_boxes, expected_scores = InferenceModel(model, postprocessor.activation)(images)
     anchors = 8 * 8 + 4 * 4 + 2 * 2  # strides 8, 16, 32 on 64 px
     assert boxes.shape == (3, anchors, 4) and scores.shape == (3, anchors, 5)
     np.testing.assert_allclose(boxes, expected_boxes.numpy(), atol=1e-4, rtol=1e-5)
@@ -45,7 +45,7 @@ def test_nms_in_the_graph_matches_the_postprocessor(trained, tmp_path):
         for name, parameter in model.head.named_parameters():
             if "cls" in name:
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    postprocessor = Postprocessor(16, conf_threshold=0.05, iou_threshold=0.5, max_detections=20)
+    postprocessor = Postprocessor(conf_threshold=0.05, iou_threshold=0.5, max_detections=20)
     module = build_export_module(model, postprocessor, nms=True)
     path = export_onnx(module, tmp_path / "nms.onnx", IMG_SIZE, batch_size=2)
     report = verify_onnx(path, module, IMG_SIZE, batch_size=3)  # raises on any difference

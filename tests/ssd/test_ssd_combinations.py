@@ -14,31 +14,37 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from detector.config import ConfigError, check_combination, register_resolvers
+
 ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
-def build(overrides: list[str], tmp_path: Path, img_size: int = 64):
-    """Compose `configs/train.yaml` with these overrides, check that the whole config resolves (train.py saves
-    it resolved), and instantiate the LitDetector."""
+def compose_config(overrides: list[str]):
+    """`configs/train.yaml` composed with these overrides, in-process (Hydra's compose API)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    from detector.training.runner import register_resolvers
 
     register_resolvers()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"paths.data_dir={tmp_path}", f"data.img_size={img_size}"],
-                          return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        OmegaConf.to_container(cfg.module, resolve=True)
-        OmegaConf.to_container(cfg.loss, resolve=True)
-        return cfg, hydra.utils.instantiate(cfg.module)
+            return compose("train", overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
+
+
+def build(overrides: list[str], tmp_path: Path, img_size: int = 64):
+    """Compose the config as train.py does, pass the combination check, check that the whole config resolves
+    (train.py saves it resolved), and instantiate the LitDetector."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_config([*overrides, f"paths.data_dir={tmp_path}", f"data.img_size={img_size}"])
+    check_combination(cfg)
+    HydraConfig.instance().set_config(cfg)
+    OmegaConf.to_container(cfg.module, resolve=True)
+    OmegaConf.to_container(cfg.loss, resolve=True)
+    return cfg, hydra.utils.instantiate(cfg.module)
 
 
 def batch(img_size: int = 64):
@@ -69,13 +75,16 @@ def one_step(module, img_size: int = 64) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     "overrides, components",
     [
+        (["model=ssd_csp_n"], ("MultiBoxCriterion", "SSDMatcher", "CrossEntropy", "SmoothL1Loss", "softmax")),
         (["experiment=ssd"], ("MultiBoxCriterion", "SSDMatcher", "CrossEntropy", "SmoothL1Loss", "softmax")),
-        (["experiment=ssd", "assigner=tal"], ("MultiBoxCriterion", "TaskAlignedAssigner", "CrossEntropy", "SmoothL1Loss", "softmax")),
-        (["experiment=ssd", "loss=giou"], ("MultiBoxCriterion", "SSDMatcher", "BCEWithLogits", "GIoULoss", "sigmoid")),
-        (["experiment=ssd", "loss/box=giou"], ("MultiBoxCriterion", "SSDMatcher", "CrossEntropy", "GIoULoss", "softmax")),
-        (["experiment=ssd", "loss=multibox_focal"], ("MultiBoxCriterion", "SSDMatcher", "FocalLoss", "SmoothL1Loss", "sigmoid")),
-        (["experiment=ssd", "assigner=tal", "loss=ciou"], ("MultiBoxCriterion", "TaskAlignedAssigner", "BCEWithLogits", "CIoULoss", "sigmoid")),
-        (["assigner=ssd"], ("DetectionCriterion", "SSDMatcher", "BCEWithLogits", "CIoULoss", None)),
+        (["model=ssd_csp_n", "assigner=tal"], ("MultiBoxCriterion", "TaskAlignedAssigner", "CrossEntropy", "SmoothL1Loss", "softmax")),
+        (["model=ssd_csp_n", "loss/cls=bce", "loss/box=giou"], ("MultiBoxCriterion", "SSDMatcher", "BCEWithLogits", "GIoULoss", "sigmoid")),
+        (["model=ssd_csp_n", "loss/box=giou"], ("MultiBoxCriterion", "SSDMatcher", "CrossEntropy", "GIoULoss", "softmax")),
+        (["model=ssd_csp_n", "loss=multibox_focal"], ("MultiBoxCriterion", "SSDMatcher", "FocalLoss", "SmoothL1Loss", "sigmoid")),
+        (["model=ssd_csp_n", "assigner=tal", "loss/cls=bce", "loss/box=ciou"], ("MultiBoxCriterion", "TaskAlignedAssigner", "BCEWithLogits", "CIoULoss", "sigmoid")),
+        (["model=ssd_csp_n", "postprocess=nms"], ("MultiBoxCriterion", "SSDMatcher", "CrossEntropy", "SmoothL1Loss", "softmax")),
+        (["assigner=ssd"], ("DetectionCriterion", "SSDMatcher", "BCEWithLogits", "CIoULoss", "sigmoid")),
+        (["postprocess=ssd"], ("DetectionCriterion", "TaskAlignedAssigner", "BCEWithLogits", "CIoULoss", "sigmoid")),
     ],
 )
 def test_combination_runs_a_training_step(tmp_path, overrides, components):
@@ -88,28 +97,29 @@ def test_combination_runs_a_training_step(tmp_path, overrides, components):
     assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
     if "MultiBoxCriterion" in names:
         assert set(losses) == {"box", "cls", "loss"} and cfg.loss.dfl is None
-        assert (criterion.sampler is not None) == (names[2] == "CrossEntropy")
+        assert (criterion.sampler is None) == ("loss=multibox_focal" in overrides)  # hard negative mining
 
 
-def test_ssd300_experiment_runs_a_training_step(tmp_path):
-    cfg, module = build(["experiment=ssd300"], tmp_path, img_size=300)
+def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(tmp_path):
+    cfg = compose_config(["model=ssd300_vgg16"])
+    assert cfg.data.img_size == 300 and cfg.criterion._target_.endswith("MultiBoxCriterion")
+    cfg, module = build(["model=ssd300_vgg16"], tmp_path, img_size=300)
     assert type(module.model).__name__ == "SSD300VGG16" and cfg.data.img_size == 300
-    assert module.model.variances == tuple(module.criterion.variances) == tuple(module.postprocess.variances)
     one_step(module, img_size=300)
 
 
 @pytest.mark.parametrize(
     "overrides, error",
     [
-        (["model=ssd_csp_n"], "DetectionCriterion needs the anchor-free head output"),
-        (["criterion=multibox"], "MultiBoxCriterion needs an SSD-style head output"),
-        (["loss=multibox"], "expects integer class labels"),
+        (["model=ssd_csp_n", "criterion=yolo"], "choose criterion=multibox"),
+        (["criterion=multibox"], "choose criterion=yolo"),
+        (["loss=multibox"], "CrossEntropy needs softmax class logits.*choose loss/cls=bce,focal,qfl,vfl"),
+        (["model=ssd_csp_n", "loss/dfl=dfl"], "choose loss/dfl=none"),
     ],
 )
-def test_meaningless_combinations_fail_with_a_reason(tmp_path, overrides, error):
-    _, module = build(overrides, tmp_path)
-    with pytest.raises(TypeError, match=error):
-        one_step(module)
+def test_meaningless_combinations_are_refused_when_composed(overrides, error):
+    with pytest.raises(ConfigError, match=error):
+        check_combination(compose_config(overrides))
 
 
 def test_default_run_is_unchanged_by_the_criterion_group(tmp_path):
@@ -128,7 +138,7 @@ def test_light_ssd_learns_the_synthetic_shapes(tmp_path):
         f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", "data.prepare.num_train=400",
         "data.prepare.num_val=40", "data.prepare.image_size=128", "data.img_size=128", "data.batch_size=16",
         "data.num_workers=0", "trainer.max_epochs=15", "callbacks.ema.tau=100", "scheduler.min_warmup_steps=30",
-        "seed=0", "experiment=ssd",
+        "seed=0", "model=ssd_csp_n",
     ]
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
                             timeout=900, cwd=ROOT, check=False)

@@ -5,15 +5,28 @@ import torch
 from torchvision.models.detection._utils import SSDMatcher as TorchvisionSSDMatcher
 from torchvision.ops import box_iou
 
+from detector.assigners.base import AssignerInput
 from detector.assigners.ssd_matcher import SSDMatcher
-from detector.models.priors import anchor_points
+from detector.models.priors import Priors, anchor_points, box_centres
+
+
+def prior_boxes(boxes):
+    """Priors of an anchor-based head with these prior boxes (one level); the matcher reads only the boxes."""
+    return Priors(box_centres(boxes), torch.ones(len(boxes), 1), boxes, (len(boxes),))
+
+
+def call(matcher, gt_labels, gt_boxes, gt_mask, priors):
+    """The matcher on padded GT (B, M); the predictions are not used (empty)."""
+    batch, anchors = gt_boxes.shape[0], len(priors.points)
+    return matcher(AssignerInput(torch.zeros(batch, anchors, matcher.num_classes), torch.zeros(batch, anchors, 4),
+                                 priors, gt_labels, gt_boxes, gt_mask))
 
 
 def match(priors, gt_boxes, gt_labels, gt_mask=None, num_classes=3, threshold=0.5):
     """One image: priors (A, 4), gt (M, 4) -> the Assignment of that image (batch dimension kept)."""
     gt_mask = torch.ones(gt_labels.shape, dtype=torch.bool) if gt_mask is None else gt_mask
     matcher = SSDMatcher(num_classes, iou_threshold=threshold)
-    return matcher(None, None, None, gt_labels[None], gt_boxes[None], gt_mask[None], priors=priors)
+    return call(matcher, gt_labels[None], gt_boxes[None], gt_mask[None], prior_boxes(priors))
 
 
 def test_gt_below_threshold_still_gets_its_best_prior():
@@ -57,12 +70,12 @@ def test_two_gts_with_the_same_best_prior_give_it_to_the_larger_iou_whatever_the
 def test_zero_gt_and_all_padded_rows_give_background():
     priors = torch.tensor([[0.0, 0, 10, 10], [10, 0, 20, 10]])
     matcher = SSDMatcher(2)
-    empty = matcher(None, None, None, torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, 4),
-                    torch.zeros(2, 0, dtype=torch.bool), priors=priors)
+    empty = call(matcher, torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, 4),
+                 torch.zeros(2, 0, dtype=torch.bool), prior_boxes(priors))
     assert empty.foreground.shape == (2, 2) and not empty.foreground.any() and empty.scores.shape == (2, 2, 2)
     assert empty.scores.eq(0).all()
-    padded = matcher(None, None, None, torch.full((1, 2), -1), priors[None].clone(),
-                     torch.zeros(1, 2, dtype=torch.bool), priors=priors)
+    padded = call(matcher, torch.full((1, 2), -1), priors[None].clone(), torch.zeros(1, 2, dtype=torch.bool),
+                  prior_boxes(priors))
     assert not padded.foreground.any() and padded.scores.eq(0).all()
 
 
@@ -78,7 +91,7 @@ def test_batched_images_are_matched_independently():
     priors = torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10]])
     gt_boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 0, 0]], [[20.0, 0, 30, 10], [0, 0, 10, 9]]])
     gt_labels, gt_mask = torch.tensor([[1, -1], [0, 2]]), torch.tensor([[True, False], [True, True]])
-    result = SSDMatcher(3)(None, None, None, gt_labels, gt_boxes, gt_mask, priors=priors)
+    result = call(SSDMatcher(3), gt_labels, gt_boxes, gt_mask, prior_boxes(priors))
     assert result.foreground.tolist() == [[True, False], [True, True]]
     assert result.labels.tolist() == [[1, 0], [2, 0]] and result.gt_index.tolist() == [[0, 0], [1, 0]]
 
@@ -88,20 +101,10 @@ def test_anchor_points_get_square_priors_of_the_configured_scale():
     points, strides = anchor_points([(4, 4)], (8,))
     gt = torch.tensor([[[4.0, 4, 20, 20]]])  # exactly the square of the point (12, 12) = index 5
     matcher = SSDMatcher(1, point_prior_scale=2.0)
-    result = matcher(None, None, points * strides, torch.zeros(1, 1, dtype=torch.long), gt,
-                     torch.ones(1, 1, dtype=torch.bool), strides=strides)
+    priors = Priors(points * strides, strides, None, (len(points),))  # an anchor-free head: no prior boxes
+    result = call(matcher, torch.zeros(1, 1, dtype=torch.long), gt, torch.ones(1, 1, dtype=torch.bool), priors)
     # its neighbours overlap by 8 x 16: IoU 128 / 384 < 0.5
     assert result.foreground[0].nonzero().flatten().tolist() == [5]
-    assert "priors=" in _error_of(lambda: matcher(None, None, points, torch.zeros(1, 1, dtype=torch.long), gt,
-                                                  torch.ones(1, 1, dtype=torch.bool)))
-
-
-def _error_of(call):
-    try:
-        call()
-    except ValueError as error:
-        return str(error)
-    raise AssertionError("no error raised")
 
 
 def random_boxes(generator, count, size=100.0):

@@ -5,8 +5,9 @@ import inspect
 import pytest
 import torch
 
+from detector.models.heads.ssd import SSDHeadOutput
 from detector.models.priors import ssd300_default_boxes
-from detector.models.ssd import SSD300VGG16, SSDCSP, SSDHeadOutput
+from detector.models.ssd import SSD300VGG16, SSDCSP
 
 
 def test_ssd300_vgg16_gives_8732_boxes_on_300px_and_caches_its_priors():
@@ -16,8 +17,9 @@ def test_ssd300_vgg16_gives_8732_boxes_on_300px_and_caches_its_priors():
     with torch.no_grad():
         out = model(torch.rand(1, 3, 300, 300))
     assert isinstance(out, SSDHeadOutput)
-    assert out.box_deltas.shape == (1, 8732, 4) and out.cls_logits.shape == (1, 8732, 4) and out.priors.shape == (8732, 4)
-    torch.testing.assert_close(out.priors, ssd300_default_boxes())
+    assert out.box_deltas.shape == (1, 8732, 4) and out.cls_logits.shape == (1, 8732, 4) and out.priors.boxes.shape == (8732, 4)
+    torch.testing.assert_close(out.priors.boxes, ssd300_default_boxes())
+    assert out.priors.level_sizes == (5776, 2166, 600, 150, 36, 4)  # 38^2 x 4, 19^2 x 6, ...
     assert model.priors([(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], (300, 300), torch.device("cpu")) is out.priors
     with pytest.raises(ValueError, match="too small"):
         model(torch.rand(1, 3, 128, 128))
@@ -31,7 +33,7 @@ def test_ssd_csp_outputs_follow_the_default_box_order():
     # levels 16, 8, 4, 2, 1 with 4 boxes per location
     anchors = 4 * (16**2 + 8**2 + 4**2 + 2**2 + 1)
     assert out.box_deltas.shape == (2, anchors, 4) and out.cls_logits.shape == (2, anchors, 6)
-    assert out.priors.shape == (anchors, 4)
+    assert out.priors.boxes.shape == (anchors, 4) and sum(out.priors.level_sizes) == anchors
     with torch.no_grad():
         assert model(torch.rand(1, 3, 128, 128)).priors is out.priors  # cached, not rebuilt
     # the head's flattening matches the priors: the box output of location (y=1, x=2), box 3 of level 0
@@ -47,12 +49,18 @@ def test_ssd_csp_outputs_follow_the_default_box_order():
         deltas, _ = model.head(features)
     index = (1 * 16 + 2) * 4 + 3
     torch.testing.assert_close(deltas[0, index], box_map[0, 12:16, 1, 2])
-    centre = (out.priors[index, :2] + out.priors[index, 2:]) / 2
+    centre = out.priors.points[index]
     assert centre.tolist() == [2.5 * 8, 1.5 * 8]
     # initial scores: the background dominates (foreground bias log(0.01 / 0.99))
     assert out.cls_logits.softmax(-1)[..., 0].mean() > 0.8
 
 
-def test_ssd_models_refuse_dfl_bins():
-    with pytest.raises(ValueError, match="no DFL bins"):
-        SSDCSP(num_classes=2, reg_max=16)
+def test_ssd_head_output_decodes_against_its_priors_and_carries_its_variances():
+    model = SSDCSP(num_classes=2, variances=(0.1, 0.2)).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    assert out.variances == (0.1, 0.2)
+    # zero offsets decode to the default boxes themselves
+    torch.testing.assert_close(out._replace(box_deltas=torch.zeros_like(out.box_deltas)).decode_boxes()[0], out.priors.boxes)
+    # strides: the centre spacing of each level (64 px / feature width), per prior
+    assert out.priors.strides[0].item() == 8.0 and out.priors.strides[-1].item() == 64.0  # the last level is 1 x 1

@@ -11,11 +11,18 @@ from detector.criteria.multibox import MultiBoxCriterion
 from detector.losses.classification import CrossEntropy, FocalLoss
 from detector.losses.iou import GIoULoss
 from detector.losses.regression import SmoothL1Loss
-from detector.models.ssd import SSDHeadOutput
+from detector.models.heads.dfl import DFLHeadOutput
+from detector.models.heads.ssd import SSDHeadOutput
+from detector.models.priors import Priors, box_centres
 from detector.postprocess.postprocessors import Postprocessor, SSDPostprocessor
 
 # five 10 x 10 priors; image 0 has one GT (class 1) that matches prior 0 only, image 1 has none
 PRIORS = torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30], [20, 20, 30, 30], [40, 40, 50, 50]])
+
+
+def priors_of(boxes):
+    return Priors(box_centres(boxes), torch.full((len(boxes), 1), 10.0), boxes, (len(boxes),))
+
 GT_BOXES = torch.tensor([[[0.0, 0, 10, 12]], [[0.0, 0, 0, 0]]])  # IoU 100 / 120 with prior 0
 GT_LABELS = torch.tensor([[1], [-1]])
 GT_MASK = torch.tensor([[True], [False]])
@@ -28,7 +35,7 @@ def tiny_output():
     logits[1, :, 1] = 5.0  # image 1 (no GT): large losses that mining must ignore
     deltas = torch.zeros(2, 5, 4)
     deltas[0, 0] = torch.tensor([0.1, -0.2, 2.0, 0.3])
-    return SSDHeadOutput(deltas.requires_grad_(), logits.requires_grad_(), PRIORS)
+    return SSDHeadOutput(deltas.requires_grad_(), logits.requires_grad_(), priors_of(PRIORS))
 
 
 def criterion(**kwargs):
@@ -84,7 +91,8 @@ def test_iou_family_box_loss_compares_decoded_boxes():
     pred = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
     expected = GIoULoss()(pred, GT_BOXES[0])
     assert math.isclose(losses["box"].item(), expected.item(), rel_tol=1e-5)
-    assert criterion(box_loss=GIoULoss()).box_target == "boxes" and criterion().box_target == "offsets"
+    # what each loss consumes is declared on its class, and the criterion follows it
+    assert GIoULoss.input == "boxes" and SmoothL1Loss.input == "coordinates"
 
 
 def test_gradients_flow_and_an_empty_batch_gives_zero_box_loss():
@@ -103,7 +111,7 @@ def test_postprocessor_softmax_scores_topk_and_nms():
     logits[0, 1, 1] = 1.0  # prior 1: class 0
     deltas = torch.zeros(1, 5, 4)
     post = SSDPostprocessor(conf_threshold=0.3)
-    result = post(SSDHeadOutput(deltas, logits, PRIORS))[0]
+    result = post(SSDHeadOutput(deltas, logits, priors_of(PRIORS)))[0]
     assert result["labels"].tolist() == [1, 0]
     torch.testing.assert_close(result["boxes"], PRIORS[:2])
     p0 = math.exp(3) / (1 + math.exp(3) + math.exp(-10))
@@ -112,23 +120,22 @@ def test_postprocessor_softmax_scores_topk_and_nms():
     # a duplicate of prior 0 with a lower score is suppressed (IoU 1), the same box of another class is not
     priors = torch.cat((PRIORS, PRIORS[:1]))
     logits = torch.cat((logits, torch.tensor([[[0.0, 2.0, 2.5]]])), 1)
-    result = post(SSDHeadOutput(torch.zeros(1, 6, 4), logits, priors))[0]
+    result = post(SSDHeadOutput(torch.zeros(1, 6, 4), logits, priors_of(priors)))[0]
     assert sorted(result["labels"].tolist()) == [0, 0, 1]
-    # sigmoid activation ("auto" from a non cross-entropy loss) and top_k = 1 per class
-    sigmoid = SSDPostprocessor(activation="auto", cls_loss="detector.losses.classification.FocalLoss", top_k=1)
-    assert sigmoid.activation == "sigmoid"
-    result = sigmoid(SSDHeadOutput(torch.zeros(1, 6, 4), logits, priors))[0]
+    # sigmoid activation (a head trained with a sigmoid loss) and top_k = 1 per class
+    sigmoid = SSDPostprocessor(activation="sigmoid", top_k=1)
+    result = sigmoid(SSDHeadOutput(torch.zeros(1, 6, 4), logits, priors_of(priors)))[0]
     assert sorted(result["labels"].tolist()) == [0, 1]
-    assert SSDPostprocessor(activation="auto", cls_loss="detector.losses.classification.CrossEntropy").activation == "softmax"
+    torch.testing.assert_close(result["scores"].sort().values, torch.tensor([2.0, 3.0]).sigmoid())
 
 
-def test_mismatched_outputs_are_refused_with_a_reason():
-    from detector.models.yolo import HeadOutput
-
-    yolo_output = HeadOutput(torch.zeros(1, 2, 64), torch.zeros(1, 2, 2), torch.zeros(2, 2), torch.ones(2, 1))
-    with pytest.raises(TypeError, match="SSD-style head output"):
-        criterion()(yolo_output, GT_LABELS[:1], GT_BOXES[:1], GT_MASK[:1])
-    with pytest.raises(TypeError, match="SSDHeadOutput"):
-        SSDPostprocessor()(yolo_output)
-    with pytest.raises(TypeError, match="anchor-free .DFL. head output.*postprocess=ssd"):
-        Postprocessor()(tiny_output())
+def test_both_postprocessors_take_either_head_and_refuse_an_activation_it_cannot_give():
+    yolo_output = DFLHeadOutput(torch.zeros(1, 2, 64), torch.zeros(1, 2, 2),
+                                Priors(torch.full((2, 2), 20.0), torch.full((2, 1), 8.0), None, (2,)))
+    with pytest.raises(ValueError, match="DFLHeadOutput class logits take sigmoid, not 'softmax'"):
+        SSDPostprocessor(activation="softmax")(yolo_output)
+    # the DFL head's sigmoid scores (0.5 each) through SSD's selection: one box per class
+    assert sorted(SSDPostprocessor(activation="sigmoid", conf_threshold=0.4)(yolo_output)[0]["labels"].tolist()) == [0, 1]
+    # an SSD head through the multi-label NMS: prior 0 (softmax) is the best box of class 1, as in SSD's selection
+    multi_label = Postprocessor(conf_threshold=0.3, activation="softmax")(tiny_output())[0]
+    assert multi_label["boxes"].shape[1] == 4 and 1 in multi_label["labels"].tolist()

@@ -1,13 +1,51 @@
-"""Decoupled detection head with distribution (DFL) box regression (YOLOv8 head)."""
+"""Decoupled detection head with distribution (DFL) box regression (YOLOv8 head), and its output type."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from detector.models.blocks import Conv
+from detector.models.coders import decode_dfl
+from detector.models.priors import Priors
+
+
+class DFLHeadOutput(NamedTuple):
+    """Raw output of the DFL head for one batch: box_logits (B, A, 4 * reg_max) bin logits of the ltrb distances
+    in grid units (pixels / stride), cls_logits (B, A, C) one independent sigmoid per class (no background),
+    priors: the anchor points (no prior boxes).
+
+    `decode_boxes` is the one decoding of this head: the criterion, the post-processing and the export use it."""
+
+    box_logits: torch.Tensor
+    cls_logits: torch.Tensor
+    priors: Priors
+
+    # how the class logits can become probabilities: C independent sigmoids (a softmax needs a background logit)
+    activations = ("sigmoid",)
+
+    @property
+    def reg_max(self) -> int:
+        return self.box_logits.shape[-1] // 4
+
+    def decode_boxes(self) -> torch.Tensor:
+        """(B, A, 4) xyxy boxes in input pixels: the expected distances of the bins, from the anchor points."""
+        strides = self.priors.strides
+        return decode_dfl(self.priors.points / strides, self.box_logits.float(), self.reg_max) * strides
+
+    def class_scores(self, activation: str = "sigmoid") -> torch.Tensor:
+        """(B, A, C) class probabilities."""
+        check_activation(self, activation)
+        return self.cls_logits.float().sigmoid()
+
+
+def check_activation(output: NamedTuple, activation: str) -> None:
+    """ValueError unless the head output type supports this activation of its class logits."""
+    if activation not in output.activations:
+        raise ValueError(f"{type(output).__name__} class logits take {' or '.join(output.activations)}, not {activation!r}")
 
 
 class DFLHead(nn.Module):

@@ -1,0 +1,84 @@
+"""The run configuration: OmegaConf resolvers, and the check that the composed choices fit together.
+
+`check_combination` runs when `train.py` starts, before any data is read. It reads only what the classes named by
+the config declare (a model's `output_type`, a criterion's `head_output` and `takes_dfl`, a classification loss's
+`activation`), never a class or module name, and names the valid options of the group that does not fit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """The composed config chooses parts that cannot work together."""
+
+
+def auto_precision() -> str:
+    """Lightning precision for the visible hardware: bf16-mixed or 16-mixed on GPU, 32-true on CPU."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def loss_activation(target: str) -> str:
+    """`${loss_activation:${loss.cls._target_}}`: the activation a classification loss declares (sigmoid/softmax)."""
+    return hydra.utils.get_class(target).activation
+
+
+def register_resolvers() -> None:
+    for name, resolver in (("auto_precision", auto_precision), ("loss_activation", loss_activation)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+def config_dir() -> Path:
+    """The project's configs/ folder ($PROJECT_ROOT/configs, else beside the installed package)."""
+    root = os.environ.get("PROJECT_ROOT")
+    return Path(root) / "configs" if root else Path(__file__).resolve().parents[1] / "configs"
+
+
+def group_options(group: str) -> dict[str, type]:
+    """option name -> the class its `_target_` names, for the configs of a group (e.g. "criterion", "loss/cls")."""
+    options = {}
+    for path in sorted((config_dir() / group).glob("*.yaml")):
+        target = OmegaConf.load(path).get("_target_")
+        if target:
+            options[path.stem] = hydra.utils.get_class(target)
+    return options
+
+
+def _target(node: Any) -> type | None:
+    target = OmegaConf.select(node, "_target_", default=None) if isinstance(node, DictConfig) else None
+    return hydra.utils.get_class(target) if target else None
+
+
+def check_combination(cfg: DictConfig) -> None:
+    """Raise ConfigError when the model, criterion and losses of `cfg` cannot be trained together."""
+    model, criterion, cls_loss = (_target(OmegaConf.select(cfg, key)) for key in ("model", "criterion", "loss.cls"))
+    if model is None or criterion is None:
+        return
+    head_output = model.output_type
+    if not issubclass(head_output, criterion.head_output):
+        valid = [name for name, c in group_options("criterion").items() if issubclass(head_output, c.head_output)]
+        raise ConfigError(
+            f"{criterion.__name__} trains {criterion.head_output.__name__}, but {model.__name__} outputs "
+            f"{head_output.__name__}: choose criterion={' or criterion='.join(valid)} (a model config selects its own)"
+        )
+    if cls_loss is not None and cls_loss.activation not in head_output.activations:
+        valid = [name for name, c in group_options("loss/cls").items() if c.activation in head_output.activations]
+        raise ConfigError(
+            f"{cls_loss.__name__} needs {cls_loss.activation} class logits, which {model.__name__} ({head_output.__name__}) "
+            f"does not give ({', '.join(head_output.activations)}): choose loss/cls={','.join(valid)}"
+        )
+    if OmegaConf.select(cfg, "loss.dfl") is not None and not criterion.takes_dfl:
+        raise ConfigError(
+            f"{criterion.__name__} has no DFL term ({head_output.__name__} regresses offsets, it has no distribution "
+            "bins): choose loss/dfl=none"
+        )

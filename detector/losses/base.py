@@ -1,0 +1,32 @@
+"""What each kind of loss consumes, declared on its class: criteria, post-processing and the config check read
+these declarations instead of looking at which loss they hold.
+
+Classification losses: `forward(logits, targets)`, unreduced; `activation` says how the logits become
+probabilities: "sigmoid" (C independent logits (..., C) against soft targets (..., C) in [0, 1]) or "softmax"
+(C + 1 logits (N, C + 1) with the background at index 0, against integer labels (N,)).
+
+Box losses: `forward(pred (N, 4), target (N, 4)) -> (N,)`; `input` says what the 4 numbers must be: "boxes"
+(xyxy boxes: the IoU family) or "coordinates" (compared coordinate by coordinate, any 4-vector: the SSD
+criterion gives them its encoded offsets, the dense criterion its boxes in grid units).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from torch import nn
+
+Activation = Literal["sigmoid", "softmax"]
+BoxInput = Literal["boxes", "coordinates"]
+
+
+class ClassificationLoss(nn.Module):
+    activation: ClassVar[Activation] = "sigmoid"
+
+
+class BoxLoss(nn.Module):
+    input: ClassVar[BoxInput] = "boxes"
+
+
+class CoordinateLoss(BoxLoss):
+    input: ClassVar[BoxInput] = "coordinates"

@@ -145,3 +145,12 @@ def test_light_ssd_learns_the_synthetic_shapes(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["map_50"] > 0.25, metrics
+
+
+def test_train_refuses_a_combination_before_reading_any_data(tmp_path):
+    from detector.training.runner import train
+
+    cfg = compose_config(["model=ssd_csp_n", "loss/cls=bce", "criterion=yolo", f"paths.data_dir={tmp_path / 'data'}"])
+    with pytest.raises(ConfigError, match="choose criterion=multibox"):
+        train(cfg)
+    assert not (tmp_path / "data").exists()  # the synthetic data was not even generated

@@ -30,6 +30,8 @@ def test_export_script_round_trip_with_dynamic_batch(trained):
     boxes, scores = run_onnx(onnx_path, images.numpy())
     with torch.no_grad():
         expected_boxes, expected_scores = InferenceModel(model, postprocessor.activation)(images)
+        # the exported graph decodes with the head output's own decode, the one evaluate.py's post-processing uses
+        assert torch.equal(expected_boxes, model(images).decode_boxes())
     anchors = 8 * 8 + 4 * 4 + 2 * 2  # strides 8, 16, 32 on 64 px
     assert boxes.shape == (3, anchors, 4) and scores.shape == (3, anchors, 5)
     np.testing.assert_allclose(boxes, expected_boxes.numpy(), atol=1e-4, rtol=1e-5)
@@ -63,3 +65,20 @@ def test_nms_in_the_graph_matches_the_postprocessor(trained, tmp_path):
         np.testing.assert_allclose(mine[order, 5], reference["scores"].numpy(), atol=1e-5)
         np.testing.assert_allclose(mine[order, 1:5], reference["boxes"].numpy(), atol=1e-3)
         assert mine[order, 6].tolist() == reference["labels"].float().tolist()
+
+
+def test_an_ssd_model_exports_with_its_softmax_scores(tmp_path):
+    from detector.models.ssd import SSDCSP
+    from detector.postprocess.postprocessors import SSDPostprocessor
+
+    torch.manual_seed(0)
+    model = SSDCSP(num_classes=3).eval()
+    module = build_export_module(model, SSDPostprocessor(activation="softmax"))
+    report = verify_onnx(export_onnx(module, tmp_path / "ssd.onnx", IMG_SIZE), module, IMG_SIZE, batch_size=2)
+    assert report["boxes_shape"][2] == 4 and report["scores_shape"][2] == 3  # 3 classes, background dropped
+    images = torch.rand(1, 3, IMG_SIZE, IMG_SIZE)
+    with torch.no_grad():
+        output = model(images)
+    boxes, scores = module(images)
+    assert torch.equal(boxes, output.decode_boxes()) and torch.equal(scores, output.class_scores("softmax"))
+    torch.testing.assert_close(scores.sum(-1), 1 - output.cls_logits.softmax(-1)[..., 0])

@@ -62,7 +62,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 from detector.assigners.tal import TaskAlignedAssigner  # noqa: E402
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner  # noqa: E402
 from detector.criteria.dense import DetectionCriterion  # noqa: E402
-from detector.evaluation.backends import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict  # noqa: E402
+from detector.evaluation.coco import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict  # noqa: E402
 from detector.losses.classification import BCEWithLogits  # noqa: E402
 from detector.losses.dfl import DFLoss  # noqa: E402
 from detector.losses.iou import CIoULoss, DIoULoss, GIoULoss, IoULoss  # noqa: E402

@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("PROJECT_ROOT", str(REPO))
 
 from detector.deploy.load import SAFE_DATA_TARGET_PREFIXES, check_targets, load_detector  # noqa: E402
-from detector.deploy.predict import detect, to_coco_results  # noqa: E402
+from detector.deploy.predict import detect  # noqa: E402
+from detector.evaluation.coco import to_coco_results  # noqa: E402
 from detector.evaluation.report import evaluate_report, summary_lines  # noqa: E402
 from detector.training.runner import register_resolvers  # noqa: E402
 

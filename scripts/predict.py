@@ -27,7 +27,8 @@ os.environ.setdefault("PROJECT_ROOT", str(REPO))
 
 from detector.data.dataset import image_ids_from_stems  # noqa: E402
 from detector.deploy.load import load_detector  # noqa: E402
-from detector.deploy.predict import find_images, predict_files, to_coco_results  # noqa: E402
+from detector.deploy.predict import find_images, predict_files  # noqa: E402
+from detector.evaluation.coco import to_coco_results  # noqa: E402
 
 
 def class_color(label: int) -> tuple[int, int, int]:

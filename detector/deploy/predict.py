@@ -1,5 +1,6 @@
 """Inference helpers shared by scripts/evaluate.py, predict.py and export.py: letterbox an image as the
-validation pipeline does, run model + postprocessor, map boxes back to the original image, COCO results."""
+validation pipeline does, run model + postprocessor, map boxes back to the original image
+(COCO results entries: `detector.evaluation.coco.to_coco_results`)."""
 
 from __future__ import annotations
 
@@ -69,14 +70,3 @@ def predict_files(
         )
         yield from zip(chunk, images, detections)
 
-
-def to_coco_results(image_id: int, detections: dict[str, torch.Tensor], category_ids: Sequence[int],
-                    **extra) -> list[dict]:
-    """COCO results entries (bbox xywh, rounded to 1/1000 px like the training evaluator) for one image."""
-    xywh = detections["boxes"].detach().cpu().double().numpy().copy().reshape(-1, 4)
-    xywh[:, 2:] -= xywh[:, :2]
-    scores, labels = detections["scores"].tolist(), detections["labels"].tolist()
-    return [
-        {"image_id": int(image_id), "category_id": int(category_ids[label]), "bbox": box, "score": score, **extra}
-        for box, score, label in zip(np.round(xywh, 3).tolist(), scores, labels)
-    ]

@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from detector.evaluation.backends import run_coco_eval, stats_dict
+from detector.evaluation.coco import run_coco_eval, stats_dict
 from detector.evaluation.confusion import confusion_matrix
 from detector.evaluation.per_class import per_class_ap, to_markdown, write_csv
 from detector.evaluation.voc_metric import voc_evaluate

@@ -11,11 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from detector.data.dataset import read_image, resize_to_letterbox
+from detector.data.dataset import IMAGE_SUFFIXES, read_image, resize_to_letterbox
 from detector.data.transforms import PAD_VALUE, letterbox_scale, unletterbox_boxes
 from detector.postprocess.postprocessors import Postprocessor
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def find_images(source: str | Path) -> list[Path]:

@@ -43,7 +43,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -55,21 +54,20 @@ import torch
 from torchvision.ops import batched_nms, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 from torchvision.ops import nms as torchvision_nms
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+from detector.assigners.tal import TaskAlignedAssigner
+from detector.assigners.tal_dense import DenseTaskAlignedAssigner
+from detector.criteria.dense import DetectionCriterion
+from detector.evaluation.coco import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict
+from detector.losses.classification import BCEWithLogits
+from detector.losses.dfl import DFLoss
+from detector.losses.iou import CIoULoss, DIoULoss, GIoULoss, IoULoss
+from detector.models import HeadOutput
+from detector.models.priors import anchor_points
+from detector.postprocess.nms import NMS_METHODS, nms
+from detector.postprocess.postprocessors import Postprocessor
 
-from detector.assigners.tal import TaskAlignedAssigner  # noqa: E402
-from detector.assigners.tal_dense import DenseTaskAlignedAssigner  # noqa: E402
-from detector.criteria.dense import DetectionCriterion  # noqa: E402
-from detector.evaluation.backends import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict  # noqa: E402
-from detector.losses.classification import BCEWithLogits  # noqa: E402
-from detector.losses.dfl import DFLoss  # noqa: E402
-from detector.losses.iou import CIoULoss, DIoULoss, GIoULoss, IoULoss  # noqa: E402
-from detector.models import HeadOutput  # noqa: E402
-from detector.models.priors import anchor_points  # noqa: E402
-from detector.postprocess.nms import NMS_METHODS, nms  # noqa: E402
-from detector.postprocess.postprocessors import Postprocessor  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 NUM_CLASSES = 80
 # the model configs timed by train_step and inference: Hydra overrides of configs/train.yaml

@@ -7,101 +7,16 @@
 Without `data=...` the data the checkpoint was trained on is used. Everything is written to the run directory
 (logs/evaluate/runs/<time>, or hydra.run.dir=...): evaluation.json, per_class.md/.csv, pr_curve_*.png,
 confusion_matrix.png, detections.json. See configs/evaluate.yaml for every option.
+
+The same as `detector-evaluate` (detector.cli.evaluate).
 """
 
-from __future__ import annotations
-
-import json
 import os
-import sys
-import time
-import warnings
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from detector.cli import evaluate
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("PROJECT_ROOT", str(REPO))
-
-from detector.deploy.load import SAFE_DATA_TARGET_PREFIXES, check_targets, load_detector  # noqa: E402
-from detector.deploy.predict import detect, to_coco_results  # noqa: E402
-from detector.evaluation.report import evaluate_report, summary_lines  # noqa: E402
-from detector.training.runner import register_resolvers  # noqa: E402
-
-register_resolvers()
-
-
-def data_config(cfg: DictConfig, meta: dict) -> dict:
-    """The data config to instantiate: the command line's data=... when given, else the checkpoint's; set up for
-    evaluation (checkpoint image size, no augmentation, `split` served as the validation set)."""
-    if cfg.get("data") is not None:
-        data = OmegaConf.to_container(cfg.data, resolve=True)
-        source = "command line"
-    else:
-        data = dict(meta["run_config"]["data"])
-        check_targets(data, SAFE_DATA_TARGET_PREFIXES, "data")
-        source = "checkpoint"
-    if int(data["num_classes"]) != meta["num_classes"]:
-        raise ValueError(f"data.num_classes={data['num_classes']} but the model has {meta['num_classes']} classes")
-    if cfg.split not in ("val", "train"):
-        raise ValueError(f"split must be 'val' or 'train', not {cfg.split!r}")
-    if cfg.split == "train":
-        data["val_reader"] = data["train_reader"]
-    data.update(img_size=int(cfg.img_size or meta["img_size"]), mosaic_prob=0.0, train_augmentations=[],
-                cache_images=False, persistent_workers=False)
-    if cfg.batch_size:
-        data["batch_size"] = int(cfg.batch_size)
-    if cfg.num_workers is not None:
-        data["num_workers"] = int(cfg.num_workers)
-    print(f"Data: {data.get('root') or data['val_reader'].get('annotation_file') or ''} ({source}), split {cfg.split}")
-    return data
-
-
-@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
-def main(cfg: DictConfig) -> float:
-    output_dir = Path(cfg.paths.output_dir)
-    model, postprocessor, meta = load_detector(cfg.ckpt_path, cfg.device, cfg.weights, **cfg.postprocess)
-    weights = "EMA" if meta["weights"] == "ema" else "raw"
-    print(f"Checkpoint: {cfg.ckpt_path} (epoch {meta['epoch']}, {weights} weights, {meta['num_classes']} classes, "
-          f"{meta['img_size']} px) on {meta['device']}; postprocess {meta['postprocess']}")
-
-    datamodule = hydra.utils.instantiate(data_config(cfg, meta))
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    dataset = datamodule.val_dataset
-    if len(dataset.class_names) != meta["num_classes"]:
-        raise ValueError(f"the data has {len(dataset.class_names)} classes, the model {meta['num_classes']}")
-    if dataset.class_names != meta["class_names"]:
-        warnings.warn(f"class names differ: data {dataset.class_names} vs checkpoint {meta['class_names']}",
-                      stacklevel=1)
-
-    start, detections, image_ids = time.perf_counter(), [], []
-    for batch in datamodule.val_dataloader():
-        results = detect(model, postprocessor, batch["images"], batch["scales"], batch["orig_sizes"])
-        for image_id, result in zip(batch["image_ids"], results):
-            image_ids.append(int(image_id))
-            detections += to_coco_results(image_id, result, dataset.category_ids)
-    inference_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    result = evaluate_report(
-        dataset.coco_ground_truth(), detections, image_ids, dataset.class_names, dataset.category_ids, output_dir,
-        backend=cfg.evaluator, plots=cfg.plots, confusion_iou=cfg.confusion.iou_threshold,
-        confusion_conf=cfg.confusion.conf_threshold,
-        extra={"ckpt_path": str(cfg.ckpt_path), "split": cfg.split, "weights": meta["weights"], "epoch": meta["epoch"],
-               "img_size": int(dataset.image_size), "device": meta["device"], "postprocess": meta["postprocess"],
-               "inference_seconds": inference_seconds},
-    )
-    if cfg.save_detections:
-        (output_dir / "detections.json").write_text(json.dumps(detections))
-    print(result["per_class_markdown"])
-    print("\n".join(summary_lines(result)))
-    seconds = time.perf_counter() - start
-    print(f"Inference {inference_seconds:.1f} s, evaluation {seconds:.1f} s; results in {output_dir}")
-    return result["coco"]["map"]
-
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))  # this checkout's configs/, data/, logs/
 
 if __name__ == "__main__":
-    main()
+    evaluate()

@@ -19,7 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from detector.sweeps import SweepError, collect_runs, summarize, to_markdown, write_all
+try:  # the statistics (scripts/sweep_stats.py, beside this file) need scipy, an optional extra
+    from sweep_stats import SweepError, collect_runs, summarize, to_markdown, write_all
+except ModuleNotFoundError as error:
+    if error.name != "scipy":
+        raise
+    sys.exit('summarize_sweep.py needs scipy (confidence intervals, paired t-test): pip install -e ".[sweep]"')
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,11 @@ class Record:
     crowd_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
 
 
+# image files the readers take (lower case; compare with `path.suffix.lower()`): folders are listed with these by the
+# YOLO reader and by prediction, and the VOC reader looks for <id>.<suffix> (either case) when <id>.jpg is absent
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm")
+
+
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 image; a clear error when the file is missing or not an image."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)

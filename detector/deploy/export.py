@@ -15,15 +15,21 @@ torch.export-based exporter (dynamo=True, needs `onnxscript`) is available for t
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torchvision.ops import nms as torchvision_nms
 
+from detector.deploy.load import load_detector
+
 INPUT_NAME = "images"
+# export formats of `export_checkpoint` (configs/export.yaml `format`)
+FORMATS = ("onnx",)
 
 
 class InferenceModel(nn.Module):
@@ -178,3 +184,35 @@ def verify_onnx(path: str | Path, module: InferenceModel, img_size: int, batch_s
         report[f"{name}_shape"] = list(got.shape)
         report[f"{name}_max_abs_diff"] = float(np.abs(got - want).max()) if got.size else 0.0
     return report
+
+
+def export_checkpoint(cfg: DictConfig) -> None:
+    """Export `cfg.ckpt_path` as configs/export.yaml describes (`python scripts/export.py` / `detector-export`): the
+    model file, its metadata in <model>.json, and the onnxruntime check when onnxruntime is installed."""
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, not {cfg.format!r}")
+    output_dir = Path(cfg.paths.output_dir)
+    model, postprocessor, meta = load_detector(cfg.ckpt_path, cfg.device, cfg.weights)
+    img_size = int(cfg.img_size or meta["img_size"])
+    module = build_export_module(model, postprocessor, nms=cfg.nms, **cfg.postprocess)
+    path = Path(cfg.output) if cfg.output else output_dir / f"{Path(cfg.ckpt_path).stem}.onnx"
+    export_onnx(module, path, img_size, batch_size=int(cfg.batch_size), dynamic_batch=cfg.dynamic_batch,
+                opset=int(cfg.opset), dynamo=cfg.dynamo)
+    info = {
+        "onnx": str(path), "ckpt_path": str(cfg.ckpt_path), "weights": meta["weights"], "img_size": img_size,
+        "input": {"name": "images", "dtype": "float32", "range": "0..1 RGB, letterboxed",
+                  "shape": ["batch" if cfg.dynamic_batch else int(cfg.batch_size), 3, img_size, img_size]},
+        "outputs": output_names(module), "class_names": meta["class_names"], "category_ids": meta["category_ids"],
+        "nms": bool(cfg.nms),
+    }
+    if cfg.nms:
+        info["postprocess"] = {k: getattr(module, k) for k in ("conf_threshold", "iou_threshold", "max_detections")}
+    if cfg.verify and onnxruntime_available():
+        info["verify"] = verify_onnx(path, module, img_size, batch_size=int(cfg.batch_size) + 1)
+        print(f"onnxruntime vs PyTorch: {info['verify']}" if "note" in info["verify"]
+              else f"onnxruntime matches PyTorch: {info['verify']}")
+    elif cfg.verify:
+        print("onnxruntime is not installed (pip install -e .[export]): not verified")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    print(f"Exported {path} ({path.stat().st_size / 1e6:.1f} MB); metadata in {path.with_suffix('.json')}")

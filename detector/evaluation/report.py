@@ -9,25 +9,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from detector.evaluation.backends import run_coco_eval, stats_dict
+from detector.evaluation.coco import run_coco_eval, stats_dict
 from detector.evaluation.confusion import confusion_matrix
 from detector.evaluation.per_class import per_class_ap, to_markdown, write_csv
 from detector.evaluation.voc_metric import voc_evaluate
-
-
-def _plain(value):
-    """JSON-safe: NaN -> None, numpy scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+from detector.jsonsafe import json_safe
 
 
 def evaluate_report(
@@ -69,8 +55,8 @@ def evaluate_report(
             files += [p.name for p in plot_pr_curves(evaluator, class_names, category_ids, out_dir)]
             files.append(plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png").name)
         result["files"] = files
-        (out_dir / "evaluation.json").write_text(json.dumps(_plain(result), indent=2))
-    return {**_plain(result), "per_class_markdown": markdown}
+        (out_dir / "evaluation.json").write_text(json.dumps(json_safe(result), indent=2))
+    return {**json_safe(result), "per_class_markdown": markdown}
 
 
 def summary_lines(result: dict) -> list[str]:

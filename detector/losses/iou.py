@@ -141,7 +141,11 @@ def eiou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
     C_w, C_h the width and height of the smallest enclosing box. Unlike CIoU's aspect-ratio term, the last two
     terms penalise width and height differences directly (they are non-zero for same-shape boxes of different size).
     (Not mmdetection's "EIoU", which is the unrelated "Extended IoU" of Peng & Yu.)"""
-    t = _pair_terms(pred, target, eps)
+    return _eiou_loss(_pair_terms(pred, target, eps), eps)
+
+
+def _eiou_loss(t: dict[str, torch.Tensor], eps: float) -> torch.Tensor:
+    """The EIoU loss from the pair terms (`eiou_loss`; `focal_eiou_loss` weights it)."""
     return (
         1.0 - t["iou"] + _diou_penalty(t)
         + (t["pw"] - t["tw"]) ** 2 / (t["enclose_w"] ** 2 + eps)
@@ -159,13 +163,8 @@ def focal_eiou_loss(
     IoU < gamma / (1 + gamma), push the IoU *down* (d/dIoU of IoU^gamma (1 - IoU) is > 0 there) and has an
     infinite slope at IoU = 0. With `detach_weight=False` the IoU is clamped to >= eps before the power."""
     t = _pair_terms(pred, target, eps)
-    loss = (
-        1.0 - t["iou"] + _diou_penalty(t)
-        + (t["pw"] - t["tw"]) ** 2 / (t["enclose_w"] ** 2 + eps)
-        + (t["ph"] - t["th"]) ** 2 / (t["enclose_h"] ** 2 + eps)
-    )
     weight = t["iou"].detach() if detach_weight else t["iou"].clamp(min=eps)
-    return weight.pow(gamma) * loss
+    return weight.pow(gamma) * _eiou_loss(t, eps)
 
 
 def _power(x: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:

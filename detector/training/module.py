@@ -11,7 +11,7 @@ from torch import nn
 
 from detector.criteria.dense import DetectionCriterion
 from detector.data.transforms import unletterbox_boxes
-from detector.evaluation.coco_eval import COCOEvaluator
+from detector.evaluation.coco import COCOEvaluator
 from detector.postprocess.postprocessors import Postprocessor
 
 

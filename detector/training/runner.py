@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from detector.config import check_combination, register_resolvers
+from detector.jsonsafe import json_safe
 from detector.training.callbacks import MetricsHistory
 
 log = logging.getLogger(__name__)
@@ -115,17 +116,6 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
         return OmegaConf.to_container(node, resolve=False)
 
 
-def _json_safe(value: Any) -> Any:
-    """Strict JSON: non-finite floats become null."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 @rank_zero_only
 def save_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +127,7 @@ def report(metrics: dict[str, Any], trainer: L.Trainer | None, output_dir: Path)
     checkpoint = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", "") or "(no checkpoint saved)"
     metrics = {**metrics, "best_checkpoint": checkpoint}
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False))
+    (output_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     if metrics.get("status") == "failed":
         print(f"\nRun FAILED: {metrics['error']['type']}: {metrics['error']['message']}")
     elif "map" in metrics:

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from detector.evaluation.backends import BACKENDS, run_coco_eval, stats_dict
-from detector.evaluation.coco_eval import STAT_NAMES, evaluate_detections
+from detector.evaluation.coco import BACKENDS, STAT_NAMES, evaluate_detections, run_coco_eval, stats_dict
 
 from .conftest import make_coco, make_results
 

@@ -9,7 +9,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector.evaluation.coco_eval import STAT_NAMES, COCOEvaluator
+from detector.evaluation.coco import STAT_NAMES, COCOEvaluator, to_coco_results
 
 CATEGORY_IDS = [3, 7]  # contiguous label 0 -> COCO id 3, label 1 -> 7
 
@@ -98,3 +98,18 @@ def test_only_seen_images_are_evaluated():
     # image 2 was never seen (e.g. limit_val_batches): it does not count as missed
     stats = evaluate({1: [(*b[:4], 0.9, b[4]) for b in GT[1]]})
     assert stats["map"] == pytest.approx(1.0) and stats["images"] == 1
+
+
+def test_coco_results_are_rounded_xywh_with_category_ids():
+    detections = {"boxes": torch.tensor([[10.12345, 20.0, 30.5, 60.0004]]), "scores": torch.tensor([0.5]),
+                  "labels": torch.tensor([1])}
+    [entry] = to_coco_results(np.int64(4), detections, CATEGORY_IDS, file_name="a.jpg")
+    assert entry == {"image_id": 4, "category_id": 7, "bbox": pytest.approx([10.123, 20.0, 20.377, 40.0]),
+                     "score": 0.5, "file_name": "a.jpg"}
+    assert all(round(v, 3) == v for v in entry["bbox"]) and type(entry["image_id"]) is int
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+    assert to_coco_results(1, empty, CATEGORY_IDS) == []
+    # the training evaluator collects exactly these entries
+    evaluator = COCOEvaluator(ground_truth(GT), CATEGORY_IDS)
+    evaluator.update(4, detections["boxes"], detections["scores"], detections["labels"])
+    assert evaluator._per_image[4] == to_coco_results(4, detections, CATEGORY_IDS)

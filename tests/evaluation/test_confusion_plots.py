@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detector.evaluation.backends import run_coco_eval
+from detector.evaluation.coco import run_coco_eval
 from detector.evaluation.confusion import confusion_matrix
 from detector.evaluation.plots import plot_confusion_matrix, plot_pr_curves, pr_curves
 

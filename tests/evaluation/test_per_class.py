@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from detector.evaluation.backends import run_coco_eval, stats_dict
+from detector.evaluation.coco import run_coco_eval, stats_dict
 from detector.evaluation.per_class import per_class_ap, to_markdown, write_csv
 from detector.evaluation.report import evaluate_report
 

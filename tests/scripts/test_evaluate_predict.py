@@ -12,7 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detector.data.dataset import DetectionDataset, Record, read_image
 from detector.deploy.predict import find_images, letterbox_image
-from detector.evaluation.coco_eval import STAT_NAMES
+from detector.evaluation.coco import STAT_NAMES
 
 from .conftest import NUM_VAL
 

@@ -1,4 +1,4 @@
-"""Means, confidence intervals and the paired test of detector.sweeps against scipy.stats and closed forms."""
+"""Means, confidence intervals and the paired test of scripts/sweep_stats.py against scipy.stats and closed forms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detector.sweeps import mean_ci, paired_test
+from sweep_stats import mean_ci, paired_test
 
 
 def t_quantile_df2(q: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.sweeps import SweepError, collect_runs, summarize, to_markdown
+from sweep_stats import SweepError, collect_runs, summarize, to_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFTEST = Path(__file__).with_name("conftest.py")
@@ -165,3 +166,11 @@ def test_the_format_example_in_the_docs_is_this_code_on_the_fabricated_data(fabr
              and "/multirun/" not in line]  # rows with the (temporary) run paths differ
     assert len(table) == 6 and all(line in example for line in table), [line for line in table if line not in example]
     assert "Low power" in example and "NonFiniteLossError" in example
+
+
+def test_summarize_sweep_says_how_to_install_scipy(monkeypatch):
+    for name in ("summarize_sweep", "sweep_stats"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed
+    with pytest.raises(SystemExit, match=r'pip install -e "\.\[sweep\]"'):
+        importlib.import_module("summarize_sweep")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.data.dataset import Record, image_ids_from_stems
+from detector.data.dataset import IMAGE_SUFFIXES, Record, image_ids_from_stems
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ VOC_CLASSES = (
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 DIFFICULT_MODES = ("ignore", "train", "drop")
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp")
 
 Split = str | Sequence[str | None] | None
 
@@ -168,7 +167,7 @@ def _image_path(folder: Path, image_id: str, filename: str | None) -> Path:
         return default
     if filename and (images / filename).is_file():
         return images / filename
-    for suffix in _IMAGE_SUFFIXES:
+    for suffix in (*IMAGE_SUFFIXES, *(s.upper() for s in IMAGE_SUFFIXES)):
         if (images / f"{image_id}{suffix}").is_file():
             return images / f"{image_id}{suffix}"
     return default  # missing: the start-up check counts and skips it

@@ -26,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from detector.data.dataset import Record, image_ids_from_stems, read_image_size
+from detector.data.dataset import IMAGE_SUFFIXES, Record, image_ids_from_stems, read_image_size
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm"}
 
 
 @dataclass

@@ -13,7 +13,8 @@ status, Hydra overrides, seed, best-epoch COCO stats, per-epoch history. This mo
   same initial weights and data order, so the seed-to-seed spread common to both largely cancels);
 - writes the tables (`to_markdown`, `write_csv`) and plots (`plot_bars`, `plot_curves`).
 
-`scripts/summarize_sweep.py` is the command line; docs/ablations.md explains the statistics.
+`scripts/summarize_sweep.py` is the command line (it imports this module from its own folder); docs/ablations.md
+explains the statistics. Needs scipy (the t distribution): `pip install -e ".[sweep]"`.
 """
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ def train() -> None:
 
 def evaluate() -> None:
     """`detector-evaluate ckpt_path=... [data=...] [key=value ...]`: evaluate a checkpoint."""
-    from detector.deploy.evaluate import evaluate_checkpoint
     from detector.config import register_resolvers
+    from detector.deploy.evaluate import evaluate_checkpoint
 
     register_resolvers()
     _run_hydra_app(evaluate_checkpoint, "evaluate")

@@ -54,6 +54,7 @@ import torch
 from torchvision.ops import batched_nms, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 from torchvision.ops import nms as torchvision_nms
 
+from detector.assigners.base import AssignerInput
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner
 from detector.criteria.dense import DetectionCriterion
@@ -61,8 +62,8 @@ from detector.evaluation.coco import BACKENDS, faster_coco_eval_available, run_c
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss, DIoULoss, GIoULoss, IoULoss
-from detector.models import HeadOutput
-from detector.models.priors import anchor_points
+from detector.models.heads.dfl import DFLHeadOutput
+from detector.models.priors import Priors, anchor_points
 from detector.postprocess.nms import NMS_METHODS, nms
 from detector.postprocess.postprocessors import Postprocessor
 
@@ -116,10 +117,12 @@ def max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def head_grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anchor points (in feature cells) and strides of the YOLOv8-style head on a `size` x `size` input."""
+def head_grid(size: int) -> Priors:
+    """The priors (anchor points in pixels, strides) of the YOLOv8-style head on a `size` x `size` input."""
     strides = (8, 16, 32)
-    return anchor_points([(size // s, size // s) for s in strides], strides)
+    sizes = [(size // s, size // s) for s in strides]
+    points, point_strides = anchor_points(sizes, strides)
+    return Priors(points * point_strides, point_strides, None, tuple(h * w for h, w in sizes))
 
 
 def random_gt(batch: int, num_gt: int, size: int, num_classes: int, generator: torch.Generator):
@@ -135,7 +138,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from detector.training.runner import register_resolvers
+    from detector.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -191,10 +194,10 @@ def inference_case(model: str, size: int, batch: int, compile_model: bool, repea
 def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
     """Forward + backward of the whole YOLOv8 criterion on random head outputs (640 px: 8400 points)."""
     g = torch.Generator().manual_seed(0)
-    points, strides = head_grid(size)
-    box_logits = torch.randn(batch, len(points), 64, generator=g).requires_grad_()
-    cls_logits = (torch.randn(batch, len(points), NUM_CLASSES, generator=g) - 4).requires_grad_()
-    output = HeadOutput(box_logits, cls_logits, points, strides)
+    priors = head_grid(size)
+    box_logits = torch.randn(batch, len(priors.points), 64, generator=g).requires_grad_()
+    cls_logits = (torch.randn(batch, len(priors.points), NUM_CLASSES, generator=g) - 4).requires_grad_()
+    output = DFLHeadOutput(box_logits, cls_logits, priors)
     gt = random_gt(batch, num_gt, size, NUM_CLASSES, g)
     assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(NUM_CLASSES)
     criterion = DetectionCriterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
@@ -215,15 +218,16 @@ def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int
 
 def assigner_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
     g = torch.Generator().manual_seed(0)
-    points, strides = head_grid(size)
-    points = points * strides
+    priors = head_grid(size)
+    points = priors.points
     half = 4 + torch.rand(batch, len(points), 2, generator=g) * 40
     pred = torch.cat([points - half, points + half], -1)
     scores = torch.rand(batch, len(points), NUM_CLASSES, generator=g)
     gt = random_gt(batch, num_gt, size, NUM_CLASSES, g)
     assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(NUM_CLASSES)
     baseline = max_rss_mib()
-    result = timed(lambda: assigner(scores, pred, points, *gt), repeats, warmup)
+    inputs = AssignerInput(scores, pred, priors, *gt)
+    result = timed(lambda: assigner(inputs), repeats, warmup)
     result["peak_extra_mib"] = max_rss_mib() - baseline
     return result
 
@@ -334,8 +338,8 @@ def nms_inputs(batch: int, size: int, candidates: int, generator: torch.Generato
     """Per image (boxes (K, 4), scores (K,), labels (K,)) as Postprocessor hands them to NMS: boxes around the
     anchor points (1-4 strides from the centre to each side), sigmoid(N(-4, 1)) scores of 80 classes, the pairs
     above the conf threshold, the best `candidates` of them by score."""
-    points, strides = head_grid(size)
-    points = points * strides
+    priors = head_grid(size)
+    points, strides = priors.points, priors.strides
     inputs = []
     for _ in range(batch):
         half = strides * (1 + 3 * torch.rand(len(points), 2, generator=generator))

@@ -23,7 +23,7 @@ def compose_config():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from detector.training.runner import register_resolvers
+    from detector.config import register_resolvers
 
     register_resolvers()
 

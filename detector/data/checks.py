@@ -237,7 +237,7 @@ def readers_from_config(overrides: list[str], config_dir: Path) -> tuple[dict, d
     import hydra
     from hydra import compose, initialize_config_dir
 
-    from detector.training.runner import register_resolvers
+    from detector.config import register_resolvers
 
     if not Path(config_dir).is_dir():
         raise FileNotFoundError(f"no configs folder at {config_dir}: the data=... form composes the repository's "

@@ -17,7 +17,7 @@ DATA_CONFIGS = sorted(p.stem for p in (REPO / "configs" / "data").glob("*.yaml")
 
 def data_config(monkeypatch, *overrides: str):
     monkeypatch.setenv("PROJECT_ROOT", str(REPO))
-    from detector.training.runner import register_resolvers
+    from detector.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from detector.losses import classification, dfl, iou, regression
-from detector.training.runner import register_resolvers
+from detector.config import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"

@@ -13,8 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from detector.losses import classification, dfl, iou, regression
 from detector.config import register_resolvers
+from detector.losses import classification, dfl, iou, regression
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"

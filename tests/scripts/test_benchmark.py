@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import run_script
+from ..conftest import run_script
 
 # every case runs in a fresh process (a torch import each): a generous limit for a busy 2-core machine
 TIMEOUT = 900

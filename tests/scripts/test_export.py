@@ -10,7 +10,8 @@ from detector.deploy.export import InferenceModel, build_export_module, export_o
 from detector.deploy.load import load_detector
 from detector.postprocess.postprocessors import Postprocessor
 
-from .conftest import IMG_SIZE, run_script
+from ..conftest import TRAINED_IMG_SIZE as IMG_SIZE
+from ..conftest import run_script
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

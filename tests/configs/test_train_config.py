@@ -10,7 +10,7 @@ import lightning
 import pytest
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_trainer_config_lists_every_lightning_trainer_argument(compose_config):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_overrides(tmp_path: Path, num_train: int = 16, num_val: int = 8, img_size: int = 64) -> list[str]:

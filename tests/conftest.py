@@ -37,6 +37,24 @@ def fruit_voc() -> Path:
     return path
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """No test collected (a wrong path or -m/-k expression) fails the run like a failed test, never passes it
+    unnoticed: pytest's own exit code 5 for it is treated as success by some CI wrappers."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _no_hydra_state_between_tests():
+    """A test that sets Hydra's global config (HydraConfig, GlobalHydra) does not leak it into the next test."""
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
+
+
 @pytest.fixture
 def compose_config():
     """compose_config(overrides) -> the composed train config (Hydra), as `python train.py` would see it."""
@@ -83,9 +101,10 @@ TRAINED_BATCH = 3
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> dict:
-    """dict(ckpt, run, data): best.ckpt of `train.py` on 12 + 6 synthetic 64-px images, 1 epoch of 2 steps."""
+    """dict(ckpt, run, data, tmp, stdout): best.ckpt of `python train.py` (a real process: the smoke run of
+    tests/e2e/test_train.py checks it) on 12 + 6 synthetic 64-px images, 1 epoch of 2 steps."""
     tmp = tmp_path_factory.mktemp("trained")
-    run_script("train.py", [
+    result = run_script("train.py", [
         f"paths.data_dir={tmp / 'data'}", f"hydra.run.dir={tmp / 'run'}", "data.prepare.num_train=12",
         f"data.prepare.num_val={TRAINED_NUM_VAL}", f"data.prepare.image_size={TRAINED_IMG_SIZE}",
         f"data.img_size={TRAINED_IMG_SIZE}", f"data.batch_size={TRAINED_BATCH}", "data.num_workers=0",
@@ -93,4 +112,4 @@ def trained(tmp_path_factory) -> dict:
     ])
     ckpt = tmp / "run" / "checkpoints" / "best.ckpt"
     assert ckpt.is_file()
-    return {"ckpt": ckpt, "run": tmp / "run", "data": tmp / "data" / "shapes", "tmp": tmp}
+    return {"ckpt": ckpt, "run": tmp / "run", "data": tmp / "data" / "shapes", "tmp": tmp, "stdout": result.stdout}

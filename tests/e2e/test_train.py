@@ -1,4 +1,5 @@
-"""End-to-end: `python train.py` through Hydra (smoke), a small learning test, and 2-process DDP on CPU."""
+"""End to end: `python train.py` through Hydra (smoke: files and the printed summary), 2-process DDP on CPU; a
+fast_dev_run and a few batches of COCO128 through the runner in process."""
 
 from __future__ import annotations
 
@@ -7,21 +8,37 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, run_train, tiny_overrides
+from detector.training.runner import train
+
+from ..conftest import TRAINED_NUM_VAL
+from .conftest import run_train, tiny_overrides
 
 
-def test_smoke_run_writes_checkpoints_metrics_and_config(tmp_path):
-    result = run_train([*tiny_overrides(tmp_path), "trainer.max_epochs=1", "trainer.limit_train_batches=2"])
-    run = tmp_path / "run"
+def test_smoke_run_writes_checkpoints_metrics_and_config(trained):
+    # the session's `python train.py` run (tests/conftest.py): 2 training steps, 6 val images
+    run = trained["run"]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["images"] == 8 and 0.0 <= metrics["map"] <= 1.0 and metrics["parameters"] > 1e6
+    assert metrics["images"] == TRAINED_NUM_VAL and 0.0 <= metrics["map"] <= 1.0 and metrics["parameters"] > 1e6
     assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
     assert (run / "config_resolved.yaml").exists() and (run / ".hydra" / "config.yaml").exists()
-    assert "mAP50-95" in result.stdout and "Best checkpoint" in result.stdout
+    assert metrics["status"] == "ok" and (run / "checkpoints" / "best.ckpt").samefile(metrics["best_checkpoint"])
+    assert "mAP50-95" in trained["stdout"] and "Best checkpoint" in trained["stdout"]
 
 
-def test_fast_dev_run_and_loss_choice_from_the_command_line(tmp_path):
-    run_train([*tiny_overrides(tmp_path), "loss=ciou", "trainer.fast_dev_run=true", "callbacks=none"])
+def in_process_overrides(tmp_path: Path, **sizes) -> list[str]:
+    """tiny_overrides for `train(cfg)` in this process: no Hydra run directory, so the output goes to paths.output_dir."""
+    return [o for o in tiny_overrides(tmp_path, **sizes) if not o.startswith("hydra.")] + [f"paths.output_dir={tmp_path / 'run'}"]
+
+
+def test_fast_dev_run_with_a_loss_choice(compose_config, tmp_path):
+    cfg = compose_config([*in_process_overrides(tmp_path), "loss=giou", "trainer.fast_dev_run=true", "callbacks=none"])
+    metrics = train(cfg)
+    # one training batch and one validation batch of 4, with the chosen box loss
+    assert metrics["status"] == "ok" and metrics["images"] == 4 and metrics["epoch"] == 0
+    assert metrics["combination"]["loss.box"]["_target_"] == "detector.losses.iou.GIoULoss"
+    (epoch,) = metrics["history"]
+    assert epoch["train_steps"] == 1 and epoch["train_loss"] > 0
+    assert not (tmp_path / "run" / "checkpoints").exists()  # callbacks=none: no checkpoint
 
 
 @pytest.mark.slow
@@ -34,14 +51,12 @@ def test_ddp_two_cpu_processes_evaluate_every_val_image_once(tmp_path):
     assert metrics["images"] == 7
 
 
-def test_a_few_batches_on_coco128_train_and_evaluate(tmp_path):
-    shared = Path(__import__("os").environ.get("DETECTOR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "coco128"
-    if not (shared / "data.yaml").exists():
-        pytest.skip(f"real data not present at {shared} (only in the project's own workspace)")
-    run_train([
-        "data=coco128", f"data.root={shared}", f"hydra.run.dir={tmp_path / 'run'}", "data.img_size=160",
+@pytest.mark.slow
+def test_a_few_batches_on_coco128_train_and_evaluate(compose_config, coco128, tmp_path):
+    cfg = compose_config([
+        "data=coco128", f"data.root={coco128}", f"paths.output_dir={tmp_path / 'run'}", "data.img_size=160",
         "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=3",
     ])
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = train(cfg)
     assert metrics["status"] == "ok" and metrics["images"] == 12  # 3 val batches of 4 evaluated by pycocotools

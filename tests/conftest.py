@@ -1,8 +1,11 @@
-"""Shared test helpers: the repository root, the real data in ../shared (optional), Hydra composition, image files."""
+"""Shared test helpers: the repository root, the real data in ../shared (optional), Hydra composition, image files,
+script runs, and a checkpoint trained for two steps (for the deploy and scripts tests)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,7 +17,42 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
 def shared_data_dir() -> Path:
+    """<repo>/../shared/data, or $DETECTOR_SHARED_DATA."""
     return Path(os.environ.get("DETECTOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def coco128() -> Path:
+    path = shared_data_dir() / "coco128"
+    if not (path / "data.yaml").is_file():
+        pytest.skip(f"COCO128 not found at {path.resolve()} (set DETECTOR_SHARED_DATA to the folder holding coco128/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fruit_voc() -> Path:
+    path = shared_data_dir() / "fruit_voc"
+    if not (path / "Annotations").is_dir():
+        pytest.skip(f"fruit_voc not found at {path.resolve()} (set DETECTOR_SHARED_DATA to the folder holding fruit_voc/)")
+    return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test collected (a wrong path or -m/-k expression) fails the run like a failed test, never passes it
+    unnoticed: pytest's own exit code 5 for it is treated as success by some CI wrappers."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _no_hydra_state_between_tests():
+    """A test that sets Hydra's global config (HydraConfig, GlobalHydra) does not leak it into the next test."""
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
 
 
 @pytest.fixture
@@ -45,3 +83,33 @@ def write_image():
         return path
 
     return write
+
+
+def run_script(script: str, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python <script> <args>` from the repository root; asserts exit code 0 (showing the output's tail if not)."""
+    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                            timeout=timeout, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+# the run of the `trained` fixture
+TRAINED_NUM_VAL = 6
+TRAINED_IMG_SIZE = 64
+TRAINED_BATCH = 3
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    """dict(ckpt, run, data, tmp, stdout): best.ckpt of `python train.py` (a real process: the smoke run of
+    tests/e2e/test_train.py checks it) on 12 + 6 synthetic 64-px images, 1 epoch of 2 steps."""
+    tmp = tmp_path_factory.mktemp("trained")
+    result = run_script("train.py", [
+        f"paths.data_dir={tmp / 'data'}", f"hydra.run.dir={tmp / 'run'}", "data.prepare.num_train=12",
+        f"data.prepare.num_val={TRAINED_NUM_VAL}", f"data.prepare.image_size={TRAINED_IMG_SIZE}",
+        f"data.img_size={TRAINED_IMG_SIZE}", f"data.batch_size={TRAINED_BATCH}", "data.num_workers=0",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+    ])
+    ckpt = tmp / "run" / "checkpoints" / "best.ckpt"
+    assert ckpt.is_file()
+    return {"ckpt": ckpt, "run": tmp / "run", "data": tmp / "data" / "shapes", "tmp": tmp, "stdout": result.stdout}

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
-from .conftest import run_script
+import pytest
+
+from ..conftest import run_script
 
 # every case runs in a fresh process (a torch import each): a generous limit for a busy 2-core machine
 TIMEOUT = 900
 
 
+@pytest.mark.slow
 def test_criterion_and_assigner_sections_compare_with_the_dense_reference(tmp_path):
     out = tmp_path / "benchmark.json"
     result = run_script("scripts/benchmark.py", [
@@ -36,6 +39,7 @@ def test_coco128_sections_are_skipped_with_the_reason_without_the_data(tmp_path)
     assert result.stdout.count("| skipped |") == 4
 
 
+@pytest.mark.slow
 def test_box_ops_and_nms_sections_compare_with_torchvision(tmp_path):
     out = tmp_path / "benchmark.json"
     result = run_script("scripts/benchmark.py", [

@@ -14,7 +14,7 @@ from detector.data.dataset import DetectionDataset, Record, read_image
 from detector.deploy.predict import find_images, letterbox_image
 from detector.evaluation.coco import STAT_NAMES
 
-from .conftest import NUM_VAL
+from ..conftest import TRAINED_NUM_VAL as NUM_VAL
 
 OUTPUT_FILES = ("evaluation.json", "per_class.md", "per_class.csv", "pr_curve_iou50.png", "pr_curve_iou50-95.png",
                 "confusion_matrix.png", "detections.json")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from tests.scripts.conftest import ROOT, run_script
+from ..conftest import ROOT, run_script
 
 spec = importlib.util.spec_from_file_location("time_to_accuracy", ROOT / "scripts" / "time_to_accuracy.py")
 time_to_accuracy = importlib.util.module_from_spec(spec)

@@ -6,7 +6,7 @@ import torch
 from detector.deploy.load import load_detector, read_checkpoint
 from detector.deploy.predict import detect
 
-from .conftest import IMG_SIZE
+from ..conftest import TRAINED_IMG_SIZE as IMG_SIZE
 
 
 def test_checkpoint_holds_plain_types_and_everything_needed(trained):

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,6 +34,7 @@ def run(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_two_losses_two_seeds_multirun_then_summary(tmp_path):
     run(["train.py", "-m", "loss=ciou,giou", "seed=0,1", *tiny(tmp_path), "data.batch_size=4"])
     sweep = tmp_path / "multirun"
@@ -58,6 +61,7 @@ def test_two_losses_two_seeds_multirun_then_summary(tmp_path):
 JOBLIB = importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_recorded_and_the_sweep_goes_on_with_the_joblib_launcher(tmp_path):
     """loss.weights.box=nan makes every step non-finite: the LightningModule raises NonFiniteLossError after
     max_nonfinite_steps=1. Job 0 fails, job 1 must still run. With hydra-joblib-launcher installed (the

@@ -46,12 +46,12 @@ def fake_epochs(module, history, epochs=2, fail_at=None):
 
 @pytest.fixture
 def hydra_cfg(compose_config, tmp_path):
-    """A composed config whose HydraConfig is set, as inside `python train.py [-m] loss=giou seed=3`."""
+    """A composed config whose HydraConfig is set, as inside `python train.py [-m] loss/box=giou seed=3`."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     def make(mode: str):
-        cfg = compose_config(["loss=giou", "seed=3", f"paths.output_dir={tmp_path}"], return_hydra_config=True)
+        cfg = compose_config(["loss/box=giou", "seed=3", f"paths.output_dir={tmp_path}"], return_hydra_config=True)
         cfg.hydra.mode = mode
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):  # as Hydra's run_job hands the task its config: without the hydra node
@@ -69,7 +69,7 @@ def test_ok_run_records_status_overrides_seed_combination_and_history(hydra_cfg,
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert returned["status"] == record["status"] == "ok" and record["error"] is None
     assert record["map"] == pytest.approx(0.2) and record["seed"] == 3 and record["parameters"] == 8
-    assert record["overrides"] == ["loss=giou", "seed=3", f"paths.output_dir={tmp_path}"]
+    assert record["overrides"] == ["loss/box=giou", "seed=3", f"paths.output_dir={tmp_path}"]
     assert record["choices"]["loss"] == "giou" and record["choices"]["loss/box"] == "giou"
     combination = record["combination"]
     assert set(combination) == {"loss.cls", "loss.box", "loss.dfl", "assigner", "loss.weights"}

@@ -70,7 +70,7 @@ def test_ok_run_records_status_overrides_seed_combination_and_history(hydra_cfg,
     assert returned["status"] == record["status"] == "ok" and record["error"] is None
     assert record["map"] == pytest.approx(0.2) and record["seed"] == 3 and record["parameters"] == 8
     assert record["overrides"] == ["loss/box=giou", "seed=3", f"paths.output_dir={tmp_path}"]
-    assert record["choices"]["loss"] == "giou" and record["choices"]["loss/box"] == "giou"
+    assert record["choices"]["loss"] == "yolov8" and record["choices"]["loss/box"] == "giou"
     combination = record["combination"]
     assert set(combination) == {"loss.cls", "loss.box", "loss.dfl", "assigner", "loss.weights"}
     assert combination["loss.box"]["_target_"].endswith("GIoULoss") and combination["loss.weights"]["box"] == 7.5

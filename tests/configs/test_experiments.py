@@ -13,12 +13,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # implementations of an assigner already in the sweep (same assignments), not methods of their own
 SAME_METHOD_AS_TAL = {"tal_dense"}
 PRESETS = {
-    "ablate_box_loss": ("loss", "iou,giou,diou,ciou,eiou,focal_eiou,alpha_ciou,siou", "loss=ciou"),
+    "ablate_box_loss": ("loss/box", "iou,giou,diou,ciou,eiou,focal_eiou,alpha_ciou,siou", "loss/box=ciou"),
     "ablate_cls_loss": ("loss/cls", "bce,focal,qfl,vfl", "loss/cls=bce"),
     "ablate_assigner": ("assigner", None, "assigner=tal"),
 }
 # the part of the criterion each sweep changes: (criterion attribute, config node that names its class)
-SWEPT_PART = {"loss": ("box_loss", "loss.box"), "loss/cls": ("cls_loss", "loss.cls"), "assigner": ("assigner", "assigner")}
+SWEPT_PART = {"loss/box": ("box_loss", "loss.box"), "loss/cls": ("cls_loss", "loss.cls"), "assigner": ("assigner", "assigner")}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -49,7 +49,7 @@ def test_preset_sweeps_existing_options_over_three_seeds(compose_config, preset)
 @pytest.mark.parametrize("data", ["voc", "coco", "coco128"])
 def test_dataset_comes_from_the_command_line(compose_config, data):
     cfg = compose_config(["experiment=ablate_box_loss", f"data={data}"], return_hydra_config=True)
-    assert cfg.hydra.runtime.choices.data == data and dict(cfg.hydra.sweeper.params)["loss"].startswith("iou,")
+    assert cfg.hydra.runtime.choices.data == data and dict(cfg.hydra.sweeper.params)["loss/box"].startswith("iou,")
 
 
 @pytest.mark.parametrize("launcher, package, overrides", [

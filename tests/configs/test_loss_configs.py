@@ -1,4 +1,5 @@
-"""Every loss preset and option composes with Hydra, instantiates, and runs; command-line overrides work."""
+"""Every loss option (loss/box, loss/cls, loss/dfl) and family loss (loss=yolov8, multibox, ...) composes with Hydra,
+instantiates, and runs; command-line overrides work."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ CONFIGS = ROOT / "configs"
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 register_resolvers()
 
-# preset -> (box module class, expected attributes)
-PRESETS = {
+# loss/box option -> (box module class, expected attributes)
+BOX_OPTIONS = {
     "ciou": (iou.CIoULoss, {}),
     "iou": (iou.IoULoss, {"mode": "linear"}),
     "log_iou": (iou.IoULoss, {"mode": "log"}),
@@ -37,6 +38,7 @@ PRESETS = {
     "smooth_l1": (regression.SmoothL1Loss, {"beta": 1.0}),
     "l1": (regression.L1Loss, {}),
     "l2": (regression.L2Loss, {}),
+    "balanced_l1": (regression.BalancedL1Loss, {"alpha": 0.5, "gamma": 1.5, "beta": 1.0}),
 }
 CLS_OPTIONS = {
     "bce": classification.BCEWithLogits,
@@ -65,29 +67,40 @@ def _boxes():
     return pred, target
 
 
-def test_every_box_option_has_a_preset_or_is_listed():
-    options = {p.stem for p in (CONFIGS / "loss" / "box").glob("*.yaml")}
-    presets = {p.stem for p in (CONFIGS / "loss").glob("*.yaml")}
-    assert set(PRESETS) <= presets and set(PRESETS) <= options
-    assert options - presets == {"balanced_l1"}  # the optional one, selectable with loss/box=balanced_l1
+def test_every_option_is_listed_and_the_loss_group_holds_only_family_losses():
+    assert {p.stem for p in (CONFIGS / "loss" / "box").glob("*.yaml")} == set(BOX_OPTIONS)
     assert {p.stem for p in (CONFIGS / "loss" / "cls").glob("*.yaml")} == set(CLS_OPTIONS)
+    # no per-box-loss copies: the family losses and the alias that the design card names (loss=ciou)
+    assert {p.stem for p in (CONFIGS / "loss").glob("*.yaml")} == {"yolov8", "ciou", "multibox", "multibox_focal"}
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
-def test_preset_composes_and_instantiates(compose_train, preset):
-    cfg = compose_train([f"loss={preset}"])
-    box_class, attributes = PRESETS[preset]
+@pytest.mark.parametrize("option", list(BOX_OPTIONS))
+def test_box_option_composes_into_the_yolov8_loss(compose_train, option):
+    cfg = compose_train([f"loss/box={option}"])
+    box_class, attributes = BOX_OPTIONS[option]
     box = hydra.utils.instantiate(cfg.loss.box)
     assert type(box) is box_class
     for name, value in attributes.items():
         assert getattr(box, name) == value
-    cls = hydra.utils.instantiate(cfg.loss.cls)
-    assert isinstance(cls, classification.BCEWithLogits)
+    # the rest of the YOLOv8 loss is kept: BCE, DFL, gains 7.5 / 0.5 / 1.5
+    assert isinstance(hydra.utils.instantiate(cfg.loss.cls), classification.BCEWithLogits)
     assert isinstance(hydra.utils.instantiate(cfg.loss.dfl), dfl.DFLoss)
-    assert set(cfg.loss.weights) == {"box", "cls", "dfl"}
+    assert dict(cfg.loss.weights) == {"box": 7.5, "cls": 0.5, "dfl": 1.5}
     pred, target = _boxes()
     value = box(pred, target)
     assert value.shape == (3,) and torch.isfinite(value).all() and value[0] > 0
+
+
+def test_loss_ciou_is_the_yolov8_loss(compose_train):
+    assert compose_train(["loss=ciou"]).loss == compose_train(["loss=yolov8"]).loss == compose_train([]).loss
+
+
+def test_multibox_family_losses(compose_train):
+    multibox = compose_train(["loss=multibox"]).loss
+    assert multibox.cls._target_.endswith("CrossEntropy") and multibox.box._target_.endswith("SmoothL1Loss")
+    assert multibox.dfl is None and multibox.sampler.neg_pos_ratio == 3.0
+    focal = compose_train(["loss=multibox_focal"]).loss
+    assert focal.cls._target_.endswith("FocalLoss") and focal.sampler is None and focal.box == multibox.box
 
 
 @pytest.mark.parametrize("option", list(CLS_OPTIONS))
@@ -104,7 +117,7 @@ def test_cls_option_from_the_command_line(compose_train, option):
 
 def test_value_overrides_from_the_command_line(compose_train):
     cfg = compose_train(
-        ["loss=alpha_ciou", "loss.box.alpha=2", "loss.weights.dfl=0", "loss/cls=focal", "loss.cls.gamma=1.5"],
+        ["loss/box=alpha_ciou", "loss.box.alpha=2", "loss.weights.dfl=0", "loss/cls=focal", "loss.cls.gamma=1.5"],
     )
     box = hydra.utils.instantiate(cfg.loss.box)
     assert box.alpha == 2 and box.base == "ciou"
@@ -113,12 +126,12 @@ def test_value_overrides_from_the_command_line(compose_train):
     assert criterion.gains == {"box": 7.5, "cls": 0.5, "dfl": 0.0}
     assert isinstance(criterion.box_loss, iou.AlphaIoULoss) and isinstance(criterion.cls_loss, classification.FocalLoss)
     # alpha-IoU's other bases from the command line
-    cfg = compose_train(["loss=alpha_iou", "loss.box.base=giou"])
+    cfg = compose_train(["loss/box=alpha_iou", "loss.box.base=giou"])
     assert hydra.utils.instantiate(cfg.loss.box).base == "giou"
 
 
 def test_dfl_can_be_switched_off(compose_train):
-    cfg = compose_train(["loss=giou", "loss/dfl=none"])
+    cfg = compose_train(["loss/box=giou", "loss/dfl=none"])
     assert cfg.loss.dfl is None
     assert isinstance(hydra.utils.instantiate(cfg.loss.box), iou.GIoULoss)
     criterion = hydra.utils.instantiate(cfg.module.criterion)
@@ -127,8 +140,8 @@ def test_dfl_can_be_switched_off(compose_train):
 
 
 def test_box_cls_and_dfl_choices_combine(compose_train):
-    """`python train.py loss=siou loss/dfl=none loss/cls=vfl` composes to those three parts (the run's config)."""
-    cfg = compose_train(["loss=siou", "loss/dfl=none", "loss/cls=vfl"])
+    """`python train.py loss/box=siou loss/dfl=none loss/cls=vfl` composes to those three parts (the run's config)."""
+    cfg = compose_train(["loss/box=siou", "loss/dfl=none", "loss/cls=vfl"])
     assert cfg.loss.dfl is None
     assert cfg.loss.box._target_ == "detector.losses.iou.SIoULoss"
     assert cfg.loss.cls._target_ == "detector.losses.classification.VarifocalLoss"

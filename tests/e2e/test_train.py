@@ -31,7 +31,7 @@ def in_process_overrides(tmp_path: Path, **sizes) -> list[str]:
 
 
 def test_fast_dev_run_with_a_loss_choice(compose_config, tmp_path):
-    cfg = compose_config([*in_process_overrides(tmp_path), "loss=giou", "trainer.fast_dev_run=true", "callbacks=none"])
+    cfg = compose_config([*in_process_overrides(tmp_path), "loss/box=giou", "trainer.fast_dev_run=true", "callbacks=none"])
     metrics = train(cfg)
     # one training batch and one validation batch of 4, with the chosen box loss
     assert metrics["status"] == "ok" and metrics["images"] == 4 and metrics["epoch"] == 0

@@ -35,7 +35,7 @@ METRICS: dict[str, str] = {
     "map": "mAP50-95", "map_50": "mAP50", "map_75": "mAP75",
     "map_small": "APs", "map_medium": "APm", "map_large": "APl",
 }
-DEFAULT_BASELINE = "loss=ciou"
+DEFAULT_BASELINE = "ciou"  # any override set to ciou: loss/box=ciou (or the older loss=ciou)
 SEED_KEY = "seed"
 _STATUS_RANK = {"ok": 3, "failed": 2, "incomplete": 1, "missing": 0}
 
@@ -398,7 +398,7 @@ def summarize(
     """Statistics of every configuration and its paired comparison with the baseline.
 
     baseline: as in `find_configuration`; None = the `ablation.baseline` written in the runs' config by the
-    experiment presets if they agree, else `loss=ciou`. An explicit baseline that matches nothing is an error;
+    experiment presets if they agree, else the configuration with an override set to `ciou` (`loss/box=ciou`). An explicit baseline that matches nothing is an error;
     an implicit one only a warning (then nothing is compared)."""
     if not runs:
         raise SweepError("no runs found (no metrics.json or .hydra/ under the given directories)")

@@ -36,11 +36,11 @@ def run(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_losses_two_seeds_multirun_then_summary(tmp_path):
-    run(["train.py", "-m", "loss=ciou,giou", "seed=0,1", *tiny(tmp_path), "data.batch_size=4"])
+    run(["train.py", "-m", "loss/box=ciou,giou", "seed=0,1", *tiny(tmp_path), "data.batch_size=4"])
     sweep = tmp_path / "multirun"
     records = [json.loads((sweep / str(job) / "metrics.json").read_text()) for job in range(4)]
     assert [(r["overrides"][0], r["seed"]) for r in records] == [
-        ("loss=ciou", 0), ("loss=ciou", 1), ("loss=giou", 0), ("loss=giou", 1)]
+        ("loss/box=ciou", 0), ("loss/box=ciou", 1), ("loss/box=giou", 0), ("loss/box=giou", 1)]
     for record in records:
         assert record["status"] == "ok" and record["images"] == 8 and 0 <= record["map"] <= 1
         assert record["combination"]["loss.box"]["_target_"].endswith(("CIoULoss", "GIoULoss"))
@@ -49,10 +49,10 @@ def test_two_losses_two_seeds_multirun_then_summary(tmp_path):
         assert epoch["train_steps"] == 2 and epoch["train_loss"] > 0 and "val_map" in epoch
     assert records[0]["combination"]["loss.box"] != records[2]["combination"]["loss.box"]
 
-    out = run(["scripts/summarize_sweep.py", str(sweep), "--group-by", "loss"], timeout=120).stdout
-    assert "Baseline: `loss=ciou`" in out and "## Missing or failed runs (0)" in out
-    rows = [line for line in out.splitlines() if line.startswith("| `loss=")]
-    assert [row.split("`")[1] for row in rows] == ["loss=ciou", "loss=giou"]
+    out = run(["scripts/summarize_sweep.py", str(sweep), "--group-by", "loss/box"], timeout=120).stdout
+    assert "Baseline: `loss/box=ciou`" in out and "## Missing or failed runs (0)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `loss/box=")]
+    assert [row.split("`")[1] for row in rows] == ["loss/box=ciou", "loss/box=giou"]
     assert all("| 2 / 2 |" in row for row in rows) and "(n=2)" in rows[1]  # giou paired with ciou on both seeds
     for name in ("summary.md", "summary.csv", "runs.csv", "bars.png", "curves.png"):
         assert (sweep / "summary" / name).stat().st_size > 0

@@ -89,7 +89,7 @@ def test_baseline_from_the_experiment_preset_and_unmatched_default(tmp_path):
     summary = summarize(runs)
     assert summary.baseline is None and "matches no configuration" in summary.warnings[0]
     assert all(c.comparisons is None for c in summary.configurations)
-    assert "Warning: baseline 'loss=ciou' matches no configuration" in to_markdown(summary)
+    assert "Warning: baseline 'ciou' matches no configuration" in to_markdown(summary)
 
 
 def test_a_rerun_supersedes_the_failed_run(fabricated_sweep, tmp_path):

@@ -16,28 +16,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import detector
-
-
-def project_root() -> Path:
-    """$PROJECT_ROOT, else the folder that holds the package (the repository, for an editable install)."""
-    if os.environ.get("PROJECT_ROOT"):
-        return Path(os.environ["PROJECT_ROOT"])
-    return Path(detector.__file__).resolve().parents[1]
-
-
-def config_dir() -> Path:
-    """The configs/ folder the apps compose; FileNotFoundError, saying what to do, when there is none."""
-    configs = project_root() / "configs"
-    if not configs.is_dir():
-        raise FileNotFoundError(
-            f"no configs folder at {configs}: the detector commands compose the configs of the repository. "
-            "Install the repository in editable mode (pip install -e <repository>) or set PROJECT_ROOT=<repository>."
-        )
-    return configs
+from detector.config import config_dir, project_root
 
 
 def _run_hydra_app(task: Callable[[Any], Any], config_name: str) -> None:

@@ -38,10 +38,21 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver)
 
 
-def config_dir() -> Path:
-    """The project's configs/ folder ($PROJECT_ROOT/configs, else beside the installed package)."""
+def project_root() -> Path:
+    """$PROJECT_ROOT, else the folder that holds the package (the repository, for an editable install)."""
     root = os.environ.get("PROJECT_ROOT")
-    return Path(root) / "configs" if root else Path(__file__).resolve().parents[1] / "configs"
+    return Path(root) if root else Path(__file__).resolve().parents[1]
+
+
+def config_dir() -> Path:
+    """The configs/ folder of the project; FileNotFoundError, saying what to do, when there is none."""
+    configs = project_root() / "configs"
+    if not configs.is_dir():
+        raise FileNotFoundError(
+            f"no configs folder at {configs}: the detector commands compose the configs of the repository. "
+            "Install the repository in editable mode (pip install -e <repository>) or set PROJECT_ROOT=<repository>."
+        )
+    return configs
 
 
 def group_options(group: str) -> dict[str, type]:

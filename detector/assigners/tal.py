@@ -13,6 +13,12 @@ i.e. the anchors inside each GT, so memory grows with the number of candidates, 
 batch x GT x anchors; crowded images (1000 GT) fit easily. Top-k, conflict resolution and the
 per-GT maxima are segment operations (sort, scatter_reduce) on that list.
 
+Small objects (`small_objects=True`, ultralytics 8.4's TaskAlignedAssigner): for the candidate test only, a GT
+side shorter than the second-finest stride s_2 of the head (16 px for strides 8/16/32; the only stride for a
+one-level head) is widened to s_2 about the GT centre, each side independently. A 4 x 4 px GT that falls between
+anchor points then has candidates; its overlaps, alignment and targets still use the real box. Off by default
+(YOLOv8's behaviour).
+
 One difference from YOLOv8's dense top-k: a candidate with alignment exactly 0 is never positive
 (the dense top-k picks such anchors arbitrarily among tied zeros). Their soft target is 0, so they
 contribute nothing to any loss either way.
@@ -26,6 +32,7 @@ import torch
 
 from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment
 from detector.losses.iou import ciou
+from detector.models.priors import Priors
 
 
 def _segment_max(values: torch.Tensor, segments: torch.Tensor, size: int) -> torch.Tensor:
@@ -37,11 +44,13 @@ class TaskAlignedAssigner(Assigner):
     def __init__(
         self, num_classes: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9,
         overlap: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = ciou, chunk_elements: int = 1 << 24,
+        small_objects: bool = False,
     ) -> None:
-        """`chunk_elements` bounds the number of (GT, anchor) inside-tests evaluated at once."""
+        """`chunk_elements` bounds the number of (GT, anchor) inside-tests evaluated at once; `small_objects`
+        widens GT sides below the second-finest stride for the candidate test (see the module docstring)."""
         super().__init__(num_classes)
         self.topk, self.alpha, self.beta, self.eps = topk, alpha, beta, eps
-        self.overlap, self.chunk_elements = overlap, chunk_elements
+        self.overlap, self.chunk_elements, self.small_objects = overlap, chunk_elements, small_objects
 
     @torch.no_grad()
     def forward(self, inputs: AssignerInput) -> Assignment:
@@ -50,7 +59,7 @@ class TaskAlignedAssigner(Assigner):
         gt_labels, gt_boxes, gt_mask = inputs.gt_labels, inputs.gt_boxes, inputs.gt_mask
         batch, anchors, _ = pred_scores.shape
         num_gt = gt_boxes.shape[1]
-        b, g, a = self._candidates(points, gt_boxes, gt_mask)
+        b, g, a = self._candidates(points, self.candidate_boxes(gt_boxes, inputs.priors), gt_mask)
         if len(b) == 0:
             return background_assignment(batch, anchors, self.num_classes, pred_boxes)
         gt_labels = gt_labels.long()
@@ -95,6 +104,18 @@ class TaskAlignedAssigner(Assigner):
         scores = torch.zeros(batch, anchors, self.num_classes, dtype=pred_scores.dtype, device=b.device)
         scores[b, a, labels[b, a]] = quality
         return Assignment(labels, boxes, scores, foreground, gt_index)
+
+    def candidate_boxes(self, gt_boxes: torch.Tensor, priors: Priors) -> torch.Tensor:
+        """The boxes whose inside decides the candidates: the GT boxes, with `small_objects` their sides shorter
+        than the second-finest stride widened to it about the centre."""
+        if not self.small_objects:
+            return gt_boxes
+        level_starts = torch.tensor([0, *priors.level_sizes[:-1]]).cumsum(0).tolist()
+        level_strides = sorted(set(priors.strides[level_starts, 0].tolist()))
+        min_side = level_strides[1] if len(level_strides) > 1 else level_strides[0]
+        centre, size = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2, gt_boxes[..., 2:] - gt_boxes[..., :2]
+        size = size.clamp(min=min_side)
+        return torch.cat((centre - size / 2, centre + size / 2), -1)
 
     def _candidates(self, points: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor, eps: float = 1e-9):
         """(image, GT, anchor) index triples with the anchor point strictly inside the (real) GT box.

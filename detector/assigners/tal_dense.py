@@ -25,8 +25,9 @@ class DenseTaskAlignedAssigner(TaskAlignedAssigner):
         if num_gt == 0 or not gt_mask.any():
             return background_assignment(batch, anchors, self.num_classes, pred_boxes)
         gt_labels = gt_labels.long()
-        left_top = points[None, None] - gt_boxes[:, :, None, :2]
-        right_bottom = gt_boxes[:, :, None, 2:] - points[None, None]
+        candidate_boxes = self.candidate_boxes(gt_boxes, inputs.priors)
+        left_top = points[None, None] - candidate_boxes[:, :, None, :2]
+        right_bottom = candidate_boxes[:, :, None, 2:] - points[None, None]
         inside = (torch.cat([left_top, right_bottom], -1).amin(-1) > 1e-9) & gt_mask[..., None]
         pairs_gt = gt_boxes[:, :, None].expand(-1, -1, anchors, -1)
         pairs_pred = pred_boxes[:, None].expand(-1, num_gt, -1, -1)

@@ -1,5 +1,6 @@
 """Task-aligned assigner on hand-built cases, and against a straightforward dense reference."""
 
+import pytest
 import torch
 
 from detector.assigners.base import AssignerInput
@@ -149,3 +150,79 @@ def test_a_thousand_gt_per_image():
     real = target.sum(-1) > 0
     assert real.sum() > 2000 and torch.equal(result.foreground, real)
     torch.testing.assert_close(result.scores, target)
+
+
+# ---- small-object option (ultralytics 8.4's candidate widening) ----
+
+def three_level_priors(size: int = 64) -> Priors:
+    """Anchor points of a size x size input at strides 8/16/32, with their real strides and level sizes."""
+    sizes = [(size // s, size // s) for s in (8, 16, 32)]
+    points, strides = anchor_points(sizes, (8, 16, 32))
+    return Priors(points * strides, strides, None, tuple(h * w for h, w in sizes))
+
+
+def assign_small(gt: torch.Tensor, small_objects: bool, num_classes: int = 2):
+    priors = three_level_priors()
+    anchors = len(priors.points)
+    pred = torch.cat([priors.points - 6, priors.points + 6], -1).unsqueeze(0)  # 12 x 12 px boxes on every point
+    scores = torch.full((1, anchors, num_classes), 0.5)
+    assigner = TaskAlignedAssigner(num_classes, overlap=iou, small_objects=small_objects)
+    return assigner(AssignerInput(scores, pred, priors, torch.tensor([[1]]), gt.view(1, 1, 4), torch.ones(1, 1, dtype=torch.bool)))
+
+
+def test_small_objects_give_a_tiny_gt_positives():
+    # a 4 x 4 px GT centred on (31, 31): between the points of every level (stride 8 at 28 and 36, stride 16 at
+    # 24 and 40, stride 32 at 16 and 48), so no point lies inside it
+    gt = torch.tensor([29.0, 29.0, 33.0, 33.0])
+    assert not assign_small(gt, small_objects=False).foreground.any()
+    result = assign_small(gt, small_objects=True)
+    # widened to 16 x 16 about its centre, [23, 39]^2 holds the stride-8 points (28|36, 28|36) (rows/cols 3 and 4
+    # of the 8 x 8 grid: indices 27, 28, 35, 36) and the stride-16 point (24, 24) (64 + 1 * 4 + 1 = 69)
+    assert result.foreground[0].nonzero().flatten().tolist() == [27, 28, 35, 36, 69]
+    assert (result.boxes[0, result.foreground[0]] == gt).all()  # targets keep the real box
+    assert result.labels[0, result.foreground[0]].eq(1).all()
+
+
+def test_small_objects_widen_each_short_side_only():
+    priors = three_level_priors()
+    assigner = TaskAlignedAssigner(2, small_objects=True)
+    gts = torch.tensor([[[6.0, 6.0, 10.0, 50.0], [0.0, 0.0, 40.0, 30.0]]])  # 4 x 44 px, and a large box
+    widened = assigner.candidate_boxes(gts, priors)
+    torch.testing.assert_close(widened, torch.tensor([[[0.0, 6.0, 16.0, 50.0], [0.0, 0.0, 40.0, 30.0]]]))
+    assert torch.equal(TaskAlignedAssigner(2).candidate_boxes(gts, priors), gts)  # off: the boxes themselves
+
+
+def test_small_objects_on_the_dense_reference_too():
+    gt = torch.tensor([29.0, 29.0, 33.0, 33.0])
+    priors = three_level_priors()
+    pred = torch.cat([priors.points - 6, priors.points + 6], -1).unsqueeze(0)
+    scores = torch.full((1, len(priors.points), 2), 0.5)
+    args = AssignerInput(scores, pred, priors, torch.tensor([[1]]), gt.view(1, 1, 4), torch.ones(1, 1, dtype=torch.bool))
+    dense = DenseTaskAlignedAssigner(2, overlap=iou, small_objects=True)(args)
+    assert torch.equal(dense.foreground, assign_small(gt, small_objects=True).foreground)
+
+
+def test_small_objects_match_ultralytics_task_aligned_assigner():
+    """Optional reference: ultralytics 8.4's TaskAlignedAssigner (stride widening), skipped when not installed."""
+    reference = pytest.importorskip("ultralytics.utils.tal", reason="ultralytics (optional reference) not installed")
+    if "stride" not in reference.TaskAlignedAssigner.__init__.__code__.co_varnames:
+        pytest.skip("this ultralytics version's TaskAlignedAssigner has no small-object widening (8.4+ has)")
+    torch.manual_seed(3)
+    priors = three_level_priors(128)
+    anchors = len(priors.points)
+    B, M, C = 2, 12, 4
+    xy = torch.rand(B, M, 2) * 110
+    gt = torch.cat([xy, xy + 1 + torch.rand(B, M, 2) * torch.tensor([[[6.0, 30.0]]])], -1)  # many sides < 16 px
+    labels, mask = torch.randint(0, C, (B, M)), torch.rand(B, M) > 0.15
+    centres = priors.points + torch.randn(B, anchors, 2) * 3
+    half = 2 + torch.rand(B, anchors, 2) * 10
+    pred, scores = torch.cat([centres - half, centres + half], -1), torch.rand(B, anchors, C) * 0.9 + 0.05
+    ours = TaskAlignedAssigner(C, small_objects=True)(AssignerInput(scores, pred, priors, labels, gt * mask[..., None], mask))
+    theirs = reference.TaskAlignedAssigner(topk=10, num_classes=C, alpha=0.5, beta=6.0, stride=[8, 16, 32])
+    _, _, their_scores, their_fg, their_idx = theirs(
+        scores, pred, priors.points, labels.unsqueeze(-1), gt * mask[..., None], mask.unsqueeze(-1).float())
+    their_fg = their_fg.bool()
+    assert their_fg.sum() > 20
+    assert torch.equal(ours.foreground, their_fg)
+    assert torch.equal(ours.gt_index[their_fg], their_idx[their_fg])
+    torch.testing.assert_close(ours.scores, their_scores, atol=1e-5, rtol=1e-4)

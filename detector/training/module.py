@@ -13,6 +13,7 @@ from detector.criteria.dense import DetectionCriterion
 from detector.data.transforms import unletterbox_boxes
 from detector.evaluation.coco import COCOEvaluator
 from detector.postprocess.postprocessors import Postprocessor
+from detector.scheduling import EpochScheduled
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,6 +63,16 @@ class LitDetector(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
+    def _follow_epoch(self) -> None:
+        """Hand the trainer's epoch to the epoch-scheduled parts of the criterion (detector.scheduling)."""
+        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        for module in self.criterion.modules():
+            if isinstance(module, EpochScheduled):
+                module.set_epoch(self.current_epoch, max_epochs)
+
+    def on_train_epoch_start(self) -> None:
+        self._follow_epoch()
+
     def _losses(self, batch: dict, output) -> dict[str, torch.Tensor]:
         return self.criterion(output, batch["labels"], batch["boxes"], batch["mask"])
 
@@ -97,6 +108,7 @@ class LitDetector(L.LightningModule):
             )
 
     def on_validation_epoch_start(self) -> None:
+        self._follow_epoch()  # also before the first training epoch (sanity check) and after a resume
         if self.evaluator is None:
             dataset = self.trainer.datamodule.val_dataset
             self.evaluator = COCOEvaluator(dataset.coco_ground_truth(), dataset.category_ids)

@@ -2,7 +2,8 @@
 
 `check_combination` runs when `train.py` starts, before any data is read. It reads only what the classes named by
 the config declare (a model's `output_type`, a criterion's `head_output` and `takes_dfl`, a classification loss's
-`activation`), never a class or module name, and names the valid options of the group that does not fit.
+`activation`, the fields of a head output), never a class or module name, and names the valid options of the group
+that does not fit.
 """
 
 from __future__ import annotations
@@ -92,4 +93,9 @@ def check_combination(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{criterion.__name__} has no DFL term ({head_output.__name__} regresses offsets, it has no distribution "
             "bins): choose loss/dfl=none"
+        )
+    if OmegaConf.select(cfg, "model.end2end", default=False) and "one2one" not in head_output._fields:
+        raise ConfigError(
+            f"{model.__name__} has no one-to-one branch ({head_output.__name__}): model.end2end works with "
+            "model=yolov8 (the DFL head)"
         )

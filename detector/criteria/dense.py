@@ -8,6 +8,18 @@ With T the assigned soft class targets and tss = max(sum T, 1) over the whole ba
 This is YOLOv8's definition, except that the total is *not* multiplied by the batch size: it is a
 per-batch quantity whose scale does not depend on the batch size (see docs/losses.md, "Loss scaling").
 Box losses see boxes in grid units (pixels / stride); the assigner works in pixels.
+
+DFL-free heads (reg_max = 1, YOLO26): there are no bins, so there is no DFL; the distance term is then
+    l1 = sum_{positives} mean_sides |d_pred - d_gt| * w / tss      (ltrb distances in grid units, i.e. / stride)
+weighted by the DFL gain and reported as 'l1' instead of 'dfl' (ultralytics 8.4 normalises these distances by
+the image size instead; the issue that specified this term asked for strides, which keeps it in the units of DFL).
+
+End-to-end heads (`model.end2end=true`, YOLOv10): the output's one-to-one branch gets the same losses with its own
+assigner (`one2one_assigner`, TAL with top-k 1), and
+    total = w_o2m(e) * total_one2many + w_o2o(e) * total_one2one
+each weight linear from its first to its last value over the epochs e (constant 1, 1 by default as YOLOv10;
+YOLO26's progressive schedule is o2m 0.8 -> 0.1, o2o 0.2 -> 0.9). The components are the weighted sums of the two
+branches; 'one2one' reports the one-to-one branch's own total (already inside 'loss').
 """
 
 from __future__ import annotations
@@ -15,38 +27,66 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from detector.assigners.base import Assigner, AssignerInput
 from detector.losses.base import BoxLoss, ClassificationLoss
 from detector.models.coders import boxes_to_distances
 from detector.models.heads.dfl import DFLHeadOutput
+from detector.scheduling import EpochScheduled, linear_schedule
 
 
-class DetectionCriterion(nn.Module):
+class DetectionCriterion(nn.Module, EpochScheduled):
     # the head output it takes, and whether it trains a DFL term (read by the config check, detector.config)
     head_output: ClassVar[type] = DFLHeadOutput
     takes_dfl: ClassVar[bool] = True
 
     def __init__(
         self, assigner: Assigner, cls_loss: ClassificationLoss, box_loss: BoxLoss, dfl_loss: nn.Module | None,
-        box_gain: float = 7.5, cls_gain: float = 0.5, dfl_gain: float = 1.5,
+        box_gain: float = 7.5, cls_gain: float = 0.5, dfl_gain: float = 1.5, one2one_assigner: Assigner | None = None,
+        one2many_weight: tuple[float, float] = (1.0, 1.0), one2one_weight: tuple[float, float] = (1.0, 1.0),
     ) -> None:
+        """`one2one_assigner` trains the one-to-one branch of end-to-end heads; the branch weights are
+        (first epoch, last epoch) pairs."""
         super().__init__()
         self.assigner, self.cls_loss, self.box_loss, self.dfl_loss = assigner, cls_loss, box_loss, dfl_loss
+        self.one2one_assigner = one2one_assigner
         self.gains = {"box": box_gain, "cls": cls_gain, "dfl": dfl_gain}
+        self.weight_schedules = {"one2many": tuple(one2many_weight), "one2one": tuple(one2one_weight)}
+        self.branch_weights = {name: float(start) for name, (start, _) in self.weight_schedules.items()}
+        self._said_no_dfl = False
 
     @property
     def activation(self) -> str:
         return self.cls_loss.activation
 
+    def set_epoch(self, epoch: int, max_epochs: int) -> None:
+        self.branch_weights = {name: linear_schedule(start, end, epoch, max_epochs)
+                               for name, (start, end) in self.weight_schedules.items()}
+
     def forward(self, output: DFLHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """gt_* are padded per image: labels (B, M), boxes (B, M, 4) xyxy in input pixels, mask (B, M).
-        Returns the weighted components 'box', 'cls', 'dfl' and their sum 'loss'."""
+        Returns the weighted components 'box', 'cls', 'dfl' (or 'l1' for a DFL-free head) and their sum 'loss'
+        (+ 'one2one' for an end-to-end head)."""
+        losses = self.branch_losses(output, self.assigner, gt_labels, gt_boxes, gt_mask)
+        if output.one2one is None:
+            return losses
+        if self.one2one_assigner is None:
+            raise ValueError("the head has a one-to-one branch (model.end2end=true) but the criterion has no one2one_assigner")
+        one2one = self.branch_losses(output.one2one, self.one2one_assigner, gt_labels, gt_boxes, gt_mask)
+        many, one = self.branch_weights["one2many"], self.branch_weights["one2one"]
+        combined = {name: many * value + one * one2one[name] for name, value in losses.items()}
+        combined["one2one"] = one2one["loss"].detach()
+        return combined
+
+    def branch_losses(self, output: DFLHeadOutput, assigner: Assigner, gt_labels: torch.Tensor, gt_boxes: torch.Tensor,
+                      gt_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The losses of one head branch with its assigner."""
         strides = output.priors.strides
         box_logits, cls_logits = output.box_logits.float(), output.cls_logits.float()
         pred_pixels = output.decode_boxes()
-        assignment = self.assigner(AssignerInput(
+        assignment = assigner(AssignerInput(
             output.class_scores(self.activation).detach(), pred_pixels.detach(), output.priors,
             gt_labels, gt_boxes.float(), gt_mask,
         ))
@@ -59,12 +99,23 @@ class DetectionCriterion(nn.Module):
         pred_boxes = pred_pixels / strides  # grid units
         target_boxes = (assignment.boxes / strides)[fg]
         losses["box"] = (self.box_loss(pred_boxes[fg], target_boxes) * weight).sum() / total_score
-        if self.dfl_loss is not None:
-            points = output.priors.points / strides
-            target_distances = boxes_to_distances(points[fg[1]], target_boxes)
-            losses["dfl"] = (self.dfl_loss(box_logits[fg], target_distances) * weight).sum() / total_score
+        distance_term = "dfl" if output.reg_max > 1 else "l1"
+        if self.dfl_loss is None:
+            losses[distance_term] = box_logits.new_zeros(())
         else:
-            losses["dfl"] = box_logits.new_zeros(())
-        losses = {name: value * self.gains[name] for name, value in losses.items()}
-        losses["loss"] = losses["box"] + losses["cls"] + losses["dfl"]
+            target_distances = boxes_to_distances((output.priors.points / strides)[fg[1]], target_boxes)
+            if output.reg_max > 1:
+                per_box = self.dfl_loss(box_logits[fg], target_distances)
+            else:
+                self._say_no_dfl()
+                per_box = (box_logits[fg] - target_distances).abs().mean(-1)
+            losses[distance_term] = (per_box * weight).sum() / total_score
+        losses = {name: value * self.gains["dfl" if name == "l1" else name] for name, value in losses.items()}
+        losses["loss"] = losses["box"] + losses["cls"] + losses[distance_term]
         return losses
+
+    def _say_no_dfl(self) -> None:
+        if not self._said_no_dfl:
+            rank_zero_info("reg_max=1: the head regresses distances without bins, so there is no DFL term; an L1 term on "
+                           "the ltrb distances (in strides) takes its place, weighted by loss.weights.dfl, logged as 'l1'")
+            self._said_no_dfl = True

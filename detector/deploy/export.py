@@ -7,6 +7,9 @@ the head output's own `decode_boxes` / `class_scores` (the decoding the criterio
 Outputs with NMS: `detections` (N, 7) = [batch index, x1, y1, x2, y2, score, class] for all images together,
 class-aware NMS over the (anchor, class) pairs with score > conf_threshold, at most max_detections per image.
 Map boxes back to the original image with `detector.data.transforms.unletterbox_boxes`.
+End-to-end models (`model.end2end=true`): the outputs are the one-to-one branch's, and `nms=true` puts its NMS-free
+selection into the graph instead of NMS (the `max_detections` best (anchor, class) pairs with score > conf_threshold,
+`detector.postprocess.postprocessors.top_detections`), in the same `detections` layout.
 
 The TorchScript-based exporter (torch.onnx.export(dynamo=False)) is used by default: torchvision's `nms` has an
 ONNX mapping there (NonMaxSuppression) and the data-dependent shapes of the NMS graph export; the newer
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +30,7 @@ from torch import nn
 from torchvision.ops import nms as torchvision_nms
 
 from detector.deploy.load import load_detector
+from detector.postprocess.postprocessors import top_detections
 
 INPUT_NAME = "images"
 # export formats of `export_checkpoint` (configs/export.yaml `format`)
@@ -34,14 +39,23 @@ FORMATS = ("onnx",)
 
 class InferenceModel(nn.Module):
     """images (B, 3, S, S) float 0..1 -> boxes (B, A, 4) input pixels, scores (B, A, C) (`activation` of the
-    class logits, as trained)."""
+    class logits, as trained); of the one-to-one branch when the model has one, unless `one2one` is False."""
 
-    def __init__(self, model: nn.Module, activation: str = "sigmoid") -> None:
+    def __init__(self, model: nn.Module, activation: str = "sigmoid", one2one: bool | None = None) -> None:
         super().__init__()
-        self.model, self.activation = model, activation
+        self.model, self.activation, self.one2one = model, activation, one2one
+
+    def detecting_output(self, images: torch.Tensor) -> tuple[Any, bool]:
+        """(the head output that detects, whether it is NMS-free): the one-to-one branch of an end-to-end model,
+        else the output itself."""
+        output = self.model(images)
+        one2one = getattr(output, "one2one", None)
+        if one2one is None or self.one2one is False:
+            return output, False
+        return one2one, True
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        output = self.model(images)
+        output, _ = self.detecting_output(images)
         return output.decode_boxes(), output.class_scores(self.activation)
 
 
@@ -51,12 +65,15 @@ class InferenceModelNMS(InferenceModel):
     `max_candidates` cap."""
 
     def __init__(self, model: nn.Module, activation: str = "sigmoid", conf_threshold: float = 0.25,
-                 iou_threshold: float = 0.7, max_detections: int = 300) -> None:
-        super().__init__(model, activation)
+                 iou_threshold: float = 0.7, max_detections: int = 300, one2one: bool | None = None) -> None:
+        super().__init__(model, activation, one2one)
         self.conf_threshold, self.iou_threshold, self.max_detections = conf_threshold, iou_threshold, max_detections
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        boxes, scores = super().forward(images)
+        output, nms_free = self.detecting_output(images)
+        boxes, scores = output.decode_boxes(), output.class_scores(self.activation)
+        if nms_free:
+            return self.nms_free(boxes, scores)
         batch, _, num_classes = scores.shape
         candidates = (scores > self.conf_threshold).nonzero()
         image, anchor, label = candidates[:, 0], candidates[:, 1], candidates[:, 2]
@@ -74,15 +91,23 @@ class InferenceModelNMS(InferenceModel):
         return torch.cat((image[selected, None].float(), candidate_boxes[selected], candidate_scores[selected, None],
                           label[selected, None].float()), 1)
 
+    def nms_free(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The one-to-one branch's selection (`top_detections`, no NMS) in the same (N, 7) layout."""
+        boxes, scores, labels = top_detections(boxes, scores, self.max_detections)
+        image = torch.zeros_like(scores) + torch.arange(boxes.shape[0], device=boxes.device)[:, None]  # traced batch size
+        rows = torch.cat((image[..., None], boxes, scores[..., None], labels[..., None].float()), -1)
+        return rows[scores > self.conf_threshold]
+
 
 def build_export_module(model: nn.Module, postprocessor, nms: bool = False, **nms_settings) -> InferenceModel:
     """The module to export, scoring with the postprocessor's activation; `nms_settings` (conf_threshold,
     iou_threshold, max_detections; None = the postprocessor's) apply with nms=True."""
+    one2one = getattr(postprocessor, "one2one", None)
     if not nms:
-        return InferenceModel(model, postprocessor.activation).eval()
+        return InferenceModel(model, postprocessor.activation, one2one).eval()
     settings = {k: getattr(postprocessor, k) for k in ("conf_threshold", "iou_threshold", "max_detections")}
     settings.update({k: v for k, v in nms_settings.items() if v is not None})
-    return InferenceModelNMS(model, postprocessor.activation, **settings).eval()
+    return InferenceModelNMS(model, postprocessor.activation, one2one=one2one, **settings).eval()
 
 
 def output_names(module: nn.Module) -> list[str]:
@@ -192,9 +217,10 @@ def export_checkpoint(cfg: DictConfig) -> None:
     if cfg.format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {cfg.format!r}")
     output_dir = Path(cfg.paths.output_dir)
-    model, postprocessor, meta = load_detector(cfg.ckpt_path, cfg.device, cfg.weights)
+    settings = dict(cfg.postprocess)
+    model, postprocessor, meta = load_detector(cfg.ckpt_path, cfg.device, cfg.weights, one2one=settings.pop("one2one", None))
     img_size = int(cfg.img_size or meta["img_size"])
-    module = build_export_module(model, postprocessor, nms=cfg.nms, **cfg.postprocess)
+    module = build_export_module(model, postprocessor, nms=cfg.nms, **settings)
     path = Path(cfg.output) if cfg.output else output_dir / f"{Path(cfg.ckpt_path).stem}.onnx"
     export_onnx(module, path, img_size, batch_size=int(cfg.batch_size), dynamic_batch=cfg.dynamic_batch,
                 opset=int(cfg.opset), dynamo=cfg.dynamo)

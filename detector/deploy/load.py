@@ -26,7 +26,7 @@ from detector.config import loss_activation
 from detector.models.build import build_model
 from detector.postprocess.postprocessors import Postprocessor
 
-POSTPROCESS_KEYS = ("conf_threshold", "iou_threshold", "max_detections", "max_candidates", "nms")
+POSTPROCESS_KEYS = ("conf_threshold", "iou_threshold", "max_detections", "max_candidates", "nms", "one2one")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -140,7 +140,7 @@ def load_detector(
     run_config: the training config (a dict, or a run's config_resolved.yaml) to use when the checkpoint has
         none (checkpoints written before it was stored); by default the config_resolved.yaml of the run
         directory that holds checkpoints/<file>.
-    postprocess_overrides: conf_threshold, iou_threshold, max_detections, max_candidates, nms; None values
+    postprocess_overrides: conf_threshold, iou_threshold, max_detections, max_candidates, nms, one2one; None values
         keep the checkpoint's settings.
     meta: class_names, category_ids, img_size, num_classes, run_config, ema (bool: EMA weights were stored),
         weights, epoch, global_step, ckpt_path, device, postprocess (the settings in use).

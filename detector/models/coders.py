@@ -5,7 +5,8 @@ by the variances (0.1, 0.2); `encode_boxes` / `decode_boxes` (end of this file).
 
 DFL distance coding (GFL / YOLOv8): a box is the four distances (left, top, right, bottom)
 from an anchor point to its sides; each distance is predicted as a discrete distribution
-over bins 0..reg_max-1 and decoded as the distribution's expectation.
+over bins 0..reg_max-1 and decoded as the distribution's expectation. With reg_max = 1 (YOLO26) there are
+no bins: the head regresses the four distances directly.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def dfl_expectation(bin_logits: torch.Tensor, reg_max: int) -> torch.Tensor:
 
 
 def decode_dfl(points: torch.Tensor, bin_logits: torch.Tensor, reg_max: int) -> torch.Tensor:
-    """Anchor points (A, 2) and bin logits (B, A, 4 * reg_max) -> boxes (B, A, 4) xyxy, in the points' units."""
-    return distances_to_boxes(points, dfl_expectation(bin_logits, reg_max))
+    """Anchor points (A, 2) and bin logits (B, A, 4 * reg_max) -> boxes (B, A, 4) xyxy, in the points' units.
+    reg_max = 1: the (B, A, 4) outputs are the distances themselves."""
+    distances = bin_logits if reg_max == 1 else dfl_expectation(bin_logits, reg_max)
+    return distances_to_boxes(points, distances)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
-"""YOLOv8-style anchor-free detector: backbone (CSP or torchvision) -> PAN neck -> decoupled DFL head."""
+"""YOLOv8-style anchor-free detector: backbone (CSP or torchvision) -> PAN neck -> decoupled DFL head
+(+ a one-to-one head for NMS-free inference, YOLOv10)."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -15,7 +18,14 @@ from detector.models.scales import get_scale
 
 
 class YOLODetector(nn.Module):
-    """Anchor-free detector at scale n/s/m/l/x; `reg_max` distribution bins per box side.
+    """Anchor-free detector at scale n/s/m/l/x; `reg_max` distribution bins per box side (1: the distances are
+    regressed directly, no DFL, as YOLO26).
+
+    `end2end`: a second head of the same shape (YOLOv10's consistent dual assignments; a copy of the head at
+    initialisation) trained one-to-one beside the one-to-many head, its output in `DFLHeadOutput.one2one`;
+    inference then keeps its top scores without NMS (`detector.postprocess.postprocessors.Postprocessor`). Its
+    input features are detached while training, as in YOLOv10's and ultralytics' code: the one-to-one loss
+    trains that head only, the backbone and neck learn from the one-to-many loss.
 
     `scale` sets the CSP backbone and the width and depth of the neck and head. `backbone`, when given, replaces
     the CSP backbone: any module that maps images in [0, 1] to the stride 8/16/32 feature maps and has
@@ -28,10 +38,13 @@ class YOLODetector(nn.Module):
     def __init__(
         self, num_classes: int, scale: str = "n", reg_max: int = 16, image_size: int = 640,
         init_from: str | None = None, freeze: str | int | None = None, backbone: nn.Module | None = None,
+        end2end: bool = False,
     ) -> None:
         """`init_from`: a checkpoint whose matching weights are loaded (fine-tuning); `freeze`: 'backbone'
         or a number of backbone stages to freeze (see detector.models.finetune)."""
         super().__init__()
+        if reg_max < 1:
+            raise ValueError(f"reg_max must be >= 1 (1: distances without bins), got {reg_max}")
         size = get_scale(scale)
         self.num_classes, self.reg_max = num_classes, reg_max
         self.backbone = CSPDarknet(size) if backbone is None else backbone
@@ -39,8 +52,11 @@ class YOLODetector(nn.Module):
         self.neck = PAN(self.backbone.out_channels, size.repeats(3), out_channels=widths)
         self.head = DFLHead(self.neck.out_channels, num_classes, self.strides, reg_max)
         self.head.reset_bias(image_size)
+        self.one2one_head = copy.deepcopy(self.head) if end2end else None
         if init_from is not None:
-            load_matching_weights(self, init_from)
+            report = load_matching_weights(self, init_from)
+            if end2end and not any(k.startswith("one2one_head.") for k in report["loaded"]):
+                self.one2one_head.load_state_dict(self.head.state_dict())  # start as the loaded one-to-many head
         finetune_freeze(self, freeze)
         keep_frozen_norms_in_eval(self)
         self._priors: dict[tuple, Priors] = {}
@@ -63,5 +79,8 @@ class YOLODetector(nn.Module):
 
     def forward(self, images: torch.Tensor) -> DFLHeadOutput:
         features = self.neck(self.backbone(images))
-        box_logits, cls_logits = self.head(features)
-        return DFLHeadOutput(box_logits, cls_logits, self.priors([tuple(f.shape[-2:]) for f in features], images.device))
+        priors = self.priors([tuple(f.shape[-2:]) for f in features], images.device)
+        one2one = None
+        if self.one2one_head is not None:
+            one2one = DFLHeadOutput(*self.one2one_head([f.detach() for f in features] if self.training else features), priors)
+        return DFLHeadOutput(*self.head(features), priors, one2one)

@@ -1,6 +1,9 @@
 """Post-processing: decode the head output (its own `decode_boxes` and `class_scores`), threshold, NMS
 (torchvision), cap detections. Both post-processors take the output of any head; `activation` is the one the
-classification loss was trained with (the config reads it from the loss's declaration)."""
+classification loss was trained with (the config reads it from the loss's declaration).
+
+End-to-end heads (an output with a `one2one` branch, `model.end2end=true`): `Postprocessor` takes the one-to-one
+branch's top scores without NMS (`top_detections`), unless `one2one=false` asks for the one-to-many branch + NMS."""
 
 from __future__ import annotations
 
@@ -10,21 +13,44 @@ from torchvision.ops import batched_nms
 from detector.postprocess.nms import NMS_METHODS, nms
 
 
+def top_detections(boxes: torch.Tensor, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NMS-free selection of the k best (anchor, class) pairs per image (YOLOv10's): the k anchors with the highest
+    best-class score, then the k best (anchor, class) pairs among them. boxes (B, A, 4), scores (B, A, C) ->
+    boxes (B, k, 4), scores (B, k), labels (B, k), in decreasing score (k = min(k, A))."""
+    num_classes = scores.shape[-1]
+    k = min(k, scores.shape[1])
+    anchors = scores.amax(-1).topk(k, dim=1).indices  # (B, k)
+    candidate_scores = scores.gather(1, anchors.unsqueeze(-1).expand(-1, -1, num_classes))
+    top_scores, pair = candidate_scores.flatten(1).topk(k, dim=1)
+    anchor = anchors.gather(1, pair // num_classes)
+    return boxes.gather(1, anchor.unsqueeze(-1).expand(-1, -1, 4)), top_scores, pair % num_classes
+
+
 class Postprocessor:
     """Multi-label decoding: every (anchor, class) pair with score > `conf_threshold` is a candidate
     (at most `max_candidates` by score), then NMS per class with `iou_threshold`, then the
     `max_detections` best. Returns per image dict(boxes (N, 4) input pixels, scores (N,), labels (N,)).
-    `nms`: class_aware (default), class_agnostic, diou (class-aware DIoU-NMS) or diou_agnostic (see detector.postprocess.nms)."""
+    `nms`: class_aware (default), class_agnostic, diou (class-aware DIoU-NMS) or diou_agnostic (see detector.postprocess.nms).
+    `one2one` (end-to-end heads): None/True = the one-to-one branch's `max_detections` best pairs with score >
+    `conf_threshold`, no NMS (True refuses a head without that branch); False = the one-to-many branch with NMS."""
 
     def __init__(self, conf_threshold: float = 0.001, iou_threshold: float = 0.7, max_detections: int = 300,
-                 max_candidates: int = 30000, nms: str = "class_aware", activation: str = "sigmoid") -> None:
+                 max_candidates: int = 30000, nms: str = "class_aware", activation: str = "sigmoid",
+                 one2one: bool | None = None) -> None:
         if nms not in NMS_METHODS:
             raise ValueError(f"unknown nms {nms!r}; choose one of {', '.join(NMS_METHODS)}")
         self.conf_threshold, self.iou_threshold = conf_threshold, iou_threshold
         self.max_detections, self.max_candidates, self.nms, self.activation = max_detections, max_candidates, nms, activation
+        self.one2one = one2one
 
     @torch.no_grad()
     def __call__(self, output) -> list[dict[str, torch.Tensor]]:
+        one2one = getattr(output, "one2one", None)
+        if self.one2one and one2one is None:
+            raise ValueError(f"postprocess.one2one=true, but this {type(output).__name__} has no one-to-one branch "
+                             "(train with model.end2end=true)")
+        if one2one is not None and self.one2one is not False:
+            return self.nms_free(one2one)
         boxes, scores = output.decode_boxes(), output.class_scores(self.activation)
         results = []
         for image_boxes, image_scores in zip(boxes, scores):
@@ -36,6 +62,12 @@ class Postprocessor:
             keep = nms(image_boxes[anchor], candidate_scores, label, self.iou_threshold, self.nms, self.max_detections)
             results.append({"boxes": image_boxes[anchor[keep]], "scores": candidate_scores[keep], "labels": label[keep]})
         return results
+
+    def nms_free(self, output) -> list[dict[str, torch.Tensor]]:
+        """The one-to-one branch's best `max_detections` (anchor, class) pairs above `conf_threshold`."""
+        boxes, scores, labels = top_detections(output.decode_boxes(), output.class_scores(self.activation), self.max_detections)
+        keep = scores > self.conf_threshold
+        return [{"boxes": b[k], "scores": s[k], "labels": c[k]} for b, s, c, k in zip(boxes, scores, labels, keep)]
 
 
 class SSDPostprocessor:

@@ -112,6 +112,7 @@ def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(tmp_path):
         (["criterion=multibox"], "choose criterion=yolo"),
         (["loss=multibox"], "CrossEntropy needs softmax class logits.*choose loss/cls=bce,focal,qfl,vfl"),
         (["model=ssd_csp_n", "loss/dfl=dfl"], "choose loss/dfl=none"),
+        (["model=ssd_csp_n", "+model.end2end=true"], "SSDCSP has no one-to-one branch"),
     ],
 )
 def test_meaningless_combinations_are_refused_when_composed(overrides, error):
@@ -133,3 +134,40 @@ def test_train_refuses_a_combination_before_reading_any_data(tmp_path):
     with pytest.raises(ConfigError, match="choose criterion=multibox"):
         train(cfg)
     assert not (tmp_path / "data").exists()  # the synthetic data was not even generated
+
+
+# every assigner x every head family (YOLOv8 head, SSD head, the one-to-one branch of an end-to-end head, a DFL-free
+# head); the fast tier runs each assigner on the YOLOv8 head and each head with ATSS and SimOTA, the rest is slow
+ASSIGNERS = ("tal", "tal_small", "atss", "simota", "atss_then_tal", "ssd")
+HEADS = {"yolov8": [], "ssd": ["model=ssd_csp_n"], "end2end": ["model.end2end=true"], "dfl_free": ["model.reg_max=1"]}
+
+
+def assigner_head_grid():
+    for head, head_overrides in HEADS.items():
+        for assigner in ASSIGNERS:
+            fast = head == "yolov8" or assigner in ("atss", "simota")
+            yield pytest.param([f"assigner={assigner}", *head_overrides], id=f"{assigner}-{head}",
+                               marks=() if fast else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("overrides", assigner_head_grid())
+def test_every_assigner_trains_every_head(tmp_path, overrides):
+    cfg, module = build(overrides, tmp_path)
+    losses = one_step(module)
+    assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
+    if "model.end2end=true" in overrides:
+        assert "one2one" in losses and type(module.criterion.one2one_assigner).__name__ == "TaskAlignedAssigner"
+        assert module.criterion.one2one_assigner.topk == 1
+    if "model.reg_max=1" in overrides:
+        assert "l1" in losses and "dfl" not in losses
+
+
+@pytest.mark.parametrize("overrides", [
+    ["assigner=simota", "loss/cls=vfl", "loss/box=giou"],
+    ["assigner=atss", "loss/cls=focal", "loss/box=siou", "model.end2end=true"],
+    ["assigner=atss", "model=ssd_csp_n", "loss/cls=qfl", "loss/box=diou"],
+    ["assigner=simota", "model.reg_max=1", "loss/cls=qfl", "loss/box=eiou"],
+], ids=["simota-vfl-giou", "atss-focal-siou-end2end", "atss-ssd-qfl-diou", "simota-dfl_free-qfl-eiou"])
+def test_new_assigners_and_heads_with_other_losses(tmp_path, overrides):
+    _, module = build(overrides, tmp_path)
+    assert torch.isfinite(one_step(module)["loss"])

@@ -111,3 +111,62 @@ def test_gradients_are_finite_with_degenerate_gt():
     losses = make_criterion()(out, torch.tensor([[0, 1, 2]]), boxes, torch.ones(1, 3, dtype=torch.bool))
     losses["loss"].backward()
     assert torch.isfinite(losses["loss"]) and torch.isfinite(out.box_logits.grad).all()
+
+
+# ---- DFL-free heads (reg_max = 1) and end-to-end heads (one-to-one branch) ----
+
+def direct_output(distances: float = 1.0):
+    """A reg_max = 1 head output: every ltrb distance `distances` grid units, class logits 0."""
+    box_logits = torch.full((1, 3, 4), distances, requires_grad=True)
+    return DFLHeadOutput(box_logits, torch.zeros(1, 3, 2, requires_grad=True), PRIORS)
+
+
+NO_GT = (torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool))
+
+
+def test_dfl_free_head_gets_an_l1_distance_term_instead_of_dfl():
+    # same assignment as test_hand_computed_components; predicted distances 1 on every side (point +- 1)
+    # anchor 0: targets (1, 1, 1, 2) grid -> mean |d - y| = 0.25, weight 0.8; anchor 1: targets (1, 1, 1, 1) -> 0
+    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DFLoss())
+    losses = criterion(direct_output(), *NO_GT)
+    assert "dfl" not in losses and set(losses) == {"box", "cls", "l1", "loss"}
+    assert math.isclose(losses["l1"].item(), 1.5 * 0.25 * 0.8 / 1.3, rel_tol=1e-6)
+    assert math.isclose(losses["box"].item(), 7.5 * (1 - 4 / 6) * 0.8 / 1.3, rel_tol=1e-5)  # decoding as with bins
+    losses["loss"].backward()
+
+
+def test_dfl_free_head_with_the_distance_term_off():
+    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), None)
+    losses = criterion(direct_output(), *NO_GT)
+    assert losses["l1"].item() == 0
+    assert math.isclose(losses["loss"].item(), losses["box"].item() + losses["cls"].item(), rel_tol=1e-6)
+
+
+def test_end_to_end_total_weights_the_two_branches():
+    main = head_output()
+    output = main._replace(one2one=head_output())
+    one_assignment = hand_assignment()._replace(foreground=torch.tensor([[True, False, False]]),
+                                                scores=torch.tensor([[[0.0, 0.8], [0.0, 0.0], [0.0, 0.0]]]))
+    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DFLoss(),
+                                   one2one_assigner=FixedAssigner(one_assignment),
+                                   one2many_weight=(0.8, 0.1), one2one_weight=(0.2, 0.9))
+    many = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DFLoss())(main, *NO_GT)
+    single = DetectionCriterion(FixedAssigner(one_assignment), BCEWithLogits(), IoULoss(), DFLoss())(output.one2one, *NO_GT)
+    for epoch, (w_many, w_one) in ((0, (0.8, 0.2)), (5, (0.45, 0.55)), (10, (0.1, 0.9))):
+        criterion.set_epoch(epoch, max_epochs=11)
+        losses = criterion(output, *NO_GT)
+        assert math.isclose(losses["loss"].item(), w_many * many["loss"].item() + w_one * single["loss"].item(), rel_tol=1e-6)
+        assert math.isclose(losses["box"].item(), w_many * many["box"].item() + w_one * single["box"].item(), rel_tol=1e-6)
+        assert math.isclose(losses["one2one"].item(), single["loss"].item(), rel_tol=1e-6)
+    assert math.isclose(losses["dfl"].item(), 0.1 * many["dfl"].item() + 0.9 * single["dfl"].item(), rel_tol=1e-6)
+
+
+def test_one_to_one_branch_without_its_assigner_is_refused():
+    output = head_output()._replace(one2one=head_output())
+    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DFLoss())
+    try:
+        criterion(output, *NO_GT)
+    except ValueError as error:
+        assert "one2one_assigner" in str(error)
+    else:
+        raise AssertionError("no error")

@@ -59,3 +59,36 @@ def test_an_ssd_model_exports_with_its_softmax_scores(tmp_path):
     # the head output's own decoding: the one the criterion and evaluate.py's post-processing use
     assert torch.equal(boxes, output.decode_boxes()) and torch.equal(scores, output.class_scores("softmax"))
     torch.testing.assert_close(scores.sum(-1), 1 - output.cls_logits.softmax(-1)[..., 0])
+
+
+def test_end_to_end_model_exports_its_nms_free_selection(tmp_path):
+    from detector.models import YOLODetector
+
+    torch.manual_seed(0)
+    model = YOLODetector(3, "n", image_size=IMG_SIZE, end2end=True).eval()
+    with torch.no_grad():
+        for name, parameter in model.one2one_head.named_parameters():
+            if "cls" in name:  # distinct scores, as after training
+                parameter.add_(torch.randn(parameter.shape) * 0.1)
+    # the top 10 scores of each image are distinct (lower down, symmetric cells of an untrained model tie exactly)
+    postprocessor = Postprocessor(conf_threshold=0.05, max_detections=10)
+    module = build_export_module(model, postprocessor, nms=True)
+    path = export_onnx(module, tmp_path / "e2e.onnx", IMG_SIZE, batch_size=2)
+    assert "note" not in verify_onnx(path, module, IMG_SIZE, batch_size=3)
+    images = torch.rand(2, 3, IMG_SIZE, IMG_SIZE, generator=torch.Generator().manual_seed(2))
+    (detections,) = run_onnx(path, images.numpy())
+    with torch.no_grad():
+        expected = postprocessor(model(images))
+    assert len(detections) == sum(len(r["scores"]) for r in expected) > 0
+    for b, reference in enumerate(expected):
+        mine = detections[detections[:, 0] == b]
+        np.testing.assert_allclose(mine[:, 5], reference["scores"].numpy(), atol=1e-5)
+        np.testing.assert_allclose(mine[:, 1:5], reference["boxes"].numpy(), atol=1e-3)
+        assert mine[:, 6].tolist() == reference["labels"].float().tolist()
+    # without the selection: the one-to-one branch's boxes and scores; one2one=false: the one-to-many branch's
+    with torch.no_grad():
+        output = model(images)
+        boxes, scores = build_export_module(model, postprocessor)(images)
+        assert torch.equal(boxes, output.one2one.decode_boxes()) and torch.equal(scores, output.one2one.class_scores())
+        boxes, _ = build_export_module(model, Postprocessor(one2one=False))(images)
+        assert torch.equal(boxes, output.decode_boxes())

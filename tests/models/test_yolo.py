@@ -44,3 +44,48 @@ def test_head_bias_initialisation():
 def test_unknown_scale_is_refused():
     with pytest.raises(ValueError, match="unknown model scale 'q'"):
         YOLODetector(3, scale="q")
+
+
+def test_dfl_free_head_regresses_the_distances_directly():
+    torch.manual_seed(0)
+    model = YOLODetector(3, "n", reg_max=1, image_size=64).eval()
+    with torch.no_grad():
+        output = model(torch.rand(1, 3, 64, 64))
+    assert output.box_logits.shape[-1] == 4 and output.reg_max == 1
+    points, strides = output.priors.points, output.priors.strides
+    expected = torch.cat([points - output.box_logits[0, :, :2] * strides, points + output.box_logits[0, :, 2:] * strides], -1)
+    torch.testing.assert_close(output.decode_boxes()[0], expected)
+    with pytest.raises(ValueError, match="reg_max must be >= 1"):
+        YOLODetector(3, "n", reg_max=0)
+
+
+def test_end_to_end_model_has_a_one_to_one_branch_of_the_same_layout():
+    torch.manual_seed(0)
+    plain = YOLODetector(3, "n", image_size=64)
+    model = YOLODetector(3, "n", image_size=64, end2end=True)
+    assert plain(torch.rand(1, 3, 64, 64)).one2one is None
+    output = model(torch.rand(2, 3, 64, 64))
+    assert output.one2one.box_logits.shape == output.box_logits.shape
+    assert output.one2one.cls_logits.shape == output.cls_logits.shape and output.one2one.priors is output.priors
+    # initialised as a copy of the one-to-many head
+    for (name, a), b in zip(model.head.state_dict().items(), model.one2one_head.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_one_to_one_loss_trains_only_its_own_head():
+    """As in YOLOv10: the one-to-one branch sees detached features while training."""
+    torch.manual_seed(0)
+    model = YOLODetector(3, "n", image_size=64, end2end=True).train()
+    output = model(torch.rand(2, 3, 64, 64))
+    (output.one2one.box_logits.sum() + output.one2one.cls_logits.sum()).backward()
+    grads = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all(name.startswith("one2one_head.") for name in grads)
+
+
+def test_end_to_end_model_starts_its_one_to_one_head_from_a_plain_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    source = YOLODetector(3, "n", image_size=64)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "plain.ckpt")
+    model = YOLODetector(3, "n", image_size=64, end2end=True, init_from=str(tmp_path / "plain.ckpt"))
+    for name, value in source.head.state_dict().items():
+        assert torch.equal(model.head.state_dict()[name], value) and torch.equal(model.one2one_head.state_dict()[name], value)

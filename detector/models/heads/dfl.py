@@ -15,14 +15,16 @@ from detector.models.priors import Priors
 
 class DFLHeadOutput(NamedTuple):
     """Raw output of the DFL head for one batch: box_logits (B, A, 4 * reg_max) bin logits of the ltrb distances
-    in grid units (pixels / stride), cls_logits (B, A, C) one independent sigmoid per class (no background),
-    priors: the anchor points (no prior boxes).
+    in grid units (pixels / stride) (reg_max = 1: the distances themselves), cls_logits (B, A, C) one independent
+    sigmoid per class (no background), priors: the anchor points (no prior boxes). one2one: the output of the
+    one-to-one branch of an end-to-end model (`model.end2end=true`), same layout; None otherwise.
 
     `decode_boxes` is the one decoding of this head: the criterion, the post-processing and the export use it."""
 
     box_logits: torch.Tensor
     cls_logits: torch.Tensor
     priors: Priors
+    one2one: DFLHeadOutput | None = None
 
     # how the class logits can become probabilities: C independent sigmoids (a softmax needs a background logit)
     activations = ("sigmoid",)
@@ -49,7 +51,8 @@ def check_activation(output: NamedTuple, activation: str) -> None:
 
 
 class DFLHead(nn.Module):
-    """Per level: a box branch predicting `reg_max` bins for each of the 4 box sides and a class branch.
+    """Per level: a box branch predicting `reg_max` bins for each of the 4 box sides (reg_max = 1: the 4 distances
+    directly, no bins) and a class branch.
 
     Returns box logits (B, A, 4 * reg_max) and class logits (B, A, num_classes), with A the
     anchor points of all levels flattened level by level, row-major inside a level.

@@ -9,12 +9,14 @@ Sections (--only):
               image: the n-scale YOLOv8-style model (`model=yolov8`) and the light SSD (`experiment=ssd`)
   criterion   YOLOv8 criterion forward + backward on random head outputs, batch --batch at the largest of --sizes,
               80 classes, --num-gt GT per image: sparse TAL, against the dense reference (up to 200 GT)
-  assigner    the TAL assigner alone, the same cases
+  assigner    each assigner alone, the same cases: sparse TAL (the reference), the dense TAL (up to 200 GT), TAL with
+              its small-object option, ATSS, SimOTA
   data        training samples per second (decode + mosaic + augmentations + letterbox, one process) of COCO128
               train with the `data=coco128` pipeline at each of --sizes: mosaic on, against mosaic off
   eval        COCO evaluation (loadRes + evaluate + accumulate + summarize) of random detections on COCO128 val:
               faster-coco-eval, against pycocotools, with the largest difference of the 12 stats
-  inference   eval-mode forward + decode + NMS, batch --batch at each of --sizes, both models
+  inference   eval-mode forward + decode + NMS, batch --batch at each of --sizes, both models; the end-to-end model
+              (`model.end2end=true`): its NMS-free one-to-one selection, against its one-to-many branch + NMS
   box_ops     IoULoss, GIoULoss, DIoULoss, CIoULoss forward + backward on --num-boxes random overlapping box pairs,
               against torchvision.ops' generalized/distance/complete_box_iou_loss (reduction="none"), with the
               largest difference of the losses and of the gradients; torchvision has no element-wise IoU loss, and
@@ -54,7 +56,9 @@ import torch
 from torchvision.ops import batched_nms, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 from torchvision.ops import nms as torchvision_nms
 
+from detector.assigners.atss import ATSSAssigner
 from detector.assigners.base import AssignerInput
+from detector.assigners.simota import SimOTAAssigner
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner
 from detector.criteria.dense import DetectionCriterion
@@ -72,7 +76,15 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 NUM_CLASSES = 80
 # the model configs timed by train_step and inference: Hydra overrides of configs/train.yaml
-MODELS = {"n": [], "ssd_csp_n": ["experiment=ssd"]}
+MODELS = {"n": [], "ssd_csp_n": ["experiment=ssd"], "n end2end": ["model.end2end=true"]}
+# inference only: the end-to-end model detecting with its one-to-many branch + NMS, compared with "n end2end"
+INFERENCE_VARIANTS = {"n end2end, one-to-many + NMS": (["model.end2end=true", "postprocess.one2one=false"], "n end2end")}
+# assigner: the assigners timed, by name (the sparse TAL is every case's reference)
+ASSIGNERS: dict[str, Callable[[int], torch.nn.Module]] = {
+    "tal": TaskAlignedAssigner, "tal dense reference": DenseTaskAlignedAssigner,
+    "tal small objects": partial(TaskAlignedAssigner, small_objects=True), "atss": ATSSAssigner, "simota": SimOTAAssigner,
+}
+DENSE_MAX_GT = 200  # the dense TAL reference is not run beyond this (memory: batch x GT x anchors x 4)
 # box_ops: our IoU-family losses and their torchvision.ops counterparts (None: torchvision has none), all unreduced
 BOX_LOSSES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str | None]] = {
     "IoULoss": (IoULoss(), None),
@@ -146,10 +158,12 @@ def compose(overrides: list[str]):
 
 
 def build_network(model: str, size: int, compile_model: bool):
-    """(network, criterion, post-processor) of a MODELS entry, as training instantiates them, 80 classes."""
+    """(network, criterion, post-processor) of a MODELS (or INFERENCE_VARIANTS) entry, as training instantiates
+    them, 80 classes."""
     import hydra
 
-    cfg = compose([*MODELS[model], f"data.num_classes={NUM_CLASSES}", f"data.img_size={size}"])
+    overrides = MODELS[model] if model in MODELS else INFERENCE_VARIANTS[model][0]
+    cfg = compose([*overrides, f"data.num_classes={NUM_CLASSES}", f"data.img_size={size}"])
     network = hydra.utils.instantiate(cfg.module.model)
     if compile_model:
         network.compile()
@@ -216,7 +230,7 @@ def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int
     return result
 
 
-def assigner_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
+def assigner_case(num_gt: int, method: str, batch: int, size: int, repeats: int, warmup: int) -> dict:
     g = torch.Generator().manual_seed(0)
     priors = head_grid(size)
     points = priors.points
@@ -224,7 +238,7 @@ def assigner_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int,
     pred = torch.cat([points - half, points + half], -1)
     scores = torch.rand(batch, len(points), NUM_CLASSES, generator=g)
     gt = random_gt(batch, num_gt, size, NUM_CLASSES, g)
-    assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(NUM_CLASSES)
+    assigner = ASSIGNERS[method](NUM_CLASSES)
     baseline = max_rss_mib()
     inputs = AssignerInput(scores, pred, priors, *gt)
     result = timed(lambda: assigner(inputs), repeats, warmup)
@@ -387,15 +401,23 @@ def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
     tal_cases = [
         (f"{n} GT/img, {'dense reference' if dense else 'sparse'}", dict(num_gt=n, dense=dense, batch=args.batch,
                                                                          size=largest),
-         None if dense or n > 200 else f"{n} GT/img, dense reference")
-        for n in args.num_gt for dense in (False, True) if not (dense and n > 200)
+         None if dense or n > DENSE_MAX_GT else f"{n} GT/img, dense reference")
+        for n in args.num_gt for dense in (False, True) if not (dense and n > DENSE_MAX_GT)
     ]
+    assigner_cases = [
+        (f"{n} GT/img, {method}", dict(num_gt=n, method=method, batch=args.batch, size=largest),
+         None if method == "tal" else f"{n} GT/img, tal")
+        for n in args.num_gt for method in ASSIGNERS if not (method == "tal dense reference" and n > DENSE_MAX_GT)
+    ]
+    inference = [*((name, kwargs, None) for name, kwargs in per_model), *(
+        (f"{model} @{size}, batch {args.batch}", dict(model=model, size=size, **common), f"{reference} @{size}, batch {args.batch}")
+        for model, (_, reference) in INFERENCE_VARIANTS.items() for size in args.sizes)]
     root = str(args.coco128)
     data_common = {"root": root, "images": args.data_images, "cache": args.cache}
     return {
         "train_step": [Case(name, train_step_case, kwargs) for name, kwargs in per_model],
         "criterion": [Case(name, criterion_case, kwargs, ref) for name, kwargs, ref in tal_cases],
-        "assigner": [Case(name, assigner_case, kwargs, ref) for name, kwargs, ref in tal_cases],
+        "assigner": [Case(name, assigner_case, kwargs, ref) for name, kwargs, ref in assigner_cases],
         "data": [
             Case(f"@{size}, mosaic {'on' if mosaic else 'off'}", data_case, dict(size=size, mosaic=mosaic, **data_common),
                  f"@{size}, mosaic off" if mosaic else None)
@@ -403,7 +425,7 @@ def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
         ],
         "eval": [Case(backend, eval_case, dict(root=root, backend=backend, per_image=args.per_image),
                       None if backend == "pycocotools" else "pycocotools") for backend in BACKENDS],
-        "inference": [Case(name, inference_case, kwargs) for name, kwargs in per_model],
+        "inference": [Case(name, inference_case, kwargs, ref) for name, kwargs, ref in inference],
         "box_ops": [
             *(Case(name, box_loss_case, dict(loss=name, num_boxes=args.num_boxes), reference)
               for name, (_, reference) in BOX_LOSSES.items()),

@@ -13,7 +13,7 @@ TIMEOUT = 900
 
 
 @pytest.mark.slow
-def test_criterion_and_assigner_sections_compare_with_the_dense_reference(tmp_path):
+def test_criterion_and_assigner_sections_compare_with_their_references(tmp_path):
     out = tmp_path / "benchmark.json"
     result = run_script("scripts/benchmark.py", [
         "--only", "criterion", "assigner", "--batch", "1", "--sizes", "64", "--num-gt", "3", "--repeats", "1",
@@ -21,9 +21,13 @@ def test_criterion_and_assigner_sections_compare_with_the_dense_reference(tmp_pa
     ], timeout=TIMEOUT)
     figures = json.loads(out.read_text())
     assert figures["batch"] == 1 and figures["sizes"] == [64] and set(figures) >= {"machine", "criterion", "assigner"}
-    for section in ("criterion", "assigner"):
-        assert set(figures[section]) == {"3 GT/img, sparse", "3 GT/img, dense reference"}
-        assert figures[section]["3 GT/img, sparse"]["vs_reference"]["reference"] == "3 GT/img, dense reference"
+    assert set(figures["criterion"]) == {"3 GT/img, sparse", "3 GT/img, dense reference"}
+    assert figures["criterion"]["3 GT/img, sparse"]["vs_reference"]["reference"] == "3 GT/img, dense reference"
+    methods = ("tal dense reference", "tal small objects", "atss", "simota")
+    assert set(figures["assigner"]) == {"3 GT/img, tal", *(f"3 GT/img, {m}" for m in methods)}
+    for method in methods:  # every assigner next to the sparse TAL of the same case, with its peak memory
+        case = figures["assigner"][f"3 GT/img, {method}"]
+        assert case["vs_reference"]["reference"] == "3 GT/img, tal" and case["peak_extra_mib"] >= 0
     assert figures["criterion"]["3 GT/img, sparse"]["vs_reference"]["max_losses_difference"] < 1e-4
     assert "3 GT/img, sparse: " in result.stdout and "x the speed of 3 GT/img, dense reference" in result.stdout
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import torch
 
-from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment
+from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment, segment_max
 from detector.models.priors import box_centres, square_priors
 
 SOFT_TARGETS = ("prediction_iou", "one_hot")
@@ -62,11 +62,6 @@ def paired_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     inter = wh[..., 0] * wh[..., 1]
     union = area1 + area2 - inter
     return torch.where(union > 0, inter / union, torch.zeros_like(inter))
-
-
-def _segment_max(values: torch.Tensor, segments: torch.Tensor, size: int) -> torch.Tensor:
-    """max of `values` within each segment id in 0..size-1 (0 for empty segments)."""
-    return values.new_zeros(size).scatter_reduce(0, segments, values, "amax", include_self=False)
 
 
 class ATSSAssigner(Assigner):
@@ -121,7 +116,7 @@ class ATSSAssigner(Assigner):
 
         # an anchor positive for several GTs goes to the GT it overlaps most (ties: lowest GT row)
         anchor_key = b * anchors + a
-        best_overlap = _segment_max(overlap, anchor_key, batch * anchors)[anchor_key]
+        best_overlap = segment_max(overlap, anchor_key, batch * anchors)[anchor_key]
         best_gt = torch.full((batch * anchors,), num_gt, dtype=torch.long, device=b.device)
         best_gt.scatter_reduce_(0, anchor_key, torch.where(overlap == best_overlap, g, num_gt), "amin")
         keep = (g == best_gt[anchor_key]).nonzero().squeeze(1)

@@ -60,3 +60,9 @@ def background_assignment(batch: int, anchors: int, num_classes: int, like: torc
         foreground=torch.zeros(batch, anchors, dtype=torch.bool, device=device),
         gt_index=torch.zeros(batch, anchors, dtype=torch.long, device=device),
     )
+
+
+def segment_max(values: torch.Tensor, segments: torch.Tensor, size: int) -> torch.Tensor:
+    """(size,) max of `values` within each segment id 0..size-1 (0 for empty segments): the per-GT or per-anchor
+    maxima of the sparse assigners, computed on their lists of (GT, anchor) pairs."""
+    return values.new_zeros(size).scatter_reduce(0, segments, values, "amax", include_self=False)

@@ -30,14 +30,9 @@ from collections.abc import Callable
 
 import torch
 
-from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment
+from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment, segment_max
 from detector.losses.iou import ciou
 from detector.models.priors import Priors
-
-
-def _segment_max(values: torch.Tensor, segments: torch.Tensor, size: int) -> torch.Tensor:
-    """max of `values` within each segment id in 0..size-1 (0 for empty segments)."""
-    return values.new_zeros(size).scatter_reduce(0, segments, values, "amax", include_self=False)
 
 
 class TaskAlignedAssigner(Assigner):
@@ -83,7 +78,7 @@ class TaskAlignedAssigner(Assigner):
         anchor_key = b * anchors + a
         claims = torch.zeros(batch * anchors, dtype=torch.long, device=b.device).index_add_(0, anchor_key, positive.long())
         contested = claims[anchor_key] > 1
-        best_overlap = _segment_max(overlap, anchor_key, batch * anchors)[anchor_key]
+        best_overlap = segment_max(overlap, anchor_key, batch * anchors)[anchor_key]
         best_gt = torch.full((batch * anchors,), num_gt, dtype=torch.long, device=b.device)
         best_gt.scatter_reduce_(0, anchor_key, torch.where(overlap == best_overlap, g, num_gt), "amin")
         positive = torch.where(contested, g == best_gt[anchor_key], positive)
@@ -91,8 +86,8 @@ class TaskAlignedAssigner(Assigner):
         keep = positive.nonzero().squeeze(1)  # one host-device synchronisation for the five selections
         b, g, a, align, overlap = b[keep], g[keep], a[keep], align[keep], overlap[keep]
         gt_key = b * num_gt + g
-        max_align = _segment_max(align, gt_key, batch * num_gt)[gt_key]
-        max_overlap = _segment_max(overlap, gt_key, batch * num_gt)[gt_key]
+        max_align = segment_max(align, gt_key, batch * num_gt)[gt_key]
+        max_overlap = segment_max(overlap, gt_key, batch * num_gt)[gt_key]
         quality = align * max_overlap / (max_align + self.eps)
 
         foreground = torch.zeros(batch, anchors, dtype=torch.bool, device=b.device)

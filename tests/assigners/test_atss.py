@@ -1,6 +1,5 @@
 """ATSS assigner on hand-computed cases, edge cases, and against a straightforward dense per-image reference."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -318,11 +317,9 @@ def test_a_thousand_gt_in_one_640_px_image():
     labels = torch.randint(0, num_classes, (1, num_gt), generator=generator)
     half = 4 + torch.rand(1, anchors, 2, generator=generator) * 20
     pred = torch.cat([priors.points - half, priors.points + half], -1)
-    start = time.perf_counter()
-    result = call(ATSSAssigner(num_classes), priors, gt, labels, pred_boxes=pred)
-    elapsed = time.perf_counter() - start
+    result = call(ATSSAssigner(num_classes), priors, gt, labels, pred_boxes=pred)  # time and memory: benchmark.py
     fg = result.foreground[0]
-    assert 1000 < fg.sum() < 27 * num_gt and elapsed < 20
+    assert 1000 < fg.sum() < 27 * num_gt
     # every positive's centre lies inside its GT, and its soft target is the IoU of its prediction
     points, assigned = priors.points[fg], gt[0, result.gt_index[0, fg]]
     assert ((points > assigned[:, :2]) & (points < assigned[:, 2:])).all()

@@ -1,7 +1,6 @@
 """SimOTA assigner on hand-built cases, and against a straightforward dense per-image reference."""
 
-import time
-
+import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
@@ -310,6 +309,7 @@ def test_other_settings_and_float32_match_the_reference():
     assert (result.foreground != fg).sum() <= 2
 
 
+@pytest.mark.slow
 def test_a_thousand_gt_in_one_640_image():
     torch.manual_seed(3)
     points, strides = anchor_points([(80, 80), (40, 40), (20, 20)], (8, 16, 32))
@@ -320,12 +320,9 @@ def test_a_thousand_gt_in_one_640_image():
     half = 2 + torch.rand(1, A, 2) * 20
     pred = torch.cat([points - half, points + half], -1)
     scores, labels, mask = torch.rand(1, A, C), torch.randint(0, C, (1, M)), torch.ones(1, M, dtype=torch.bool)
-    start = time.perf_counter()
-    result = SimOTAAssigner(C)(inputs(scores, pred, points, strides, labels, boxes, mask))
-    elapsed = time.perf_counter() - start
+    result = SimOTAAssigner(C)(inputs(scores, pred, points, strides, labels, boxes, mask))  # time, memory: benchmark.py
     assert result.foreground.sum() > 1000 and torch.isfinite(result.scores).all()
     assert len(result.gt_index[result.foreground].unique()) > 500
-    assert elapsed < 60
     # the same assignment in chunks of about 60 GT rows
     chunked = SimOTAAssigner(C, chunk_elements=1 << 19)(inputs(scores, pred, points, strides, labels, boxes, mask))
     assert torch.equal(chunked.foreground, result.foreground) and torch.equal(chunked.gt_index, result.gt_index)

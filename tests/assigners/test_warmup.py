@@ -88,6 +88,7 @@ def build(log):
     return LitDetector(model, criterion, Postprocessor(), lambda groups: torch.optim.SGD(groups, lr=1e-3))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 @pytest.mark.filterwarnings("ignore:The '(train|val)_dataloader' does not have many workers")
 def test_switch_follows_the_trainer_epoch_across_a_resume(tmp_path):

@@ -163,11 +163,14 @@ def test_every_assigner_trains_every_head(tmp_path, overrides):
 
 
 @pytest.mark.parametrize("overrides", [
-    ["assigner=simota", "loss/cls=vfl", "loss/box=giou"],
-    ["assigner=atss", "loss/cls=focal", "loss/box=siou", "model.end2end=true"],
-    ["assigner=atss", "model=ssd_csp_n", "loss/cls=qfl", "loss/box=diou"],
-    ["assigner=simota", "model.reg_max=1", "loss/cls=qfl", "loss/box=eiou"],
-], ids=["simota-vfl-giou", "atss-focal-siou-end2end", "atss-ssd-qfl-diou", "simota-dfl_free-qfl-eiou"])
+    pytest.param(["assigner=simota", "loss/cls=vfl", "loss/box=giou"], id="simota-vfl-giou"),
+    pytest.param(["assigner=atss", "loss/cls=focal", "loss/box=siou", "model.end2end=true"], id="atss-focal-siou-end2end",
+                 marks=pytest.mark.slow),
+    pytest.param(["assigner=atss", "model=ssd_csp_n", "loss/cls=qfl", "loss/box=diou"], id="atss-ssd-qfl-diou",
+                 marks=pytest.mark.slow),
+    pytest.param(["assigner=simota", "model.reg_max=1", "loss/cls=qfl", "loss/box=eiou"], id="simota-dfl_free-qfl-eiou",
+                 marks=pytest.mark.slow),
+])
 def test_new_assigners_and_heads_with_other_losses(tmp_path, overrides):
     _, module = build(overrides, tmp_path)
     assert torch.isfinite(one_step(module)["loss"])

@@ -61,6 +61,7 @@ def test_an_ssd_model_exports_with_its_softmax_scores(tmp_path):
     torch.testing.assert_close(scores.sum(-1), 1 - output.cls_logits.softmax(-1)[..., 0])
 
 
+@pytest.mark.slow
 def test_end_to_end_model_exports_its_nms_free_selection(tmp_path):
     from detector.models import YOLODetector
 

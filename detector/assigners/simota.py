@@ -68,7 +68,7 @@ def class_cost(neg_sum: torch.Tensor, p_y: torch.Tensor) -> torch.Tensor:
 class SimOTAAssigner(Assigner):
     def __init__(
         self, num_classes: int, center_radius: float = 2.5, candidate_topk: int = 10, iou_weight: float = 3.0,
-        cls_weight: float = 1.0, chunk_elements: int = 1 << 24,
+        cls_weight: float = 1.0, chunk_elements: int = 1 << 22,
     ) -> None:
         """`chunk_elements` bounds the number of (GT, anchor) pairs evaluated at once."""
         super().__init__(num_classes)

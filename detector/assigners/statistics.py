@@ -69,11 +69,14 @@ def size_buckets(boxes: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def assignment_statistics(
     assignment: Assignment, gt_boxes: torch.Tensor, gt_mask: torch.Tensor, priors: Priors, pred_boxes: torch.Tensor,
+    positives: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The sums and counts of one batch (the keys of `STATES`), as tensors on the assignment's device.
 
     gt_boxes (B, M, 4) xyxy input pixels and gt_mask (B, M) as the criterion got them, `priors` the head's,
-    pred_boxes (B, A, 4) the decoded predicted boxes in input pixels.
+    pred_boxes (B, A, 4) the decoded predicted boxes in input pixels. `positives`: the (image, anchor) indices of the
+    foreground (`foreground.nonzero(as_tuple=True)`) when the caller has them: the IoU and the quality are then
+    computed on the positives only, not on every anchor and class (the same sums, cheaper).
     A GT counts as "small" for its head when it may be too small for any prior: on anchor-free heads
     (priors.boxes None) when its shorter side is below the smallest stride (it can fall between anchor points);
     on anchor-based heads when the square root of its area is below that of the smallest prior box."""
@@ -114,9 +117,13 @@ def assignment_statistics(
     level_sums = [part.sum() for part in per_anchor.split(list(priors.level_sizes))]
     levels[:len(level_sums)] = torch.stack(level_sums)
 
-    iou = _elementwise_iou(pred_boxes.detach().float(), assignment.boxes.float())
-    quality = assignment.scores.detach().amax(-1).float()
-    zero = iou.new_zeros(())
+    if positives is None:  # masked sums over every anchor (no synchronisation to find the positives)
+        iou = _elementwise_iou(pred_boxes.detach().float(), assignment.boxes.float())
+        iou_sum = torch.where(foreground, iou, 0.0).sum()
+        quality_sum = torch.where(foreground, assignment.scores.detach().amax(-1).float(), 0.0).sum()
+    else:
+        iou_sum = _elementwise_iou(pred_boxes.detach()[positives].float(), assignment.boxes[positives].float()).sum()
+        quality_sum = assignment.scores.detach()[positives].amax(-1).float().sum()
     return {
         "images": torch.tensor(batch, dtype=torch.long, device=device),
         "gts": in_bucket.sum((0, 1)),
@@ -128,8 +135,8 @@ def assignment_statistics(
         "positives": foreground.sum(),
         "level_positives": levels,
         "levels": torch.tensor(len(priors.level_sizes), dtype=torch.long, device=device),
-        "iou_sum": torch.where(foreground, iou, zero).sum(),
-        "quality_sum": torch.where(foreground, quality, zero).sum(),
+        "iou_sum": iou_sum,
+        "quality_sum": quality_sum,
         "min_stride": min_stride,
         "min_prior": min_prior,
     }

@@ -98,13 +98,14 @@ class DetectionCriterion(nn.Module, EpochScheduled):
             output.class_scores(self.activation).detach(), pred_pixels.detach(), output.priors,
             gt_labels, gt_boxes.float(), gt_mask,
         ))
-        if record and self.statistics and self.training:
-            self.last_assignment_stats = assignment_statistics(assignment, gt_boxes, gt_mask, output.priors, pred_pixels)
         target_scores = assignment.scores
         total_score = target_scores.sum().clamp(min=1)
         losses = {"cls": self.cls_loss(cls_logits, target_scores).sum() / total_score}
 
         fg = assignment.foreground.nonzero(as_tuple=True)  # (image, anchor) of the positives: one synchronisation
+        if record and self.statistics and self.training:
+            self.last_assignment_stats = assignment_statistics(assignment, gt_boxes, gt_mask, output.priors, pred_pixels,
+                                                               positives=fg)
         weight = target_scores.sum(-1)[fg]
         pred_boxes = pred_pixels / strides  # grid units
         target_boxes = (assignment.boxes / strides)[fg]

@@ -96,6 +96,9 @@ def test_hand_made_batch_gives_the_exact_numbers():
     assert summary.keys() == EXPECTED.keys()
     for name, value in EXPECTED.items():
         assert summary[name] == pytest.approx(value, rel=1e-6), name
+    # the criteria that have the positives' indices pass them: the same sums
+    gathered = assignment_statistics(assignment, GT_BOXES, GT_MASK, PRIORS, pred, assignment.foreground.nonzero(as_tuple=True))
+    assert all(torch.allclose(gathered[name].float(), sums[name].float()) for name in STATES)
 
 
 def test_a_batch_without_gt_columns_and_without_positives():

@@ -8,7 +8,9 @@ Sections (--only):
   train_step  forward + criterion + backward + AdamW step, batch --batch at each of --sizes, 80 classes, 8 GT per
               image: the n-scale YOLOv8-style model (`model=yolov8`) and the light SSD (`experiment=ssd`)
   criterion   YOLOv8 criterion forward + backward on random head outputs, batch --batch at the largest of --sizes,
-              80 classes, --num-gt GT per image: sparse TAL, against the dense reference (up to 200 GT)
+              80 classes, --num-gt GT per image: sparse TAL, against the dense reference (up to 200 GT).
+              --statistics-overhead: also the forward alone, the assignment statistics alone (the criterion records
+              them while training, detector/assigners/statistics.py), and the sparse case with them off, against it
   assigner    each assigner alone, the same cases: sparse TAL (the reference), the dense TAL (up to 200 GT), TAL with
               its small-object option, ATSS, SimOTA
   data        training samples per second (decode + mosaic + augmentations + letterbox, one process) of COCO128
@@ -59,6 +61,7 @@ from torchvision.ops import nms as torchvision_nms
 from detector.assigners.atss import ATSSAssigner
 from detector.assigners.base import AssignerInput
 from detector.assigners.simota import SimOTAAssigner
+from detector.assigners.statistics import assignment_statistics
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner
 from detector.criteria.dense import DetectionCriterion
@@ -205,8 +208,12 @@ def inference_case(model: str, size: int, batch: int, compile_model: bool, repea
     return result
 
 
-def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
-    """Forward + backward of the whole YOLOv8 criterion on random head outputs (640 px: 8400 points)."""
+def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int,
+                   statistics: bool = True, overhead: bool = False) -> dict:
+    """Forward + backward of the whole YOLOv8 criterion on random head outputs (640 px: 8400 points), recording
+    its assignment statistics as in training unless `statistics` is False. `overhead`: also time the forward
+    alone (`forward_median_s`) and, with statistics, `assignment_statistics` alone on the call's assignment
+    (`statistics_median_s`)."""
     g = torch.Generator().manual_seed(0)
     priors = head_grid(size)
     box_logits = torch.randn(batch, len(priors.points), 64, generator=g).requires_grad_()
@@ -214,7 +221,7 @@ def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int
     output = DFLHeadOutput(box_logits, cls_logits, priors)
     gt = random_gt(batch, num_gt, size, NUM_CLASSES, g)
     assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(NUM_CLASSES)
-    criterion = DetectionCriterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
+    criterion = DetectionCriterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss(), statistics=statistics)
     losses = {}
 
     def step():
@@ -227,6 +234,16 @@ def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int
     result = timed(step, repeats, warmup)
     result["peak_extra_mib"] = max_rss_mib() - baseline
     result["losses"] = losses
+    if overhead:
+        result["forward_median_s"] = timed(lambda: criterion(output, *gt), repeats, warmup)["median_s"]
+        if statistics:
+            pred = output.decode_boxes().detach()
+            inputs = AssignerInput(output.class_scores("sigmoid").detach(), pred, priors, *gt)
+            assignment = assigner(inputs)
+            gt_boxes, gt_mask, fg = gt[1], gt[2], assignment.foreground.nonzero(as_tuple=True)
+            result["statistics_median_s"] = timed(  # as the criterion calls it
+                lambda: assignment_statistics(assignment, gt_boxes, gt_mask, priors, pred, positives=fg), repeats, warmup
+            )["median_s"]
     return result
 
 
@@ -398,12 +415,17 @@ def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
     common = {"batch": args.batch, "compile_model": args.compile}
     per_model = [(f"{model} @{size}, batch {args.batch}", dict(model=model, size=size, **common))
                  for model in MODELS for size in args.sizes]
+    overhead = {"overhead": True} if args.statistics_overhead else {}
     tal_cases = [
         (f"{n} GT/img, {'dense reference' if dense else 'sparse'}", dict(num_gt=n, dense=dense, batch=args.batch,
-                                                                         size=largest),
+                                                                         size=largest, **overhead),
          None if dense or n > DENSE_MAX_GT else f"{n} GT/img, dense reference")
         for n in args.num_gt for dense in (False, True) if not (dense and n > DENSE_MAX_GT)
     ]
+    if args.statistics_overhead:  # the sparse case without the assignment statistics, against the one with them
+        tal_cases += [(f"{n} GT/img, sparse, statistics off", dict(num_gt=n, dense=False, batch=args.batch, size=largest,
+                                                                  statistics=False, overhead=True), f"{n} GT/img, sparse")
+                      for n in args.num_gt]
     assigner_cases = [
         (f"{n} GT/img, {method}", dict(num_gt=n, method=method, batch=args.batch, size=largest),
          None if method == "tal" else f"{n} GT/img, tal")
@@ -468,6 +490,11 @@ def compare(result: dict, reference: dict) -> dict:
 
 def describe(result: dict) -> str:
     extra = []
+    if "forward_median_s" in result:
+        extra.append(f"forward alone {result['forward_median_s']:.3g} s")
+    if "statistics_median_s" in result:
+        share = result["statistics_median_s"] / result["forward_median_s"]
+        extra.append(f"assignment statistics alone {result['statistics_median_s']:.3g} s ({share:.1%} of the forward)")
     if "images_per_s" in result:
         extra.append(f"{result['images_per_s']:.1f} img/s")
     if "peak_extra_mib" in result:
@@ -522,6 +549,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[320, 640],
                         help="image sizes of train_step, data, inference; criterion, assigner and nms use the largest")
     parser.add_argument("--num-gt", type=int, nargs="+", default=[10, 50, 200, 1000], help="GT per image (criterion, assigner)")
+    parser.add_argument("--statistics-overhead", action="store_true",
+                        help="criterion: time the assignment statistics (alone, and the criterion with them off)")
     parser.add_argument("--compile", action="store_true",
                         help="train_step and inference with torch.compile (nn.Module.compile; --warmup >= 2 absorbs the compilation)")
     parser.add_argument("--coco128", type=Path, default=default_coco128(), help="COCO128 root (data, eval)")

@@ -23,6 +23,11 @@ def test_smoke_run_writes_checkpoints_metrics_and_config(trained):
     assert (run / "config_resolved.yaml").exists() and (run / ".hydra" / "config.yaml").exists()
     assert metrics["status"] == "ok" and (run / "checkpoints" / "best.ckpt").samefile(metrics["best_checkpoint"])
     assert "mAP50-95" in trained["stdout"] and "Best checkpoint" in trained["stdout"]
+    # the epoch's assignment statistics: in the history (assign_*) and in the CSV log (assign/*)
+    (epoch,) = metrics["history"]
+    assert epoch["assign_gt_count"] > 0 and epoch["assign_pos_per_gt"] > 0 and 0 < epoch["assign_pos_iou"] <= 1
+    assert sum(epoch[f"assign_level{k}_share"] for k in range(3)) == pytest.approx(1.0)
+    assert "assign/pos_per_gt" in (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
 
 
 def in_process_overrides(tmp_path: Path, **sizes) -> list[str]:

@@ -1,6 +1,7 @@
 """Assignment statistics (detector/assigners/statistics.py): exact numbers on a hand-made assignment (a GT without
 positive, padded rows, an image without GT), exact epoch sums over batches, the warning threshold and its message,
-both criteria recording them, and LitDetector warning at the epoch end."""
+both criteria recording them, LitDetector logging and warning at the epoch end, and two DDP ranks reducing to the
+whole batch."""
 
 from __future__ import annotations
 
@@ -207,3 +208,39 @@ def test_lit_detector_logs_and_warns_at_the_epoch_end_naming_the_count(monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module.on_train_epoch_end()
+
+
+def _ddp_rank(rank: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        assignment, pred = hand_made()
+        part = slice(0, 1) if rank == 0 else slice(1, 3)  # rank 0: image 0; rank 1: images 1 and 2
+        metric = AssignmentStatistics()
+        metric.update(assignment_statistics(Assignment(*(f[part] for f in assignment)), GT_BOXES[part], GT_MASK[part],
+                                            PRIORS, pred[part]))
+        queue.put((rank, summarize(totals_to_python(metric.compute()))))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_reduce_to_the_whole_batch():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    processes = [context.Process(target=_ddp_rank, args=(rank, port, queue)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    results = dict(queue.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    for rank in range(2):  # every rank gets the totals of both (min of the minima, sums of the sums)
+        assert results[rank] == pytest.approx(EXPECTED, rel=1e-6), rank

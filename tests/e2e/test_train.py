@@ -54,6 +54,7 @@ def test_ddp_two_cpu_processes_evaluate_every_val_image_once(tmp_path):
                "trainer.limit_train_batches=2", "data.batch_size=2"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["images"] == 7
+    assert metrics["history"][0]["assign_gt_count"] > 0  # the assignment statistics, reduced across the ranks
 
 
 @pytest.mark.slow

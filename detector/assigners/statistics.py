@@ -7,7 +7,7 @@ Three steps, so that an epoch's numbers are exact (sums of sums, never means of 
      The criteria record them for their main (one-to-many) branch in `last_assignment_stats` while training.
   2. `AssignmentStatistics`: a torchmetrics `Metric` that adds them up over an epoch; `compute()` reduces them
      across DDP ranks (sums, and minima for the minimum and the smallest stride / prior).
-  3. `summarize(totals)`: the ratios that `LitDetector` logs as `assign/<name>` (`SUMMARY_NAMES`), and
+  3. `summarize(totals)`: the ratios that `LitDetector` logs as `assign/<name>` (listed in its docstring), and
      `unassigned_warning(totals, ...)`: the message when more than a share of the epoch's boxes got no positive.
 
 Definitions (per epoch; a GT is a real row of gt_mask, padded rows are ignored; an image without GT adds only to
@@ -178,16 +178,6 @@ class AssignmentStatistics(Metric):
 def totals_to_python(totals: dict[str, torch.Tensor]) -> dict[str, int | float | list]:
     """The totals as Python numbers and lists (one host transfer per state, once per epoch)."""
     return {name: value.tolist() for name, value in totals.items()}
-
-
-def summary_names(levels: int) -> list[str]:
-    """The names `summarize` returns for a head with `levels` feature levels (logged as `assign/<name>`)."""
-    names = ["gt_count", "pos_per_gt", "pos_per_gt_min", "gt_without_pos"]
-    for bucket in SIZE_BUCKETS:
-        names += [f"gt_count_{bucket}", f"pos_per_gt_{bucket}", f"pos_per_gt_min_{bucket}", f"gt_without_pos_{bucket}"]
-    for level in range(levels):
-        names += [f"level{level}_pos_per_gt", f"level{level}_share"]
-    return [*names, "pos_iou", "pos_quality", "pos_per_image"]
 
 
 def _ratio(numerator: float, denominator: float) -> float:

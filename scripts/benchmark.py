@@ -8,7 +8,9 @@ Sections (--only):
   train_step  forward + criterion + backward + AdamW step, batch --batch at each of --sizes, 80 classes, 8 GT per
               image: the n-scale YOLOv8-style model (`model=yolov8`) and the light SSD (`experiment=ssd`)
   criterion   YOLOv8 criterion forward + backward on random head outputs, batch --batch at the largest of --sizes,
-              80 classes, --num-gt GT per image: sparse TAL, against the dense reference (up to 200 GT)
+              80 classes, --num-gt GT per image: sparse TAL, against the dense reference (up to 200 GT).
+              --statistics-overhead: also the forward with and without the assignment statistics that the criterion
+              records while training (detector/assigners/statistics.py), alternated, and the statistics alone
   assigner    each assigner alone, the same cases: sparse TAL (the reference), the dense TAL (up to 200 GT), TAL with
               its small-object option, ATSS, SimOTA
   data        training samples per second (decode + mosaic + augmentations + letterbox, one process) of COCO128
@@ -59,6 +61,7 @@ from torchvision.ops import nms as torchvision_nms
 from detector.assigners.atss import ATSSAssigner
 from detector.assigners.base import AssignerInput
 from detector.assigners.simota import SimOTAAssigner
+from detector.assigners.statistics import assignment_statistics
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner
 from detector.criteria.dense import DetectionCriterion
@@ -123,6 +126,20 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> dict:
         fn()
         times.append(time.perf_counter() - start)
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def timed_alternately(fns: list[Callable[[], Any]], repeats: int, warmup: int) -> list[dict]:
+    """`timed` for several functions, called in turn within each repeat (so that they share the machine's load)."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [{"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)} for t in times]
 
 
 def max_rss_mib() -> float:
@@ -205,8 +222,12 @@ def inference_case(model: str, size: int, batch: int, compile_model: bool, repea
     return result
 
 
-def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int) -> dict:
-    """Forward + backward of the whole YOLOv8 criterion on random head outputs (640 px: 8400 points)."""
+def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int, warmup: int,
+                   overhead: bool = False) -> dict:
+    """Forward + backward of the whole YOLOv8 criterion on random head outputs (640 px: 8400 points), recording
+    its assignment statistics as in training. `overhead`: also the forward alone with and without the statistics,
+    alternated call by call (`forward_median_s`, `forward_off_median_s`: the same machine load for both), and
+    `assignment_statistics` alone on the call's assignment (`statistics_median_s`)."""
     g = torch.Generator().manual_seed(0)
     priors = head_grid(size)
     box_logits = torch.randn(batch, len(priors.points), 64, generator=g).requires_grad_()
@@ -227,6 +248,19 @@ def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int
     result = timed(step, repeats, warmup)
     result["peak_extra_mib"] = max_rss_mib() - baseline
     result["losses"] = losses
+    if overhead:
+        def forward(statistics: bool) -> None:
+            criterion.statistics = statistics
+            criterion(output, *gt)
+
+        on, off = timed_alternately([partial(forward, True), partial(forward, False)], repeats, warmup)
+        result["forward_median_s"], result["forward_off_median_s"] = on["median_s"], off["median_s"]
+        pred = output.decode_boxes().detach()
+        assignment = assigner(AssignerInput(output.class_scores("sigmoid").detach(), pred, priors, *gt))
+        gt_boxes, gt_mask, fg = gt[1], gt[2], assignment.foreground.nonzero(as_tuple=True)
+        result["statistics_median_s"] = timed(  # as the criterion calls it
+            lambda: assignment_statistics(assignment, gt_boxes, gt_mask, priors, pred, positives=fg), repeats, warmup
+        )["median_s"]
     return result
 
 
@@ -398,9 +432,10 @@ def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
     common = {"batch": args.batch, "compile_model": args.compile}
     per_model = [(f"{model} @{size}, batch {args.batch}", dict(model=model, size=size, **common))
                  for model in MODELS for size in args.sizes]
+    overhead = {"overhead": True} if args.statistics_overhead else {}
     tal_cases = [
         (f"{n} GT/img, {'dense reference' if dense else 'sparse'}", dict(num_gt=n, dense=dense, batch=args.batch,
-                                                                         size=largest),
+                                                                         size=largest, **overhead),
          None if dense or n > DENSE_MAX_GT else f"{n} GT/img, dense reference")
         for n in args.num_gt for dense in (False, True) if not (dense and n > DENSE_MAX_GT)
     ]
@@ -468,6 +503,11 @@ def compare(result: dict, reference: dict) -> dict:
 
 def describe(result: dict) -> str:
     extra = []
+    if "forward_median_s" in result:
+        on, off, alone = result["forward_median_s"], result["forward_off_median_s"], result["statistics_median_s"]
+        extra.append(f"forward {on:.3g} s, without the assignment statistics {off:.3g} s ({on / off - 1:+.1%}); the "
+                     f"statistics alone {alone:.3g} s ({alone / off:.1%} of the forward, {alone / result['median_s']:.1%} "
+                     "of forward + backward)")
     if "images_per_s" in result:
         extra.append(f"{result['images_per_s']:.1f} img/s")
     if "peak_extra_mib" in result:
@@ -522,6 +562,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[320, 640],
                         help="image sizes of train_step, data, inference; criterion, assigner and nms use the largest")
     parser.add_argument("--num-gt", type=int, nargs="+", default=[10, 50, 200, 1000], help="GT per image (criterion, assigner)")
+    parser.add_argument("--statistics-overhead", action="store_true",
+                        help="criterion: time the assignment statistics (alone, and the forward with them on and off)")
     parser.add_argument("--compile", action="store_true",
                         help="train_step and inference with torch.compile (nn.Module.compile; --warmup >= 2 absorbs the compilation)")
     parser.add_argument("--coco128", type=Path, default=default_coco128(), help="COCO128 root (data, eval)")

@@ -20,6 +20,10 @@ assigner (`one2one_assigner`, TAL with top-k 1), and
 each weight linear from its first to its last value over the epochs e (constant 1, 1 by default as YOLOv10;
 YOLO26's progressive schedule is o2m 0.8 -> 0.1, o2o 0.2 -> 0.9). The components are the weighted sums of the two
 branches; 'one2one' reports the one-to-one branch's own total (already inside 'loss').
+
+In training mode (and with `statistics=True`) each call also keeps the sums of the main branch's assignment
+statistics (`detector.assigners.statistics.assignment_statistics`: positives per GT, per level, their IoU and
+soft targets) in `last_assignment_stats`, detached tensors on the device, for `LitDetector` to aggregate per epoch.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from detector.assigners.base import Assigner, AssignerInput
+from detector.assigners.statistics import assignment_statistics
 from detector.losses.base import BoxLoss, ClassificationLoss
 from detector.models.coders import boxes_to_distances
 from detector.models.heads.dfl import DFLHeadOutput
@@ -46,9 +51,10 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         self, assigner: Assigner, cls_loss: ClassificationLoss, box_loss: BoxLoss, dfl_loss: nn.Module | None,
         box_gain: float = 7.5, cls_gain: float = 0.5, dfl_gain: float = 1.5, one2one_assigner: Assigner | None = None,
         one2many_weight: tuple[float, float] = (1.0, 1.0), one2one_weight: tuple[float, float] = (1.0, 1.0),
+        statistics: bool = True,
     ) -> None:
         """`one2one_assigner` trains the one-to-one branch of end-to-end heads; the branch weights are
-        (first epoch, last epoch) pairs."""
+        (first epoch, last epoch) pairs. `statistics`: record the assignment statistics of training calls."""
         super().__init__()
         self.assigner, self.cls_loss, self.box_loss, self.dfl_loss = assigner, cls_loss, box_loss, dfl_loss
         self.one2one_assigner = one2one_assigner
@@ -56,6 +62,8 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         self.weight_schedules = {"one2many": tuple(one2many_weight), "one2one": tuple(one2one_weight)}
         self.branch_weights = {name: float(start) for name, (start, _) in self.weight_schedules.items()}
         self._said_no_dfl = False
+        self.statistics = statistics
+        self.last_assignment_stats: dict[str, torch.Tensor] | None = None
 
     @property
     def activation(self) -> str:
@@ -69,7 +77,7 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         """gt_* are padded per image: labels (B, M), boxes (B, M, 4) xyxy in input pixels, mask (B, M).
         Returns the weighted components 'box', 'cls', 'dfl' (or 'l1' for a DFL-free head) and their sum 'loss'
         (+ 'one2one' for an end-to-end head)."""
-        losses = self.branch_losses(output, self.assigner, gt_labels, gt_boxes, gt_mask)
+        losses = self.branch_losses(output, self.assigner, gt_labels, gt_boxes, gt_mask, record=True)
         if output.one2one is None:
             return losses
         if self.one2one_assigner is None:
@@ -81,8 +89,8 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         return combined
 
     def branch_losses(self, output: DFLHeadOutput, assigner: Assigner, gt_labels: torch.Tensor, gt_boxes: torch.Tensor,
-                      gt_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The losses of one head branch with its assigner."""
+                      gt_mask: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
+        """The losses of one head branch with its assigner; `record`: keep its assignment statistics (training)."""
         strides = output.priors.strides
         box_logits, cls_logits = output.box_logits.float(), output.cls_logits.float()
         pred_pixels = output.decode_boxes()
@@ -95,6 +103,9 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         losses = {"cls": self.cls_loss(cls_logits, target_scores).sum() / total_score}
 
         fg = assignment.foreground.nonzero(as_tuple=True)  # (image, anchor) of the positives: one synchronisation
+        if record and self.statistics and self.training:
+            self.last_assignment_stats = assignment_statistics(assignment, gt_boxes, gt_mask, output.priors, pred_pixels,
+                                                               positives=fg)
         weight = target_scores.sum(-1)[fg]
         pred_boxes = pred_pixels / strides  # grid units
         target_boxes = (assignment.boxes / strides)[fg]

@@ -26,6 +26,9 @@ target score in sigmoid mode):
 
 Every assigner gets the predicted class probabilities of the C classes under the loss's activation, the decoded
 boxes and the head's priors (with its default boxes), all in pixels.
+
+In training mode (and with `statistics=True`) each call also keeps the sums of its assignment statistics
+(`detector.assigners.statistics.assignment_statistics`) in `last_assignment_stats`, as `DetectionCriterion` does.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 from torch import nn
 
 from detector.assigners.base import Assigner, AssignerInput
+from detector.assigners.statistics import assignment_statistics
 from detector.losses.base import BoxLoss, ClassificationLoss
 from detector.models.coders import encode_boxes
 from detector.models.heads.ssd import SSDHeadOutput
@@ -48,11 +52,14 @@ class MultiBoxCriterion(nn.Module):
 
     def __init__(
         self, assigner: Assigner, cls_loss: ClassificationLoss, box_loss: BoxLoss, sampler: nn.Module | None = None,
-        box_gain: float = 1.0, cls_gain: float = 1.0,
+        box_gain: float = 1.0, cls_gain: float = 1.0, statistics: bool = True,
     ) -> None:
+        """`statistics`: record the assignment statistics of training calls in `last_assignment_stats`."""
         super().__init__()
         self.assigner, self.cls_loss, self.box_loss, self.sampler = assigner, cls_loss, box_loss, sampler
         self.gains = {"box": box_gain, "cls": cls_gain}
+        self.statistics = statistics
+        self.last_assignment_stats: dict[str, torch.Tensor] | None = None
 
     @property
     def activation(self) -> str:
@@ -68,6 +75,8 @@ class MultiBoxCriterion(nn.Module):
             output.class_scores(self.activation).detach(), pred_boxes.detach(), output.priors,
             gt_labels, gt_boxes.float(), gt_mask,
         ))
+        if self.statistics and self.training:
+            self.last_assignment_stats = assignment_statistics(assignment, gt_boxes, gt_mask, output.priors, pred_boxes)
         fg = assignment.foreground
         if self.activation == "softmax":
             targets = torch.where(fg, assignment.labels + 1, 0)

@@ -53,7 +53,8 @@ class MetricsHistory(Callback):
     division by `accumulate_grad_batches`), how many steps were non-finite, and the validation mAP50-95 /
     mAP50 / loss of the epoch, and `minutes`: wall time from the start of fitting to the end of that
     validation (training and the validations so far; a resumed run counts from its resume), which
-    scripts/time_to_accuracy.py reads. Sums stay on the device (no synchronisation per step); a run that crashes
+    scripts/time_to_accuracy.py reads; and the epoch's assignment statistics, `assign/<name>` as `assign_<name>`
+    (the module's `assignment_summary()`, `detector.assigners.statistics.summarize`). Sums stay on the device (no synchronisation per step); a run that crashes
     mid-epoch keeps its partial epoch, and a non-finite loss in the step that raised (NonFiniteLossError
     comes before the end of its step) still counts in `train_nonfinite_steps`."""
 
@@ -98,6 +99,11 @@ class MetricsHistory(Callback):
         self._nonfinite_steps = self._nonfinite_steps + (~finite).long()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # callback hooks run before the module's: the module computes the summary on the first call of the epoch
+        summary = getattr(pl_module, "assignment_summary", None)
+        if callable(summary):
+            row = self.epochs.setdefault(trainer.current_epoch, {"epoch": trainer.current_epoch})
+            row.update({f"assign_{name}": value for name, value in summary().items()})
         self._flush()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

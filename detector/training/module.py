@@ -1,4 +1,5 @@
-"""LightningModule: training/validation steps, optimizer and schedule, COCO evaluation each epoch."""
+"""LightningModule: training/validation steps, optimizer and schedule, COCO evaluation each epoch, the per-epoch
+assignment statistics (`assign/...`) and the warning when too many boxes get no positive anchor."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
+from detector.assigners.statistics import AssignmentStatistics, summarize, totals_to_python, unassigned_warning
 from detector.criteria.dense import DetectionCriterion
 from detector.data.transforms import unletterbox_boxes
 from detector.evaluation.coco import COCOEvaluator
@@ -29,11 +31,15 @@ class LitDetector(L.LightningModule):
         self, model: nn.Module, criterion: DetectionCriterion | nn.Module, postprocess: Postprocessor | Callable,
         optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None, channels_last: bool = False,
         compile_model: bool = False, max_nonfinite_steps: int = 10, run_config: dict | None = None,
+        unassigned_warning: float | None = 0.05,
     ) -> None:
         """A step whose loss or gradients are NaN/Inf is skipped with a warning; after
         `max_nonfinite_steps` such steps in a row training stops with NonFiniteLossError.
         `channels_last`: the model's weights and the input images in channels_last memory format.
-        `compile_model`: torch.compile the model's forward when the Trainer sets the module up."""
+        `compile_model`: torch.compile the model's forward when the Trainer sets the module up.
+        The assignment statistics that the criterion records in training steps (`last_assignment_stats`) are summed
+        over each training epoch and logged as `assign/<name>` (`detector.assigners.statistics.summarize`);
+        `unassigned_warning`: warn when more than this share of an epoch's GT boxes got no positive (None: never)."""
         super().__init__()
         self.model, self.criterion, self.postprocess = model, criterion, postprocess
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -49,6 +55,12 @@ class LitDetector(L.LightningModule):
         self.class_names: list[str] = []
         self.category_ids: list[int] = []
         self.best_metrics: dict[str, float] = {}
+        self.unassigned_warning = unassigned_warning
+        # sums over the training epoch (reduced across DDP ranks by compute); kept out of the module tree, so that
+        # it is neither in the checkpoints nor in the model summary (moved to the device at each epoch start)
+        object.__setattr__(self, "assignment_stats", AssignmentStatistics())
+        self._assignment_totals: tuple[int, dict | None] | None = None  # (epoch, totals) once computed
+        self._input_size: int | None = None
 
     def setup(self, stage: str) -> None:
         """Compile the model's forward in place (nn.Module.compile: the parameter names, hence the checkpoint
@@ -72,15 +84,54 @@ class LitDetector(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._follow_epoch()
+        self.assignment_stats.to(self.device).reset()
+        self._assignment_totals = None
 
     def _losses(self, batch: dict, output) -> dict[str, torch.Tensor]:
         return self.criterion(output, batch["labels"], batch["boxes"], batch["mask"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch, self(batch["images"]))
+        stats = getattr(self.criterion, "last_assignment_stats", None)
+        if stats is not None:
+            self.assignment_stats.update(stats)
+            self.criterion.last_assignment_stats = None
+        self._input_size = int(batch["images"].shape[-1])
         self._last_losses = {k: v.detach() for k, v in losses.items()}
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["images"]))
         return losses["loss"]
+
+    def _epoch_assignment_totals(self) -> dict | None:
+        """This training epoch's assignment totals as Python numbers (None: the criterion recorded none), computed
+        once per epoch: the first call reduces them across DDP ranks, so every rank calls it (the epoch-end hooks)."""
+        if self._assignment_totals is None or self._assignment_totals[0] != self.current_epoch:
+            totals = None
+            if self.assignment_stats.update_count > 0:
+                totals = totals_to_python(self.assignment_stats.compute())
+            self._assignment_totals = (self.current_epoch, totals)
+        return self._assignment_totals[1]
+
+    def assignment_summary(self) -> dict[str, float]:
+        """This training epoch's assignment statistics ({} when the criterion records none), by name without the
+        `assign/` prefix: see `detector.assigners.statistics.summarize`. Read by MetricsHistory at the epoch end."""
+        totals = self._epoch_assignment_totals()
+        return summarize(totals) if totals is not None else {}
+
+    def on_train_epoch_end(self) -> None:
+        totals = self._epoch_assignment_totals()
+        if totals is None:
+            return
+        self.log_dict({f"assign/{name}": value for name, value in summarize(totals).items()}, sync_dist=True)
+        if self.unassigned_warning is not None:
+            message = unassigned_warning(totals, self.unassigned_warning, self._img_size(), self.current_epoch)
+            if message is not None:
+                rank_zero_warn(message)
+
+    def _img_size(self) -> int | None:
+        """The training input size: the datamodule's `img_size` (data.img_size), else the last batch's width."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        size = getattr(datamodule, "img_size", None)
+        return int(size) if size is not None else self._input_size
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip the update when the gradients are not finite (gradients are already reduced across DDP

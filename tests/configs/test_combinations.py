@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from detector.assigners.statistics import summarize
 from detector.config import ConfigError, check_combination, register_resolvers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,6 +156,9 @@ def test_every_assigner_trains_every_head(tmp_path, overrides):
     cfg, module = build(overrides, tmp_path)
     losses = one_step(module)
     assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
+    # the training step recorded its assignment statistics: the batch's 3 GT boxes, each with positives
+    stats = summarize(module.criterion.last_assignment_stats)
+    assert stats["gt_count"] == 3 and stats["gt_without_pos"] == 0 and 0 < stats["pos_iou"] <= 1
     if "model.end2end=true" in overrides:
         assert "one2one" in losses and type(module.criterion.one2one_assigner).__name__ == "TaskAlignedAssigner"
         assert module.criterion.one2one_assigner.topk == 1

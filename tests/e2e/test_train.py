@@ -23,6 +23,11 @@ def test_smoke_run_writes_checkpoints_metrics_and_config(trained):
     assert (run / "config_resolved.yaml").exists() and (run / ".hydra" / "config.yaml").exists()
     assert metrics["status"] == "ok" and (run / "checkpoints" / "best.ckpt").samefile(metrics["best_checkpoint"])
     assert "mAP50-95" in trained["stdout"] and "Best checkpoint" in trained["stdout"]
+    # the epoch's assignment statistics: in the history (assign_*) and in the CSV log (assign/*)
+    (epoch,) = metrics["history"]
+    assert epoch["assign_gt_count"] > 0 and epoch["assign_pos_per_gt"] > 0 and 0 < epoch["assign_pos_iou"] <= 1
+    assert sum(epoch[f"assign_level{k}_share"] for k in range(3)) == pytest.approx(1.0)
+    assert "assign/pos_per_gt" in (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
 
 
 def in_process_overrides(tmp_path: Path, **sizes) -> list[str]:
@@ -49,6 +54,7 @@ def test_ddp_two_cpu_processes_evaluate_every_val_image_once(tmp_path):
                "trainer.limit_train_batches=2", "data.batch_size=2"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["images"] == 7
+    assert metrics["history"][0]["assign_gt_count"] > 0  # the assignment statistics, reduced across the ranks
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ def test_criterion_and_assigner_sections_compare_with_their_references(tmp_path)
     out = tmp_path / "benchmark.json"
     result = run_script("scripts/benchmark.py", [
         "--only", "criterion", "assigner", "--batch", "1", "--sizes", "64", "--num-gt", "3", "--repeats", "1",
-        "--warmup", "0", "--out", out,
+        "--warmup", "0", "--statistics-overhead", "--out", out,
     ], timeout=TIMEOUT)
     figures = json.loads(out.read_text())
     assert figures["batch"] == 1 and figures["sizes"] == [64] and set(figures) >= {"machine", "criterion", "assigner"}
@@ -29,6 +29,8 @@ def test_criterion_and_assigner_sections_compare_with_their_references(tmp_path)
         case = figures["assigner"][f"3 GT/img, {method}"]
         assert case["vs_reference"]["reference"] == "3 GT/img, tal" and case["peak_extra_mib"] >= 0
     assert figures["criterion"]["3 GT/img, sparse"]["vs_reference"]["max_losses_difference"] < 1e-4
+    # --statistics-overhead: the forward with and without the assignment statistics, and the statistics alone
+    assert {"forward_median_s", "forward_off_median_s", "statistics_median_s"} <= set(figures["criterion"]["3 GT/img, sparse"])
     assert "3 GT/img, sparse: " in result.stdout and "x the speed of 3 GT/img, dense reference" in result.stdout
 
 

@@ -202,11 +202,27 @@ def test_small_objects_on_the_dense_reference_too():
     assert torch.equal(dense.foreground, assign_small(gt, small_objects=True).foreground)
 
 
-def test_small_objects_match_ultralytics_task_aligned_assigner():
-    """Optional reference: ultralytics 8.4's TaskAlignedAssigner (stride widening), skipped when not installed."""
-    reference = pytest.importorskip("ultralytics.utils.tal", reason="ultralytics (optional reference) not installed")
-    if "stride" not in reference.TaskAlignedAssigner.__init__.__code__.co_varnames:
-        pytest.skip("this ultralytics version's TaskAlignedAssigner has no small-object widening (8.4+ has)")
+REFERENCE_SCRIPT = """
+import sys, torch
+from ultralytics.utils import tal
+if "stride" not in tal.TaskAlignedAssigner.__init__.__code__.co_varnames:
+    sys.exit(3)  # no small-object widening in this version (8.4+ has it)
+scores, pred, points, labels, gt, mask, C = torch.load(sys.argv[1])
+assigner = tal.TaskAlignedAssigner(topk=10, num_classes=C, alpha=0.5, beta=6.0, stride=[8, 16, 32])
+_, _, target_scores, fg, gt_index = assigner(scores, pred, points, labels.unsqueeze(-1), gt, mask.unsqueeze(-1).float())
+torch.save((target_scores, fg.bool(), gt_index), sys.argv[2])
+"""
+
+
+def test_small_objects_match_ultralytics_task_aligned_assigner(tmp_path):
+    """Optional reference: ultralytics 8.4's TaskAlignedAssigner (stride widening), skipped when not installed. It runs
+    in a subprocess: importing ultralytics monkey-patches cv2.imread/imwrite and torch.save process-wide."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics (optional reference) not installed")
     torch.manual_seed(3)
     priors = three_level_priors(128)
     anchors = len(priors.points)
@@ -214,14 +230,18 @@ def test_small_objects_match_ultralytics_task_aligned_assigner():
     xy = torch.rand(B, M, 2) * 110
     gt = torch.cat([xy, xy + 1 + torch.rand(B, M, 2) * torch.tensor([[[6.0, 30.0]]])], -1)  # many sides < 16 px
     labels, mask = torch.randint(0, C, (B, M)), torch.rand(B, M) > 0.15
+    gt = gt * mask[..., None]
     centres = priors.points + torch.randn(B, anchors, 2) * 3
     half = 2 + torch.rand(B, anchors, 2) * 10
     pred, scores = torch.cat([centres - half, centres + half], -1), torch.rand(B, anchors, C) * 0.9 + 0.05
-    ours = TaskAlignedAssigner(C, small_objects=True)(AssignerInput(scores, pred, priors, labels, gt * mask[..., None], mask))
-    theirs = reference.TaskAlignedAssigner(topk=10, num_classes=C, alpha=0.5, beta=6.0, stride=[8, 16, 32])
-    _, _, their_scores, their_fg, their_idx = theirs(
-        scores, pred, priors.points, labels.unsqueeze(-1), gt * mask[..., None], mask.unsqueeze(-1).float())
-    their_fg = their_fg.bool()
+    torch.save((scores, pred, priors.points, labels, gt, mask, C), tmp_path / "inputs.pt")
+    run = subprocess.run([sys.executable, "-c", REFERENCE_SCRIPT, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+                         capture_output=True, text=True, timeout=300)
+    if run.returncode == 3:
+        pytest.skip("this ultralytics version's TaskAlignedAssigner has no small-object widening (8.4+ has)")
+    assert run.returncode == 0, run.stderr[-3000:]
+    their_scores, their_fg, their_idx = torch.load(tmp_path / "out.pt")
+    ours = TaskAlignedAssigner(C, small_objects=True)(AssignerInput(scores, pred, priors, labels, gt, mask))
     assert their_fg.sum() > 20
     assert torch.equal(ours.foreground, their_fg)
     assert torch.equal(ours.gt_index[their_fg], their_idx[their_fg])

@@ -45,23 +45,17 @@ from __future__ import annotations
 
 import torch
 
-from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment, segment_max
+from detector.assigners.base import (
+    Assigner,
+    AssignerInput,
+    Assignment,
+    background_assignment,
+    paired_box_iou,
+    segment_max,
+)
 from detector.models.priors import box_centres, square_priors
 
 SOFT_TARGETS = ("prediction_iou", "one_hot")
-
-
-def paired_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU of matched pairs of xyxy boxes (..., 4) -> (...), with the arithmetic of torchvision's `box_iou`
-    (so that it gives the same values bit for bit); 0 where both boxes have zero area (0 / 0)."""
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    left_top = torch.max(boxes1[..., :2], boxes2[..., :2])
-    right_bottom = torch.min(boxes1[..., 2:], boxes2[..., 2:])
-    wh = (right_bottom - left_top).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1 + area2 - inter
-    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
 
 
 class ATSSAssigner(Assigner):

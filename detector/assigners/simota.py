@@ -36,22 +36,11 @@ from __future__ import annotations
 
 import torch
 
-from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment
+from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment, paired_box_iou
 
 _PENALTY = 1e5  # cost added to pairs whose anchor is not both in box and in centre of the GT
 _IOU_EPS = 1e-8  # inside -log(IoU + eps)
 _LOG_MIN = -100.0  # torch's binary_cross_entropy clamps its logs here
-
-
-def _pair_iou(gt: torch.Tensor, px1, py1, px2, py2) -> torch.Tensor:
-    """IoU of GT boxes gt (R, 4) with predicted boxes given by coordinates of shape (R, A) or (R,):
-    inter / union (torchvision's box_iou), 0 where the union is 0."""
-    gx1, gy1, gx2, gy2 = (gt[:, i] if px1.dim() == 1 else gt[:, i, None] for i in range(4))
-    inter = (torch.minimum(px2, gx2) - torch.maximum(px1, gx1)).clamp(min=0) * (
-        torch.minimum(py2, gy2) - torch.maximum(py1, gy1)
-    ).clamp(min=0)
-    union = (px2 - px1) * (py2 - py1) + (gx2 - gx1) * (gy2 - gy1) - inter
-    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
 
 
 def negative_log_sum(probs: torch.Tensor) -> torch.Tensor:
@@ -101,7 +90,6 @@ class SimOTAAssigner(Assigner):
         strides = inputs.priors.strides.reshape(-1).to(dtype)
         probs = pred_scores.to(dtype)
         pred = pred_boxes.to(dtype)
-        px1, py1, px2, py2 = pred.unbind(-1)  # (B, A) each
         boxes = gt_boxes.reshape(-1, 4)[rows].to(dtype)  # (R, 4)
         image = rows // num_gt
         labels = gt_labels.reshape(-1)[rows]
@@ -128,7 +116,7 @@ class SimOTAAssigner(Assigner):
             img, box, label, g = image[sel], boxes[sel], labels[sel], rows[sel] % num_gt
             in_box, in_centre = self._geometry(box, points, strides)
             cand = candidate[img]  # (r, A)
-            iou = _pair_iou(box, px1[img], py1[img], px2[img], py2[img])
+            iou = paired_box_iou(box[:, None], pred[img])  # (r, A)
             p_y = probs[img[:, None], anchor_index, label[:, None]]
             cost = (self.cls_weight * class_cost(neg_sum[img], p_y) + self.iou_weight * -torch.log(iou + _IOU_EPS)
                     + _PENALTY * (~(in_box & in_centre)).to(dtype))
@@ -171,8 +159,7 @@ class SimOTAAssigner(Assigner):
         labels = gt_labels.gather(1, gt_index).clamp(min=0)
         target_boxes = gt_boxes.gather(1, gt_index.unsqueeze(-1).expand(-1, -1, 4))
         fb, fa = foreground.nonzero(as_tuple=True)
-        fg_pred = pred[fb, fa]
-        quality = _pair_iou(target_boxes[fb, fa].to(dtype), *fg_pred.unbind(-1))
+        quality = paired_box_iou(target_boxes[fb, fa].to(dtype), pred[fb, fa])
         scores = torch.zeros(batch, anchors, self.num_classes, dtype=pred_scores.dtype, device=device)
         scores[fb, fa, labels[fb, fa]] = quality.to(scores.dtype)
         return Assignment(labels, target_boxes, scores, foreground, gt_index)

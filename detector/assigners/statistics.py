@@ -25,7 +25,7 @@ import math
 import torch
 from torchmetrics import Metric
 
-from detector.assigners.base import Assignment
+from detector.assigners.base import Assignment, paired_box_iou
 from detector.models.priors import Priors
 
 SIZE_BUCKETS = ("small", "medium", "large")
@@ -50,14 +50,6 @@ STATES: dict[str, tuple[tuple[int, ...], torch.dtype, float, str]] = {
     "min_stride": ((), torch.float32, math.inf, "min"),  # the smallest stride of the priors (px)
     "min_prior": ((), torch.float32, math.inf, "min"),  # the smallest prior box, sqrt of its area (px); inf: none
 }
-
-
-def _elementwise_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """IoU of matched xyxy boxes (..., 4) -> (...)."""
-    inter = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
-    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
-    return inter / (area_a + area_b - inter).clamp(min=eps)
 
 
 def size_buckets(boxes: torch.Tensor) -> torch.Tensor:
@@ -119,7 +111,7 @@ def assignment_statistics(
 
     # a non-finite predicted box (a step that the module skips) counts as IoU 0 rather than making the epoch's mean NaN
     if positives is None:  # masked sums over every anchor (no synchronisation to find the positives)
-        iou = _elementwise_iou(pred_boxes.detach().float(), assignment.boxes.float())
+        iou = paired_box_iou(pred_boxes.detach().float(), assignment.boxes.float())
         iou_sum = torch.where(foreground, iou, 0.0).nan_to_num(0.0).sum()
         quality_sum = torch.where(foreground, assignment.scores.detach().amax(-1).float(), 0.0).sum()
     else:  # index_select on flat (image, anchor) rows: faster than advanced indexing
@@ -128,7 +120,7 @@ def assignment_statistics(
         def select(values: torch.Tensor) -> torch.Tensor:
             return values.detach().reshape(-1, values.shape[-1]).index_select(0, rows)
 
-        iou = _elementwise_iou(select(pred_boxes).float(), select(assignment.boxes).float())
+        iou = paired_box_iou(select(pred_boxes).float(), select(assignment.boxes).float())
         iou_sum = iou.nan_to_num(0.0).sum()
         quality_sum = select(assignment.scores).amax(-1).float().sum()
     return {

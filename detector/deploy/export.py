@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from torch import nn
 from torchvision.ops import nms as torchvision_nms
 
 from detector.deploy.load import load_detector
-from detector.postprocess.postprocessors import top_detections
+from detector.postprocess.postprocessors import detecting_output, top_detections
 
 INPUT_NAME = "images"
 # export formats of `export_checkpoint` (configs/export.yaml `format`)
@@ -45,17 +44,8 @@ class InferenceModel(nn.Module):
         super().__init__()
         self.model, self.activation, self.one2one = model, activation, one2one
 
-    def detecting_output(self, images: torch.Tensor) -> tuple[Any, bool]:
-        """(the head output that detects, whether it is NMS-free): the one-to-one branch of an end-to-end model,
-        else the output itself."""
-        output = self.model(images)
-        one2one = getattr(output, "one2one", None)
-        if one2one is None or self.one2one is False:
-            return output, False
-        return one2one, True
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        output, _ = self.detecting_output(images)
+        output, _ = detecting_output(self.model(images), self.one2one)
         return output.decode_boxes(), output.class_scores(self.activation)
 
 
@@ -70,7 +60,7 @@ class InferenceModelNMS(InferenceModel):
         self.conf_threshold, self.iou_threshold, self.max_detections = conf_threshold, iou_threshold, max_detections
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        output, nms_free = self.detecting_output(images)
+        output, nms_free = detecting_output(self.model(images), self.one2one)
         boxes, scores = output.decode_boxes(), output.class_scores(self.activation)
         if nms_free:
             return self.nms_free(boxes, scores)

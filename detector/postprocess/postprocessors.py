@@ -7,10 +7,21 @@ branch's top scores without NMS (`top_detections`), unless `one2one=false` asks 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torchvision.ops import batched_nms
 
 from detector.postprocess.nms import NMS_METHODS, nms
+
+
+def detecting_output(output, one2one: bool | None = None) -> tuple[Any, bool]:
+    """(the head output that detects, whether it is NMS-free): the one-to-one branch of an end-to-end head output
+    unless `one2one` is False, else the output itself (the post-processors and the ONNX export decide alike)."""
+    branch = getattr(output, "one2one", None)
+    if branch is None or one2one is False:
+        return output, False
+    return branch, True
 
 
 def top_detections(boxes: torch.Tensor, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -45,12 +56,12 @@ class Postprocessor:
 
     @torch.no_grad()
     def __call__(self, output) -> list[dict[str, torch.Tensor]]:
-        one2one = getattr(output, "one2one", None)
-        if self.one2one and one2one is None:
+        if self.one2one and getattr(output, "one2one", None) is None:
             raise ValueError(f"postprocess.one2one=true, but this {type(output).__name__} has no one-to-one branch "
                              "(train with model.end2end=true)")
-        if one2one is not None and self.one2one is not False:
-            return self.nms_free(one2one)
+        output, nms_free = detecting_output(output, self.one2one)
+        if nms_free:
+            return self.nms_free(output)
         boxes, scores = output.decode_boxes(), output.class_scores(self.activation)
         results = []
         for image_boxes, image_scores in zip(boxes, scores):

@@ -21,20 +21,23 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("DETECTOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def shared_dataset(name: str, marker: str) -> Path:
+    """../shared/data/<name>, or a skip saying where it was looked for when <name>/<marker> is not there (a file,
+    or a folder when `marker` ends with "/")."""
+    path = shared_data_dir() / name
+    if not ((path / marker).is_dir() if marker.endswith("/") else (path / marker).is_file()):
+        pytest.skip(f"{name} not found at {path.resolve()} (set DETECTOR_SHARED_DATA to the folder holding {name}/)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def coco128() -> Path:
-    path = shared_data_dir() / "coco128"
-    if not (path / "data.yaml").is_file():
-        pytest.skip(f"COCO128 not found at {path.resolve()} (set DETECTOR_SHARED_DATA to the folder holding coco128/)")
-    return path
+    return shared_dataset("coco128", "data.yaml")
 
 
 @pytest.fixture(scope="session")
 def fruit_voc() -> Path:
-    path = shared_data_dir() / "fruit_voc"
-    if not (path / "Annotations").is_dir():
-        pytest.skip(f"fruit_voc not found at {path.resolve()} (set DETECTOR_SHARED_DATA to the folder holding fruit_voc/)")
-    return path
+    return shared_dataset("fruit_voc", "Annotations/")
 
 
 def pytest_sessionfinish(session, exitstatus):

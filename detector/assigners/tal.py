@@ -26,6 +26,7 @@ contribute nothing to any loss either way.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -105,7 +106,7 @@ class TaskAlignedAssigner(Assigner):
         than the second-finest stride widened to it about the centre."""
         if not self.small_objects:
             return gt_boxes
-        level_starts = torch.tensor([0, *priors.level_sizes[:-1]]).cumsum(0).tolist()
+        level_starts = [0, *itertools.accumulate(priors.level_sizes[:-1])]
         level_strides = sorted(set(priors.strides[level_starts, 0].tolist()))
         min_side = level_strides[1] if len(level_strides) > 1 else level_strides[0]
         centre, size = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2, gt_boxes[..., 2:] - gt_boxes[..., :2]

@@ -5,6 +5,7 @@
     detector-predict        = python scripts/predict.py        (configs/predict.yaml)
     detector-export         = python scripts/export.py         (configs/export.yaml)
     detector-check-dataset  = python scripts/check_dataset.py  (configs/train.yaml for its data=... form)
+    detector-visualize-assignment = python scripts/visualize_assignment.py (configs/visualize_assignment.yaml)
 
 The same command lines (`detector-train loss=giou`, `detector-evaluate ckpt_path=... --help`), the same output.
 The Hydra apps compose the repository's configs/ folder: $PROJECT_ROOT/configs when PROJECT_ROOT is set (the
@@ -78,3 +79,12 @@ def check_dataset(argv: list[str] | None = None) -> int:
     from detector.data.checks import check_dataset as run
 
     return run(argv, config_dir=project_root() / "configs")
+
+
+def visualize_assignment(argv: list[str] | None = None) -> int:
+    """`detector-visualize-assignment [assigner=tal,atss] [key=value ...]` (--help): draw assigned anchors."""
+    import sys
+
+    from detector.diagnostics.assignment import visualize_command
+
+    return visualize_command(sys.argv[1:] if argv is None else argv, config_dir=project_root() / "configs")

@@ -34,7 +34,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
-from detector.assigners.base import Assigner, AssignerInput
+from detector.assigners.base import Assigner, AssignerInput, Assignment
 from detector.assigners.statistics import assignment_statistics
 from detector.losses.base import BoxLoss, ClassificationLoss
 from detector.models.coders import boxes_to_distances
@@ -88,16 +88,24 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         combined["one2one"] = one2one["loss"].detach()
         return combined
 
+    @torch.no_grad()
+    def assign(self, output: DFLHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
+               assigner: Assigner | None = None, pred_boxes: torch.Tensor | None = None) -> Assignment:
+        """The assignment the loss of `output` uses (by `assigner`, default the main branch's); `pred_boxes`: the
+        decoded boxes when the caller has them (scripts/visualize_assignment.py calls it with the head output only)."""
+        pred_boxes = output.decode_boxes() if pred_boxes is None else pred_boxes
+        return (assigner or self.assigner)(AssignerInput(
+            output.class_scores(self.activation).detach(), pred_boxes.detach(), output.priors,
+            gt_labels, gt_boxes.float(), gt_mask,
+        ))
+
     def branch_losses(self, output: DFLHeadOutput, assigner: Assigner, gt_labels: torch.Tensor, gt_boxes: torch.Tensor,
                       gt_mask: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
         """The losses of one head branch with its assigner; `record`: keep its assignment statistics (training)."""
         strides = output.priors.strides
         box_logits, cls_logits = output.box_logits.float(), output.cls_logits.float()
         pred_pixels = output.decode_boxes()
-        assignment = assigner(AssignerInput(
-            output.class_scores(self.activation).detach(), pred_pixels.detach(), output.priors,
-            gt_labels, gt_boxes.float(), gt_mask,
-        ))
+        assignment = self.assign(output, gt_labels, gt_boxes, gt_mask, assigner, pred_pixels)
         target_scores = assignment.scores
         total_score = target_scores.sum().clamp(min=1)
         losses = {"cls": self.cls_loss(cls_logits, target_scores).sum() / total_score}

@@ -38,7 +38,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from detector.assigners.base import Assigner, AssignerInput
+from detector.assigners.base import Assigner, AssignerInput, Assignment
 from detector.assigners.statistics import assignment_statistics
 from detector.losses.base import BoxLoss, ClassificationLoss
 from detector.models.coders import encode_boxes
@@ -65,16 +65,23 @@ class MultiBoxCriterion(nn.Module):
     def activation(self) -> str:
         return self.cls_loss.activation
 
+    @torch.no_grad()
+    def assign(self, output: SSDHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
+               pred_boxes: torch.Tensor | None = None) -> Assignment:
+        """The assignment the loss of `output` uses; `pred_boxes`: the decoded boxes when the caller has them."""
+        pred_boxes = output.decode_boxes() if pred_boxes is None else pred_boxes
+        return self.assigner(AssignerInput(
+            output.class_scores(self.activation).detach(), pred_boxes.detach(), output.priors,
+            gt_labels, gt_boxes.float(), gt_mask,
+        ))
+
     def forward(self, output: SSDHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """gt_* padded per image: labels (B, M), boxes (B, M, 4) xyxy input pixels, mask (B, M).
         Returns the weighted components 'box', 'cls' and their sum 'loss'."""
         priors = output.priors.boxes
         deltas, logits = output.box_deltas.float(), output.cls_logits.float()
         pred_boxes = output.decode_boxes()  # (B, A, 4) pixels
-        assignment = self.assigner(AssignerInput(
-            output.class_scores(self.activation).detach(), pred_boxes.detach(), output.priors,
-            gt_labels, gt_boxes.float(), gt_mask,
-        ))
+        assignment = self.assign(output, gt_labels, gt_boxes, gt_mask, pred_boxes)
         if self.statistics and self.training:
             self.last_assignment_stats = assignment_statistics(assignment, gt_boxes, gt_mask, output.priors, pred_boxes)
         fg = assignment.foreground

@@ -97,6 +97,16 @@ class DetectionDataModule(L.LightningDataModule):
             min_box_size=self.min_box_size, seed=self.seed,
         )
 
+    def unaugmented_dataset(self, split: str) -> DetectionDataset:
+        """The `split` ("train" or "val") set as validation serves it: letterboxed, no augmentation, no mosaic."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+        if self.prepare is not None:
+            self.prepare()
+        dataset = self._dataset(self.train_reader if split == "train" else self.val_reader, split, augmentations=())
+        dataset.set_mosaic(False)
+        return dataset
+
     @property
     def class_names(self) -> list[str]:
         assert self.val_dataset is not None, "call setup() first"

@@ -20,6 +20,7 @@ from .conftest import ROOT, run_script
 COMMANDS = {
     "detector-train": "train", "detector-evaluate": "evaluate", "detector-predict": "predict",
     "detector-export": "export", "detector-check-dataset": "check_dataset",
+    "detector-visualize-assignment": "visualize_assignment",
 }
 
 

@@ -2,7 +2,7 @@
 noisy backgrounds, written once (deterministically from a seed) as JPEG images + COCO json.
 
 Five shape classes in random colours, 2-8 objects per image, sizes from about 10 px to half the
-image (COCO small/medium/large all occur); two boxes may overlap by at most 30% of the smaller
+image (COCO small/medium/large all occur; `object_size`/`objects` make other variants, e.g. tiny objects); two boxes may overlap by at most 30% of the smaller
 one, so every object stays identifiable. The box of an object is the tight box of its drawn pixels.
 """
 
@@ -59,14 +59,19 @@ def _overlap_of_smaller(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.minimum(area(box), area(boxes))
 
 
-def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[list[float]], list[int]]:
-    """One RGB image (size x size) and its xyxy boxes and class indices."""
+def render_image(
+    rng: np.random.Generator, size: int, object_size: tuple[float, float] | None = None, objects: tuple[int, int] = (2, 8),
+) -> tuple[np.ndarray, list[list[float]], list[int]]:
+    """One RGB image (size x size) and its xyxy boxes and class indices. `object_size`: (smallest, largest) object
+    diameter in px, log-uniform (None: 12 px to half the image); `objects`: (fewest, most) objects per image."""
     image = _background(rng, size, size)
+    low, high = (6, size / 4) if object_size is None else (object_size[0] / 2, object_size[1] / 2)
+    min_pixels = min(16, int(low**2))  # a drawn object needs this many pixels
     boxes, labels = [], []
-    for _ in range(rng.integers(2, 9)):
+    for _ in range(rng.integers(objects[0], objects[1] + 1)):
         for _attempt in range(20):
             label = int(rng.integers(len(CLASS_NAMES)))
-            r = float(np.exp(rng.uniform(np.log(6), np.log(size / 4))))
+            r = float(np.exp(rng.uniform(np.log(low), np.log(high))))
             cx, cy = rng.uniform(r, size - r, 2)
             mask = np.zeros((size, size), np.uint8)
             if CLASS_NAMES[label] == "circle":
@@ -74,7 +79,7 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
             else:
                 cv2.fillPoly(mask, [_polygon(CLASS_NAMES[label], cx, cy, r, rng.uniform(0, 2 * math.pi))], 255)
             ys, xs = np.nonzero(mask)
-            if len(xs) < 16:
+            if len(xs) < min_pixels:
                 continue
             box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
             if (_overlap_of_smaller(box, np.array(boxes).reshape(-1, 4)) > 0.3).any():
@@ -89,13 +94,19 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     return np.clip(image, 0, 255).astype(np.uint8), boxes, labels
 
 
-def generate_shapes(root: str | Path, num_train: int = 1500, num_val: int = 250, image_size: int = 256, seed: int = 0) -> Path:
-    """Write root/images/{train,val}/*.jpg and root/annotations/{train,val}.json (COCO format).
+def generate_shapes(
+    root: str | Path, num_train: int = 1500, num_val: int = 250, image_size: int = 256, seed: int = 0,
+    object_size: tuple[float, float] | None = None, objects: tuple[int, int] = (2, 8),
+) -> Path:
+    """Write root/images/{train,val}/*.jpg and root/annotations/{train,val}.json (COCO format). `object_size` and
+    `objects` as in `render_image` (configs/data/shapes_tiny.yaml: objects of 4 to 16 px, 5 to 20 per image).
 
     Idempotent: a stamp file records the parameters; an existing dataset with the same stamp is kept.
     """
     root = Path(root)
     params = dict(num_train=num_train, num_val=num_val, image_size=image_size, seed=seed, classes=CLASS_NAMES, version=1)
+    if object_size is not None or tuple(objects) != (2, 8):  # the default's stamp is that of earlier versions
+        params.update(object_size=None if object_size is None else list(object_size), objects=list(objects))
     stamp = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()
     stamp_file = root / "GENERATED"
     if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
@@ -107,7 +118,7 @@ def generate_shapes(root: str | Path, num_train: int = 1500, num_val: int = 250,
         image_dir.mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for index in range(count):
-            image, boxes, labels = render_image(rng, image_size)
+            image, boxes, labels = render_image(rng, image_size, object_size, tuple(objects))
             file_name = f"{index:06d}.jpg"
             cv2.imwrite(str(image_dir / file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
             images.append({"id": index + 1, "file_name": file_name, "width": image_size, "height": image_size})

@@ -228,6 +228,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--decode", action="store_true", help="decode every image fully (slower)")
     parser.add_argument("--per-class", action="store_true", help="print the box count of every class")
     parser.add_argument("--max-bad-fraction", type=float, default=None, help="default: the config's, else 0.05")
+    parser.add_argument("--no-doctor", action="store_true", help="skip the doctor (box sizes against the model, ...)")
+    parser.add_argument("--out", help="folder of the doctor's box-size histogram (default: logs/check_dataset/<name>)")
     return parser.parse_known_args(argv)
 
 
@@ -235,21 +237,17 @@ def readers_from_config(overrides: list[str], config_dir: Path) -> tuple[dict, d
     """{split: reader} from the training config (train.yaml in `config_dir`) composed with `overrides`, and info
     about it (name, root, format, classes, ...)."""
     import hydra
-    from hydra import compose, initialize_config_dir
-
-    from detector.config import register_resolvers
 
     if not Path(config_dir).is_dir():
         raise FileNotFoundError(f"no configs folder at {config_dir}: the data=... form composes the repository's "
                                 "configs (set PROJECT_ROOT=<repository>), or check files directly with --format")
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_train_config(overrides, config_dir)
     data = cfg.data
     if data.get("prepare") is not None:
         hydra.utils.instantiate(data.prepare)()
     readers = {split: hydra.utils.instantiate(data[f"{split}_reader"]) for split in ("train", "val")}
     info = {
+        "cfg": cfg,
         "data": next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), "(train.yaml default)"),
         "root": data.get("root"), "format": data.get("format"), "num_classes": data.get("num_classes"),
         "max_bad_fraction": data.get("max_bad_fraction", 0.05),
@@ -297,14 +295,14 @@ def check_dataset(argv: list[str] | None, config_dir: Path) -> int:
     max_bad = args.max_bad_fraction if args.max_bad_fraction is not None else info["max_bad_fraction"]
     root = os.path.normpath(str(info["root"])) if info["root"] else None
     print(f"dataset: {info['data']}  root: {root}  format: {info['format']}  max_bad_fraction: {max_bad}")
-    usable, names_seen = True, {}
+    usable, names_seen, checked = True, {}, {}
     for split, reader in readers.items():
         start = time.perf_counter()
         try:
             records, names, _ = reader()
             if info["num_classes"] is not None and len(names) != info["num_classes"]:
                 raise ValueError(f"data.num_classes={info['num_classes']} but the dataset has {len(names)} classes")
-            _, report = check_records(records, names, name=split, max_bad_fraction=max_bad, decode=args.decode)
+            checked[split], report = check_records(records, names, name=split, max_bad_fraction=max_bad, decode=args.decode)
         except (ValueError, OSError) as error:
             print(f"[{split}] ERROR: {error}")
             usable = False
@@ -317,5 +315,50 @@ def check_dataset(argv: list[str] | None, config_dir: Path) -> int:
     if names_seen:
         names = next(iter(names_seen.values()))
         print(f"{len(names)} classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+    if usable and not args.no_doctor and checked:
+        run_doctor(checked, names, info, args, overrides, config_dir)
     print("RESULT: " + ("usable" if usable else "NOT usable"))
     return 0 if usable else 1
+
+
+def run_doctor(checked: dict[str, list[Record]], names: list[str], info: dict, args: argparse.Namespace,
+               overrides: list[str], config_dir: Path) -> None:
+    """Print the doctor's report (detector.data.doctor) on the first split, for the model of the training config
+    (the data=... form's, else train.yaml's with the overrides and the img_size of configs/data/custom_<format>),
+    write its box-size histogram, and print the command that trains on this dataset."""
+    from omegaconf import OmegaConf
+
+    from detector.data.doctor import diagnose, model_priors, plot_sizes, report_lines
+
+    cfg = info.get("cfg")
+    if cfg is None:
+        cfg = compose_train_config([f"data=custom_{args.format}", *overrides], config_dir)
+    OmegaConf.update(cfg, "data.num_classes", len(names), force_add=True)
+    img_size = int(cfg.data.img_size)
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    priors = model_priors(model_config, img_size)
+    threshold = float(cfg.assigner.get("iou_threshold", 0.5) or 0.5)
+    split, records = next(iter(checked.items()))
+    diagnosis = diagnose(records, len(names), img_size, priors, threshold)
+    model_name = model_config["_target_"].rsplit(".", 1)[-1]
+    print(f"\ndoctor: [{split}] {len(diagnosis.sizes)} boxes, for {model_name} at data.img_size={img_size}")
+    print("\n".join(report_lines(diagnosis, names)))
+    root = Path(str(info["root"])) if info.get("cfg") is None else None
+    name = info["data"] if root is None else (root if root.is_dir() else root.parent).resolve().name
+    out = Path(args.out) if args.out else config_dir.parent / "logs" / "check_dataset" / name
+    path = plot_sizes(diagnosis, out / f"box_sizes_{split.replace('/', '_')}.png",
+                      title=f"{info['data']} [{split}] at img_size {img_size}")
+    print(f"box-size histogram: {path}")
+    if info.get("cfg") is not None:
+        print("train on it:  python train.py " + " ".join(overrides))
+
+
+def compose_train_config(overrides: list[str], config_dir: Path):
+    """The training config (train.yaml in `config_dir`) composed with `overrides`."""
+    from hydra import compose, initialize_config_dir
+
+    from detector.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)

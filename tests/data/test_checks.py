@@ -115,7 +115,7 @@ def test_check_dataset_script(tmp_path, write_image, capsys):
     (root / "labels/train/1.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0 0.2\n")
     (root / "labels/train/2.txt").write_text("")
     (root / "data.yaml").write_text("train: images/train\nnames: [thing]\n")
-    argv = ["--format", "yolo", "--path", str(root / "data.yaml"), "--split", "train"]
+    argv = ["--format", "yolo", "--path", str(root / "data.yaml"), "--split", "train", "--out", str(tmp_path / "doctor")]
     assert check_dataset.main(argv + ["--max-bad-fraction", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "[train] 2/3 images usable, 1 boxes" in out and "1 background images" in out

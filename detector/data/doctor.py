@@ -1,0 +1,208 @@
+"""The dataset doctor of `check_dataset`: what in a usable dataset will still hurt training with the chosen model.
+
+On the records that passed the checks (detector.data.checks), with the boxes as training sees them after the
+letterbox to `data.img_size` (longest side -> img_size, top-left, no augmentation):
+- a histogram of box sizes (sqrt of the area, px) against the model's strides and prior sizes (text and PNG);
+- the boxes the chosen model family cannot match at this size:
+  anchor-free heads: boxes that contain no anchor point of any level (points at (i + 0.5) * stride). TAL and ATSS
+  take candidates only among the points inside a box, so these get no positive; `assigner=tal_small` widens sides
+  shorter than the second stride to it for the candidate test; SimOTA's centre region (2.5 strides) reaches them.
+  anchor-based heads (SSD priors): boxes whose best prior IoU is below the matcher's threshold (only their one
+  forced best prior becomes positive), and those that overlap no prior at all (no positive);
+- class imbalance (boxes per class), duplicate boxes (same image, same class, IoU > 0.95), and images with a box
+  that covers almost the whole image (>= 90% of its area: often a whole-image label or a box in the wrong format).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from detector.data.dataset import Record
+from detector.data.transforms import letterbox_scale
+from detector.models.priors import Priors
+
+SIZE_BINS = (0, 4, 8, 16, 32, 64, 128, 256, 512, 1024, math.inf)  # sqrt(area), px after the letterbox
+DUPLICATE_IOU = 0.95
+WHOLE_IMAGE = 0.9
+
+
+@dataclass
+class Diagnosis:
+    img_size: int
+    strides: list[float]
+    prior_sizes: list[float]  # sqrt(area) of the distinct prior boxes (anchor-based heads), px
+    sizes: np.ndarray  # (N,) sqrt(area) of every box after the letterbox
+    no_anchor_point: int | None = None  # anchor-free: boxes that contain no anchor point
+    no_anchor_point_widened: int | None = None  # the same with TAL's small-object widening
+    below_threshold: int | None = None  # anchor-based: best prior IoU < threshold
+    no_prior: int | None = None  # anchor-based: best prior IoU == 0
+    iou_threshold: float | None = None
+    class_counts: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    duplicate_examples: list[str] = field(default_factory=list)
+    whole_image: int = 0
+    whole_image_examples: list[str] = field(default_factory=list)
+
+
+def letterboxed_boxes(record: Record, img_size: int) -> np.ndarray:
+    """(n, 4) the record's boxes in the pixels of its letterboxed image."""
+    sx, sy = letterbox_scale(record.height, record.width, img_size)
+    return np.asarray(record.boxes, np.float64).reshape(-1, 4) * (sx, sy, sx, sy)
+
+
+def points_inside(boxes: np.ndarray, stride: float, grid: int) -> np.ndarray:
+    """(n,) how many points (i + 0.5) * stride, i in 0..grid-1, of one level lie strictly inside each box."""
+    counts = []
+    for low, high in ((boxes[:, 0], boxes[:, 2]), (boxes[:, 1], boxes[:, 3])):
+        first = np.floor(low / stride - 0.5) + 1  # first i with (i + 0.5) * stride > low
+        last = np.ceil(high / stride - 0.5) - 1  # last i with (i + 0.5) * stride < high
+        counts.append(np.clip(np.minimum(last, grid - 1) - np.maximum(first, 0) + 1, 0, None))
+    return counts[0] * counts[1]
+
+
+def widen_small(boxes: np.ndarray, side: float) -> np.ndarray:
+    """Sides shorter than `side` widened to it about the centre (TAL's small-object option)."""
+    centre, size = (boxes[:, :2] + boxes[:, 2:]) / 2, np.maximum(boxes[:, 2:] - boxes[:, :2], side)
+    return np.concatenate([centre - size / 2, centre + size / 2], 1)
+
+
+def diagnose(records: Sequence[Record], num_classes: int, img_size: int, priors: Priors, iou_threshold: float = 0.5) -> Diagnosis:
+    """The doctor's findings on `records` for a model whose head output has `priors` at `img_size`."""
+    per_image = [letterboxed_boxes(r, img_size) for r in records]
+    boxes = np.concatenate(per_image) if per_image else np.zeros((0, 4))
+    sizes = np.sqrt(np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1))
+    starts = np.cumsum((0, *priors.level_sizes[:-1]))
+    strides = [float(priors.strides[s, 0]) for s in starts]
+    diagnosis = Diagnosis(img_size, strides, [], sizes)
+    if priors.boxes is None:
+        grids = [round(math.sqrt(n)) for n in priors.level_sizes]  # square input: a grid of g x g points per level
+        inside = lambda b: sum(points_inside(b, s, g) for s, g in zip(strides, grids))  # noqa: E731
+        diagnosis.no_anchor_point = int((inside(boxes) == 0).sum())
+        widen = strides[1] if len(strides) > 1 else strides[0]
+        diagnosis.no_anchor_point_widened = int((inside(widen_small(boxes, widen)) == 0).sum())
+    else:
+        prior_boxes = priors.boxes.float()
+        areas = ((prior_boxes[:, 2:] - prior_boxes[:, :2]).prod(1)).sqrt()
+        diagnosis.prior_sizes = sorted({round(float(a), 1) for a in areas})
+        best = torch.cat([box_iou(torch.as_tensor(chunk, dtype=torch.float32), prior_boxes).max(1).values
+                          for chunk in np.array_split(boxes, max(1, len(boxes) // 2048 + 1)) if len(chunk)] or [torch.zeros(0)])
+        diagnosis.iou_threshold = iou_threshold
+        diagnosis.below_threshold = int((best < iou_threshold).sum())
+        diagnosis.no_prior = int((best <= 0).sum())
+    counts = np.zeros(num_classes, np.int64)
+    for record, letterboxed in zip(records, per_image):
+        labels = np.asarray(record.labels, np.int64).reshape(-1)
+        np.add.at(counts, labels, 1)
+        if len(labels) > 1:
+            iou = box_iou(torch.as_tensor(letterboxed), torch.as_tensor(letterboxed)).numpy()
+            same = (labels[:, None] == labels[None]) & (iou > DUPLICATE_IOU)
+            pairs = int(np.triu(same, 1).sum())
+            if pairs:
+                diagnosis.duplicates += pairs
+                if len(diagnosis.duplicate_examples) < 5:
+                    diagnosis.duplicate_examples.append(f"{record.image_path.name}: {pairs} pair(s)")
+        if len(labels):
+            original = np.asarray(record.boxes, np.float64).reshape(-1, 4)
+            box_areas = np.prod(np.clip(original[:, 2:] - original[:, :2], 0, None), 1)
+            if (box_areas >= WHOLE_IMAGE * record.width * record.height).any():
+                diagnosis.whole_image += 1
+                if len(diagnosis.whole_image_examples) < 5:
+                    diagnosis.whole_image_examples.append(record.image_path.name)
+    diagnosis.class_counts = counts.tolist()
+    return diagnosis
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count} ({100 * count / total:.1f}%)" if total else "0"
+
+
+def size_histogram(diagnosis: Diagnosis) -> list[str]:
+    """Text lines: the box count of each size bin, with the strides and prior sizes that fall in it."""
+    counts, _ = np.histogram(diagnosis.sizes, bins=np.array(SIZE_BINS, dtype=float))
+    width = max(1, counts.max()) if len(counts) else 1
+    lines = []
+    for (low, high), count in zip(zip(SIZE_BINS[:-1], SIZE_BINS[1:]), counts):
+        if low > diagnosis.img_size and count == 0:
+            break
+        marks = [f"stride {s:g}" for s in diagnosis.strides if low <= s < high]
+        marks += [f"prior {p:g}" for p in diagnosis.prior_sizes if low <= p < high][:3]
+        label = f"{low:g}-{high:g}" if high != math.inf else f">= {low:g}"
+        lines.append(f"  {label:>10} px {count:7d} {'#' * round(40 * count / width):<40} {', '.join(marks)}".rstrip())
+    return lines
+
+
+def report_lines(diagnosis: Diagnosis, class_names: Sequence[str]) -> list[str]:
+    """The doctor's report: the histogram and every finding, with what to do about it."""
+    total = len(diagnosis.sizes)
+    lines = [f"box sizes (sqrt of area, px) after the letterbox to data.img_size={diagnosis.img_size}:",
+             *size_histogram(diagnosis)]
+    smallest = diagnosis.strides[0] if diagnosis.strides else None
+    if diagnosis.no_anchor_point is not None:
+        lines.append(f"boxes that contain no anchor point at strides {', '.join(f'{s:g}' for s in diagnosis.strides)}: "
+                     f"{_share(diagnosis.no_anchor_point, total)} (TAL and ATSS give them no positive; with "
+                     f"assigner=tal_small {_share(diagnosis.no_anchor_point_widened, total)}; SimOTA reaches them)")
+        if diagnosis.no_anchor_point:
+            lines.append(f"  -> raise data.img_size (boxes scale with it), or assigner=tal_small / assigner=simota; "
+                         f"boxes under the smallest stride ({smallest:g} px) are hard for any anchor-free head")
+    if diagnosis.below_threshold is not None:
+        lines.append(f"boxes whose best prior IoU < {diagnosis.iou_threshold:g}: {_share(diagnosis.below_threshold, total)} "
+                     f"(only their one forced best prior is positive); overlapping no prior: "
+                     f"{_share(diagnosis.no_prior, total)} (no positive)")
+        if diagnosis.below_threshold:
+            lines.append("  -> smaller prior scales (model.first_scale / model.min_scale, docs/ssd.md) or a larger "
+                         "data.img_size")
+    counts = np.array(diagnosis.class_counts)
+    if len(counts):
+        present = counts[counts > 0]
+        ratio = present.max() / present.min() if len(present) else float("nan")
+        rare = [f"{class_names[i]} ({c})" for i, c in enumerate(counts) if c < 0.01 * counts.sum()]
+        lines.append(f"class imbalance: most/least frequent present class {ratio:.1f}x; classes under 1% of the boxes: "
+                     f"{', '.join(rare[:10]) or 'none'}{' ...' if len(rare) > 10 else ''}")
+    lines.append(f"duplicate boxes (same image and class, IoU > {DUPLICATE_IOU}): {diagnosis.duplicates} pair(s)"
+                 + (f", e.g. {'; '.join(diagnosis.duplicate_examples)}" if diagnosis.duplicates else ""))
+    lines.append(f"images with a box covering >= {WHOLE_IMAGE:.0%} of the image: {diagnosis.whole_image}"
+                 + (f", e.g. {', '.join(diagnosis.whole_image_examples)}" if diagnosis.whole_image else ""))
+    return lines
+
+
+def plot_sizes(diagnosis: Diagnosis, path: str | Path, title: str = "") -> Path:
+    """PNG: the histogram of box sizes (log bins) with the strides (dashed) and prior sizes (dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 3.5))
+    sizes = diagnosis.sizes[diagnosis.sizes > 0]
+    top = max(float(sizes.max()) if len(sizes) else 1.0, diagnosis.img_size)
+    ax.hist(sizes, bins=np.geomspace(1, top * 1.01, 40), color="tab:blue", alpha=0.8)
+    ax.set_xscale("log")
+    for stride in diagnosis.strides:
+        ax.axvline(stride, color="tab:red", ls="--", lw=1)
+    for prior in diagnosis.prior_sizes:
+        ax.axvline(prior, color="tab:green", ls=":", lw=0.8)
+    ax.set_xlabel(f"box size sqrt(w*h), px at img_size {diagnosis.img_size} (red: strides, green: prior boxes)")
+    ax.set_ylabel("boxes")
+    ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+@torch.no_grad()
+def model_priors(model_config: dict, img_size: int) -> Priors:
+    """The priors of the model of `model_config` (an untrained instance) for a square input of `img_size`."""
+    from detector.models.build import build_model
+
+    model = build_model(model_config).eval()
+    return model(torch.zeros(1, 3, img_size, img_size)).priors

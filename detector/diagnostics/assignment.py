@@ -40,7 +40,7 @@ class GTSummary:
         name = class_names[self.label] if 0 <= self.label < len(class_names) else str(self.label)
         return (f"GT {self.index} {name} {x2 - x1:.0f}x{y2 - y1:.0f} px: {self.positives} positives"
                 f"{f' ({levels})' if levels else ''}, best IoU {self.best_iou:.2f} (positives {self.best_positive_iou:.2f}),"
-                f" mean soft target {self.mean_target:.3f}")
+                f" mean soft target {self.mean_target:.3g}")
 
 
 @torch.no_grad()

@@ -8,6 +8,9 @@ probabilities: "sigmoid" (C independent logits (..., C) against soft targets (..
 Box losses: `forward(pred (N, 4), target (N, 4)) -> (N,)`; `input` says what the 4 numbers must be: "boxes"
 (xyxy boxes: the IoU family) or "coordinates" (compared coordinate by coordinate, any 4-vector: the SSD
 criterion gives them its encoded offsets, the dense criterion its boxes in grid units).
+`needs_image_size` (MPDIoU): the loss is called `forward(pred, target, image_size)`, image_size (N, 2) the
+(width, height) of the input image in the units of the boxes; the criteria pass it, a loss never guesses it.
+`linear_in_iou`: the loss is 1 - IoU + a penalty, so the Inner-IoU and Focaler-IoU wrappers can replace its IoU.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class ClassificationLoss(nn.Module):
 
 class BoxLoss(nn.Module):
     input: ClassVar[BoxInput] = "boxes"
+    needs_image_size: bool = False
+    linear_in_iou: bool = False
 
 
 class CoordinateLoss(BoxLoss):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import torch
 from torch import nn
 
 Activation = Literal["sigmoid", "softmax"]
@@ -35,3 +36,16 @@ class BoxLoss(nn.Module):
 
 class CoordinateLoss(BoxLoss):
     input: ClassVar[BoxInput] = "coordinates"
+
+
+def image_size_argument(box_loss: BoxLoss, image_size: tuple[int, int] | None, scale: torch.Tensor) -> tuple:
+    """The extra positional argument of a box loss that `needs_image_size`, () for every other loss: the input
+    image's (width, height) divided by `scale` ((N, 1) per pair: the stride when the boxes are in grid units, 1 for
+    pixels). `image_size` is the (height, width) in pixels that the criterion's caller passed."""
+    if not box_loss.needs_image_size:
+        return ()
+    if image_size is None:
+        raise ValueError(f"{type(box_loss).__name__} needs the input image size: call the criterion with "
+                         "image_size=(height, width) in pixels")
+    height, width = image_size
+    return (torch.tensor([float(width), float(height)], device=scale.device) / scale,)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
+from detector.losses import gaussian as G
 from detector.losses import iou as L
 
 EPS = 1e-7
@@ -83,6 +84,16 @@ HAND_VALUES = [
     ("wiou_v1", L.wise_iou_loss, {"version": 1}, C, math.exp(16 / 40)),
     # Wise-IoU v3 with running mean 6/7 (= L_IoU): beta = 1, r = 1 / (3 * 1.9^-2) = 1.9^2 / 3
     ("wiou_v3", L.wise_iou_loss, {"version": 3, "iou_loss_mean": 6 / 7}, A, 1.9**2 / 3 * math.exp(2 / 18) * 6 / 7),
+    # MPDIoU in a 10 x 10 image (w^2 + h^2 = 200): 1 - IoU + (d_1^2 + d_2^2) / 200
+    ("mpdiou", L.mpdiou_loss, {"image_size": torch.tensor([10.0, 10.0])}, A, 6 / 7 + (2 + 2) / 200),
+    ("mpdiou", L.mpdiou_loss, {"image_size": torch.tensor([10.0, 10.0])}, C, 1 + (16 + 16) / 200),
+    # Shape-IoU, scale 0 (ww = hh = 1): A: distance (1 + 1) / 18, same sizes; B: no distance, omega = 1/2 on both axes
+    ("shape_iou", L.shape_iou_loss, {}, A, 6 / 7 + 2 / 18),
+    ("shape_iou", L.shape_iou_loss, {}, B, 3 / 4 + (1 - math.exp(-0.5)) ** 4),
+    # scale 1 on D (GT 2 x 4): ww = 4/6, hh = 8/6; distance (hh 1 + ww 1) / 32 = 1/16;
+    # omega_w = hh |4 - 2| / 4 = 2/3, omega_h = ww |2 - 4| / 4 = 1/3
+    ("shape_iou", L.shape_iou_loss, {"scale": 1.0}, D,
+     2 / 3 + 1 / 16 + ((1 - math.exp(-2 / 3)) ** 4 + (1 - math.exp(-1 / 3)) ** 4) / 2),
 ]
 
 
@@ -322,7 +333,19 @@ BOX_MODULES = {
     "alpha_diou": L.AlphaIoULoss(base="diou"), "alpha_ciou": L.AlphaIoULoss(), "alpha_ciou_half": L.AlphaIoULoss(0.5),
     "riou": L.RIoULoss(), "siou": L.SIoULoss(), "wiou_v1": L.WIoULoss(version=1), "wiou_v2": L.WIoULoss(version=2),
     "wiou_v3": L.WIoULoss(version=3),
+    "mpdiou": L.MPDIoULoss(), "shape_iou": L.ShapeIoULoss(), "shape_iou_scale1": L.ShapeIoULoss(scale=1.0),
+    "inner_ciou": L.InnerIoULoss(L.CIoULoss()), "inner_iou_large": L.InnerIoULoss(L.IoULoss(), ratio=1.3),
+    "inner_mpdiou": L.InnerIoULoss(L.MPDIoULoss()), "focaler_ciou": L.FocalerIoULoss(L.CIoULoss()),
+    "focaler_siou": L.FocalerIoULoss(L.SIoULoss(), d=0.1, u=0.9),
+    "nwd": G.NWDLoss(), "nwd_small": G.NWDLoss(constant=1.0), "probiou": G.ProbIoULoss(), "probiou_l2": G.ProbIoULoss("l2"),
 }
+
+
+def _call(module, pred, target):
+    """A box module on (pred, target), with a 10 x 10 image for the losses that need the image size."""
+    if module.needs_image_size:
+        return module(pred, target, torch.tensor([10.0, 10.0]))
+    return module(pred, target)
 
 DEGENERATE = torch.tensor([
     # pred, target
@@ -351,7 +374,7 @@ def test_finite_value_and_gradient_in_degenerate_cases(name, dtype):
         pred, target = pred[keep], target[keep]
     pred = pred.to(dtype).requires_grad_()
     target = target.to(dtype)
-    loss = module(pred, target)
+    loss = _call(module, pred, target)
     assert loss.shape == (len(pred),) and loss.dtype == torch.float32
     assert torch.isfinite(loss).all(), loss
     loss.sum().backward()
@@ -364,9 +387,9 @@ def test_finite_value_and_gradient_in_degenerate_cases(name, dtype):
 def test_loss_is_zero_at_the_target_and_positive_elsewhere(name):
     module = BOX_MODULES[name].eval()
     pred, target = _random_pairs(32, seed=3)
-    value, overlapping = module(pred, target), L.iou(pred, target) > 0
+    value, overlapping = _call(module, pred, target), L.iou(pred, target) > 0
     assert overlapping.any() and not overlapping.all()
     assert (value[overlapping] > 0).all() and (value >= 0).all()
     if not name.startswith("focal_eiou"):  # Focal-EIoU's IoU^gamma weight is 0 for disjoint boxes
         assert (value > 0).all()
-    assert module(target, target).abs().max() < 1e-5
+    assert _call(module, target, target).abs().max() < 1e-5

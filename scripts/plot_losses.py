@@ -44,7 +44,7 @@ IOU_FAMILY: dict[str, Callable[[], torch.nn.Module]] = {
     "Focal-EIoU (g 0.5)": L.FocalEIoULoss,
     "alpha-IoU (a 3)": lambda: L.AlphaIoULoss(3.0, "iou"),
     "alpha-CIoU (a 3)": lambda: L.AlphaIoULoss(3.0, "ciou"),
-    "RIoU (b 0.95)": L.RIoULoss,
+    "rising-gradient IoU (b 0.95)": L.RisingGradientIoULoss,
     "SIoU (theta 4)": L.SIoULoss,
     "WIoU v1": lambda: L.WIoULoss(version=1),
     "WIoU v3 (mean 0.5)": _wiou_v3,

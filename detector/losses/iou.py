@@ -207,8 +207,8 @@ def alpha_iou_loss(
     return loss
 
 
-def rectified_iou_loss_from_iou(iou_value: torch.Tensor, beta: float = 0.95) -> torch.Tensor:
-    """The RIoU curve as a function of IoU (see `riou_loss`):
+def rising_gradient_iou_loss_from_iou(iou_value: torch.Tensor, beta: float = 0.95) -> torch.Tensor:
+    """The rising-gradient IoU curve as a function of IoU (see `rising_gradient_iou_loss`):
     L = 1 - IoU^2 / beta for IoU <= beta, (1 - IoU)^2 / (1 - beta) above."""
     if not 0 < beta < 1:
         raise ValueError(f"beta must be in (0, 1), got {beta}")
@@ -217,20 +217,22 @@ def rectified_iou_loss_from_iou(iou_value: torch.Tensor, beta: float = 0.95) -> 
     return torch.where(iou_value <= beta, low, high)
 
 
-def riou_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.95, eps: float = 1e-7) -> torch.Tensor:
-    """Rectified IoU loss (Wang & Zhang, "Single-Shot Two-Pronged Detector with Rectified IoU Loss",
-    ACM MM 2020, arXiv:2008.03511): an IoU loss whose gradient magnitude *rises* with IoU up to beta
-    (hard, low-IoU examples no longer dominate) and then falls to zero at IoU = 1 (no oscillation at the optimum).
-
-    This implementation's curve (C1, piecewise quadratic in IoU):
+def rising_gradient_iou_loss(
+    pred: torch.Tensor, target: torch.Tensor, beta: float = 0.95, eps: float = 1e-7,
+) -> torch.Tensor:
+    """An IoU loss whose gradient magnitude *rises* with IoU up to beta and then falls to zero at IoU = 1
+    (C1, piecewise quadratic in IoU):
 
         |dL/dIoU| = 2 IoU / beta                for IoU <= beta
                   = 2 (1 - IoU) / (1 - beta)    for IoU >  beta
-        L = 1 - IoU^2 / beta  |  (1 - IoU)^2 / (1 - beta),   so L(0) = 1 and L(1) = 0 like 1 - IoU,
+        L = 1 - IoU^2 / beta  |  (1 - IoU)^2 / (1 - beta),   so L(0) = 1 and L(1) = 0 like 1 - IoU; beta 0.95.
 
-    with the paper's beta = 0.95. NOTE: the exact published expression could not be retrieved while writing
-    this (only the paper's description); this curve implements that described behaviour (see docs/losses.md)."""
-    return rectified_iou_loss_from_iou(iou(pred, target, eps), beta)
+    NOT the Rectified IoU (RIoU) loss of Wang & Zhang ("Single-Shot Two-Pronged Detector with Rectified IoU Loss",
+    ACM MM 2020, arXiv:2008.03511), although it was written from that paper's description ("increases the
+    gradients of examples with high IoU while suppressing the gradients of examples with low IoU"): the published
+    expression could not be retrieved, so the loss carries a name that says what it does (it was `riou` before;
+    docs/losses.md)."""
+    return rising_gradient_iou_loss_from_iou(iou(pred, target, eps), beta)
 
 
 def siou_loss(pred: torch.Tensor, target: torch.Tensor, theta: float = 4.0, eps: float = 1e-7) -> torch.Tensor:
@@ -431,8 +433,9 @@ class AlphaIoULoss(BoxLoss):
         return alpha_iou_loss(pred, target, self.alpha, self.base, self.eps)
 
 
-class RIoULoss(BoxLoss):
-    """Rectified IoU loss (Wang & Zhang, ACM MM 2020): gradient rising with IoU up to beta = 0.95. See `riou_loss`."""
+class RisingGradientIoULoss(BoxLoss):
+    """IoU loss with |dL/dIoU| rising with IoU up to beta = 0.95, then falling to 0 (not the published RIoU, whose
+    formula could not be checked). See `rising_gradient_iou_loss`."""
 
     def __init__(self, beta: float = 0.95, eps: float = 1e-7) -> None:
         super().__init__()
@@ -441,7 +444,7 @@ class RIoULoss(BoxLoss):
         self.beta, self.eps = beta, eps
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return riou_loss(pred, target, self.beta, self.eps)
+        return rising_gradient_iou_loss(pred, target, self.beta, self.eps)
 
 
 class SIoULoss(BoxLoss):

@@ -31,7 +31,7 @@ BOX_OPTIONS = {
     "focal_eiou": (iou.FocalEIoULoss, {"gamma": 0.5, "detach_weight": True}),
     "alpha_ciou": (iou.AlphaIoULoss, {"alpha": 3.0, "base": "ciou"}),
     "alpha_iou": (iou.AlphaIoULoss, {"alpha": 3.0, "base": "iou"}),
-    "riou": (iou.RIoULoss, {"beta": 0.95}),
+    "rising_gradient_iou": (iou.RisingGradientIoULoss, {"beta": 0.95}),
     "siou": (iou.SIoULoss, {"theta": 4.0}),
     "wiou": (iou.WIoULoss, {"version": 3, "alpha": 1.9, "delta": 3.0}),
     "wiou_v1": (iou.WIoULoss, {"version": 1}),

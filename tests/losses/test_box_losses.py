@@ -68,10 +68,10 @@ HAND_VALUES = [
     ("alpha_diou", L.alpha_iou_loss, {"base": "diou"}, A, 1 - 1 / 343 + (1 / 9) ** 3),
     ("alpha_ciou", L.alpha_iou_loss, {"base": "ciou"}, D, 1 - 1 / 27 + (1 / 16) ** 3 + (ALPHA_D * V_D) ** 3),
     ("alpha_ciou_a2", L.alpha_iou_loss, {"base": "ciou", "alpha": 2.0}, C, 1 + 0.4**2),
-    # RIoU (beta 0.95): 1 - IoU^2 / beta below beta
-    ("riou", L.riou_loss, {}, A, 1 - (1 / 49) / 0.95),
-    ("riou", L.riou_loss, {}, B, 1 - (1 / 16) / 0.95),
-    ("riou", L.riou_loss, {}, C, 1.0),
+    # rising-gradient IoU (beta 0.95): 1 - IoU^2 / beta below beta
+    ("rising_gradient_iou", L.rising_gradient_iou_loss, {}, A, 1 - (1 / 49) / 0.95),
+    ("rising_gradient_iou", L.rising_gradient_iou_loss, {}, B, 1 - (1 / 16) / 0.95),
+    ("rising_gradient_iou", L.rising_gradient_iou_loss, {}, C, 1.0),
     # SIoU = 1 - IoU + (Delta + Omega) / 2
     # A: 45 degrees: Lambda = 1, gamma = 1, rho_x = rho_y = 1/9, Delta = 2 (1 - e^-1/9), Omega = 0
     ("siou", L.siou_loss, {}, A, 6 / 7 + (1 - math.exp(-1 / 9))),
@@ -152,7 +152,7 @@ def _grad(fn, pred, target, **kwargs) -> torch.Tensor:
 
 def test_iou_loss_has_no_gradient_for_disjoint_boxes_but_giou_and_diou_do():
     pred, target = _pair(C)
-    for fn in (L.iou_loss, L.log_iou_loss, L.riou_loss):
+    for fn in (L.iou_loss, L.log_iou_loss, L.rising_gradient_iou_loss):
         assert torch.count_nonzero(_grad(fn, pred, target)) == 0
     for fn in (L.giou_loss, L.diou_loss, L.ciou_loss, L.eiou_loss, L.siou_loss):
         grad = _grad(fn, pred, target)
@@ -235,10 +235,10 @@ def test_focal_eiou_downweights_low_iou_pairs():
     assert through[0, 0] + through[0, 2] > 0 and through[1, 0] + through[1, 2] < 0
 
 
-def test_riou_gradient_peaks_at_beta():
+def test_rising_gradient_iou_peaks_at_beta():
     beta = 0.95
     iou_values = torch.linspace(0.0, 1.0, 1001, requires_grad=True)
-    L.rectified_iou_loss_from_iou(iou_values, beta).sum().backward()
+    L.rising_gradient_iou_loss_from_iou(iou_values, beta).sum().backward()
     magnitude = iou_values.grad.abs()
     peak = iou_values[magnitude.argmax()].item()
     assert abs(peak - beta) <= 0.002
@@ -246,12 +246,12 @@ def test_riou_gradient_peaks_at_beta():
     assert (below.diff() >= 0).all() and (above.diff() <= 0).all()  # rising, then falling
     assert magnitude[-1] == 0 and magnitude[0] == 0
     # continuous at beta, L(0) = 1 and L(1) = 0 like 1 - IoU
-    values = L.rectified_iou_loss_from_iou(torch.tensor([0.0, beta - 1e-6, beta + 1e-6, 1.0]), beta)
+    values = L.rising_gradient_iou_loss_from_iou(torch.tensor([0.0, beta - 1e-6, beta + 1e-6, 1.0]), beta)
     assert values[0] == 1 and values[-1] == 0 and values[1].item() == pytest.approx(values[2].item(), abs=1e-5)
-    # on boxes: relative to 1 - IoU, RIoU gives a high-IoU pair more gradient than a low-IoU one
+    # on boxes: relative to 1 - IoU, the rising-gradient loss gives a high-IoU pair more gradient than a low-IoU one
     target = torch.tensor([[0.0, 0, 10, 10]] * 2)
     pred = torch.tensor([[0.5, 0, 10.5, 10], [6.0, 0, 16, 10]])  # IoU 0.905, 0.25
-    gain = _grad(L.riou_loss, pred, target).norm(dim=-1) / _grad(L.iou_loss, pred, target).norm(dim=-1)
+    gain = _grad(L.rising_gradient_iou_loss, pred, target).norm(dim=-1) / _grad(L.iou_loss, pred, target).norm(dim=-1)
     assert gain[0] > 1.5 and gain[1] < 0.6
 
 
@@ -331,7 +331,7 @@ BOX_MODULES = {
     "focal_eiou_through": L.FocalEIoULoss(detach_weight=False),
     "alpha_iou": L.AlphaIoULoss(base="iou"), "alpha_giou": L.AlphaIoULoss(base="giou"),
     "alpha_diou": L.AlphaIoULoss(base="diou"), "alpha_ciou": L.AlphaIoULoss(), "alpha_ciou_half": L.AlphaIoULoss(0.5),
-    "riou": L.RIoULoss(), "siou": L.SIoULoss(), "wiou_v1": L.WIoULoss(version=1), "wiou_v2": L.WIoULoss(version=2),
+    "rising_gradient_iou": L.RisingGradientIoULoss(), "siou": L.SIoULoss(), "wiou_v1": L.WIoULoss(version=1), "wiou_v2": L.WIoULoss(version=2),
     "wiou_v3": L.WIoULoss(version=3),
     "mpdiou": L.MPDIoULoss(), "shape_iou": L.ShapeIoULoss(), "shape_iou_scale1": L.ShapeIoULoss(scale=1.0),
     "inner_ciou": L.InnerIoULoss(L.CIoULoss()), "inner_iou_large": L.InnerIoULoss(L.IoULoss(), ratio=1.3),

@@ -111,7 +111,7 @@ def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(tmp_path):
     [
         (["model=ssd_csp_n", "criterion=yolo"], "choose criterion=multibox"),
         (["criterion=multibox"], "choose criterion=yolo"),
-        (["loss=multibox"], "CrossEntropy needs softmax class logits.*choose loss/cls=bce,focal,qfl,vfl"),
+        (["loss=multibox"], "CrossEntropy needs softmax class logits.*choose loss/cls=bce,focal,mal,qfl,vfl"),
         (["model=ssd_csp_n", "loss/dfl=dfl"], "choose loss/dfl=none"),
         (["model=ssd_csp_n", "+model.end2end=true"], "SSDCSP has no one-to-one branch"),
     ],
@@ -181,7 +181,8 @@ def test_new_assigners_and_heads_with_other_losses(tmp_path, overrides):
 
 
 @pytest.mark.parametrize("overrides", [
-    pytest.param(["loss/box=inner_mpdiou", "loss/cls=mal", "assigner/overlap=nwd"], id="nwd_tal-mal-inner_mpdiou"),
+    pytest.param(["loss/box=inner_mpdiou", "loss/cls=mal", "assigner/overlap=nwd"], id="nwd_tal-mal-inner_mpdiou",
+                 marks=pytest.mark.slow),
     pytest.param(["model=ssd_csp_n", "loss/cls=bce", "loss/box=mpdiou", "loss.box.eps=1e-7"], id="ssd-bce-mpdiou",
                  marks=pytest.mark.slow),
     pytest.param(["loss/box=focaler_shape_iou", "loss/cls=vfl"], id="focaler_shape_iou", marks=pytest.mark.slow),

@@ -69,6 +69,20 @@ def test_class_score_enters_the_alignment():
     torch.testing.assert_close(result.scores[0, [0, 1, 4, 5], 1], torch.tensor([0.125, 0.125, 1.0, 0.125]))
 
 
+def test_a_candidate_whose_probability_underflows_to_zero_is_not_positive():
+    """The documented difference from ultralytics: anchor 0 predicts the GT exactly (u = 1) but its class probability
+    is exactly 0, so its alignment is 0 and it is dropped; the GT's max u over its positives is then anchor 1's 0.5,
+    and anchor 1's soft target is t * 0.5 / t = 0.5 (keeping anchor 0, as ultralytics may, would make it 1)."""
+    gt = torch.tensor([[0.0, 0.0, 17.0, 17.0]])
+    pred = FAR.repeat(16, 1)
+    pred[0] = gt[0]
+    pred[1] = torch.tensor([0.0, 0.0, 17.0, 8.5])  # u = 0.5
+    scores = torch.full((1, 16, 2), 0.5)
+    scores[0, 0, 1] = 0.0
+    result = assign(pred, gt, torch.tensor([1]), scores=scores)
+    assert result.foreground[0].nonzero().flatten().tolist() == [1]
+    torch.testing.assert_close(result.scores[0, 1, 1], torch.tensor(0.5))
+
 def test_two_overlapping_gts_compete_for_an_anchor():
     gt_a = torch.tensor([0.0, 0.0, 17.0, 17.0])  # anchors 0, 1, 4, 5
     gt_b = torch.tensor([8.0, 0.0, 33.0, 17.0])  # anchors 1, 2, 3, 5, 6, 7

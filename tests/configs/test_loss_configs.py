@@ -171,3 +171,10 @@ def test_tal_overlap_option(compose_train):
     for assigner in ("tal", "tal_small"):
         overlap = hydra.utils.instantiate(compose_train([f"assigner={assigner}", "assigner/overlap=nwd"]).assigner).overlap
         assert overlap.func is gaussian.nwd and overlap.keywords == {"constant": 12.8}
+    similarities = {"ciou": iou.ciou, "iou": iou.iou, "giou": iou.giou, "diou": iou.diou, "nwd": gaussian.nwd,
+                    "probiou": gaussian.probiou}
+    assert {p.stem for p in (CONFIGS / "assigner" / "overlap").glob("*.yaml")} == set(similarities)
+    gt, pred = torch.tensor([[0.0, 0, 16, 16]]), torch.tensor([[4.0, 4, 20, 20]])
+    for name, function in similarities.items():
+        overlap = hydra.utils.instantiate(compose_train([f"assigner/overlap={name}"]).assigner).overlap
+        assert overlap.func is function and 0 < overlap(gt, pred).item() < 1, name

@@ -344,11 +344,15 @@ def inner_iou(pred: torch.Tensor, target: torch.Tensor, ratio: float = 0.7, eps:
     return iou(scaled_boxes(pred, ratio), scaled_boxes(target, ratio), eps)
 
 
+def _check_focaler_interval(d: float, u: float) -> None:
+    if not 0 <= d < u <= 1:
+        raise ValueError(f"Focaler-IoU needs 0 <= d < u <= 1, got d={d}, u={u}")
+
+
 def focaler_iou(iou_value: torch.Tensor, d: float = 0.0, u: float = 0.95) -> torch.Tensor:
     """Focaler-IoU (Zhang & Zhang, arXiv:2401.10525, 2024): the IoU linearly remapped from [d, u] to [0, 1],
     clamped: 0 below d, (IoU - d) / (u - d) in between, 1 above u."""
-    if not 0 <= d < u <= 1:
-        raise ValueError(f"Focaler-IoU needs 0 <= d < u <= 1, got d={d}, u={u}")
+    _check_focaler_interval(d, u)
     return ((iou_value - d) / (u - d)).clamp(0.0, 1.0)
 
 
@@ -577,7 +581,7 @@ class FocalerIoULoss(_IoUReplacement):
 
     def __init__(self, base: BoxLoss, d: float = 0.0, u: float = 0.95, eps: float = 1e-7) -> None:
         super().__init__(base, eps)
-        focaler_iou(torch.zeros(()), d, u)  # validates d and u
+        _check_focaler_interval(d, u)
         self.d, self.u = d, u
 
     def overlap(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -316,7 +316,8 @@ def shape_iou_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 0.0,
         L = 1 - IoU + distance + Omega / 2
         ww = 2 w_gt^scale / (w_gt^scale + h_gt^scale),   hh = 2 h_gt^scale / (w_gt^scale + h_gt^scale)
         distance = hh (x_c - x_c^gt)^2 / c^2 + ww (y_c - y_c^gt)^2 / c^2,      c the enclosing diagonal
-        Omega = sum_{t=w,h} (1 - exp(-omega_t))^4,  omega_w = hh |w - w_gt| / max(w, w_gt),  omega_h = ww |h - h_gt| / max(h, h_gt)
+        Omega = sum_{t=w,h} (1 - exp(-omega_t))^4,
+        omega_w = hh |w - w_gt| / max(w, w_gt),   omega_h = ww |h - h_gt| / max(h, h_gt)
 
     `scale` is the paper's scale factor (related to the size of the dataset's objects); 0 (the authors' released
     default) gives ww = hh = 1. For a wide GT (w_gt > h_gt, scale > 0) hh < 1 < ww: errors along the GT's short

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAME_METHOD_AS_TAL = {"tal_dense"}
 PRESETS = {
     "ablate_box_loss": ("loss/box", "iou,giou,diou,ciou,eiou,focal_eiou,alpha_ciou,siou", "loss/box=ciou"),
-    "ablate_box_loss_recent": ("loss/box", "ciou,mpdiou,inner_ciou,shape_iou,focaler_ciou,nwd,probiou", "loss/box=ciou"),
+    "ablate_box_loss_recent": (
+        "loss/box", "ciou,mpdiou,inner_ciou,shape_iou,focaler_ciou,nwd,probiou", "loss/box=ciou"),
     "ablate_cls_loss": ("loss/cls", "bce,focal,qfl,vfl", "loss/cls=bce"),
     "ablate_assigner": ("assigner", None, "assigner=tal"),
 }

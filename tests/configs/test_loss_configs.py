@@ -169,7 +169,8 @@ def test_tal_overlap_option(compose_train):
     """`assigner/overlap=nwd` swaps TAL's CIoU for NWD (C in pixels), also under tal_small; the default stays CIoU."""
     assert hydra.utils.instantiate(compose_train([]).assigner).overlap.func is iou.ciou
     for assigner in ("tal", "tal_small"):
-        overlap = hydra.utils.instantiate(compose_train([f"assigner={assigner}", "assigner/overlap=nwd"]).assigner).overlap
+        cfg = compose_train([f"assigner={assigner}", "assigner/overlap=nwd"])
+        overlap = hydra.utils.instantiate(cfg.assigner).overlap
         assert overlap.func is gaussian.nwd and overlap.keywords == {"constant": 12.8}
     similarities = {"ciou": iou.ciou, "iou": iou.iou, "giou": iou.giou, "diou": iou.diou, "nwd": gaussian.nwd,
                     "probiou": gaussian.probiou}

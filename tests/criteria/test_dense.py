@@ -196,8 +196,8 @@ def test_tal_with_nwd_overlap_trains():
 
     from detector.losses.gaussian import nwd
 
-    criterion = DetectionCriterion(TaskAlignedAssigner(3, overlap=functools.partial(nwd, constant=12.8)), BCEWithLogits(),
-                                   CIoULoss(), DFLoss())
+    assigner = TaskAlignedAssigner(3, overlap=functools.partial(nwd, constant=12.8))
+    criterion = DetectionCriterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
     out = random_output(2)
     gt_boxes = torch.tensor([[[8.0, 8, 40, 40], [30, 30, 34, 34]], [[10.0, 20, 60, 50], [0, 0, 0, 0]]])
     losses = criterion(out, torch.tensor([[0, 2], [1, 0]]), gt_boxes, torch.tensor([[True, True], [True, False]]))

@@ -331,13 +331,15 @@ BOX_MODULES = {
     "focal_eiou_through": L.FocalEIoULoss(detach_weight=False),
     "alpha_iou": L.AlphaIoULoss(base="iou"), "alpha_giou": L.AlphaIoULoss(base="giou"),
     "alpha_diou": L.AlphaIoULoss(base="diou"), "alpha_ciou": L.AlphaIoULoss(), "alpha_ciou_half": L.AlphaIoULoss(0.5),
-    "rising_gradient_iou": L.RisingGradientIoULoss(), "siou": L.SIoULoss(), "wiou_v1": L.WIoULoss(version=1), "wiou_v2": L.WIoULoss(version=2),
+    "rising_gradient_iou": L.RisingGradientIoULoss(), "siou": L.SIoULoss(), "wiou_v1": L.WIoULoss(version=1),
+    "wiou_v2": L.WIoULoss(version=2),
     "wiou_v3": L.WIoULoss(version=3),
     "mpdiou": L.MPDIoULoss(), "shape_iou": L.ShapeIoULoss(), "shape_iou_scale1": L.ShapeIoULoss(scale=1.0),
     "inner_ciou": L.InnerIoULoss(L.CIoULoss()), "inner_iou_large": L.InnerIoULoss(L.IoULoss(), ratio=1.3),
     "inner_mpdiou": L.InnerIoULoss(L.MPDIoULoss()), "focaler_ciou": L.FocalerIoULoss(L.CIoULoss()),
     "focaler_siou": L.FocalerIoULoss(L.SIoULoss(), d=0.1, u=0.9),
-    "nwd": G.NWDLoss(), "nwd_small": G.NWDLoss(constant=1.0), "probiou": G.ProbIoULoss(), "probiou_l2": G.ProbIoULoss("l2"),
+    "nwd": G.NWDLoss(), "nwd_small": G.NWDLoss(constant=1.0),
+    "probiou": G.ProbIoULoss(), "probiou_l2": G.ProbIoULoss("l2"),
 }
 
 

@@ -198,7 +198,8 @@ def test_shape_iou_weights_errors_along_the_gts_short_side_more():
 
     def distance_ratio(scale):
         loss = L.ShapeIoULoss(scale)
-        return ((loss(shift_y, wide) - L.iou_loss(shift_y, wide)) / (loss(shift_x, wide) - L.iou_loss(shift_x, wide))).item()
+        along_y = loss(shift_y, wide) - L.iou_loss(shift_y, wide)
+        return (along_y / (loss(shift_x, wide) - L.iou_loss(shift_x, wide))).item()
 
     assert distance_ratio(1.0) == pytest.approx(4 * distance_ratio(0.0), rel=1e-4)
 
@@ -209,7 +210,8 @@ def test_inner_ratio_one_and_focaler_full_interval_give_the_base_loss():
         torch.testing.assert_close(L.InnerIoULoss(base, ratio=1.0)(pred, target), base(pred, target))
         torch.testing.assert_close(L.FocalerIoULoss(base, d=0.0, u=1.0)(pred, target), base(pred, target))
     image = torch.tensor([30.0, 30.0])
-    torch.testing.assert_close(L.InnerIoULoss(L.MPDIoULoss(), 1.0)(pred, target, image), L.MPDIoULoss()(pred, target, image))
+    torch.testing.assert_close(L.InnerIoULoss(L.MPDIoULoss(), 1.0)(pred, target, image),
+                               L.MPDIoULoss()(pred, target, image))
 
 
 def test_inner_ratio_steers_the_gradient():

@@ -260,3 +260,33 @@ def test_small_objects_match_ultralytics_task_aligned_assigner(tmp_path):
     assert torch.equal(ours.foreground, their_fg)
     assert torch.equal(ours.gt_index[their_fg], their_idx[their_fg])
     torch.testing.assert_close(ours.scores, their_scores, atol=1e-5, rtol=1e-4)
+
+
+def test_nwd_overlap_matches_the_dense_assigner_and_reaches_tiny_gts():
+    """`assigner/overlap=nwd`: the sparse and dense assigners agree with NWD as the overlap, and a tiny GT that no
+    prediction overlaps still gets positives (with CIoU, clamped at 0, its alignments are all 0)."""
+    import functools
+
+    from detector.assigners.tal_dense import DenseTaskAlignedAssigner
+    from detector.losses.gaussian import nwd
+
+    torch.manual_seed(0)
+    points, strides = anchor_points([(16, 16), (8, 8)], (8, 16))
+    points = points * strides
+    B, M, C = 2, 20, 3
+    boxes = random_boxes(B, M, extent=100, max_size=40)
+    labels, mask = torch.randint(0, C, (B, M)), torch.rand(B, M) > 0.2
+    pred = random_boxes(B, len(points), extent=100, max_size=40)
+    scores = torch.rand(B, len(points), C)
+    overlap = functools.partial(nwd, constant=12.8)
+    sparse = TaskAlignedAssigner(C, overlap=overlap)(inputs(scores, pred, points, labels, boxes, mask))
+    dense = DenseTaskAlignedAssigner(C, overlap=overlap)(inputs(scores, pred, points, labels, boxes, mask))
+    assert sparse.foreground.sum() > 20 and torch.equal(sparse.foreground, dense.foreground)
+    torch.testing.assert_close(sparse.scores, dense.scores)
+
+    tiny = torch.tensor([[[9.0, 9.0, 15.0, 15.0]]])  # 6 x 6 px around the anchor point (12, 12)
+    far = torch.tensor([60.0, 60.0, 70.0, 70.0]).expand(1, len(points), 4)  # predictions that miss it
+    one = (torch.full((1, len(points), C), 0.5), far, points, torch.zeros(1, 1, dtype=torch.long), tiny,
+           torch.ones(1, 1, dtype=torch.bool))
+    assert TaskAlignedAssigner(C, overlap=overlap)(inputs(*one)).foreground.any()
+    assert not TaskAlignedAssigner(C)(inputs(*one)).foreground.any()

@@ -94,7 +94,7 @@ def test_matchability_aware_loss_hand_values():
 
 
 def test_matchability_aware_loss_matches_deim():
-    """DEIM's formulation with one-hot labels y and the IoU of the matched box (Huang et al. 2025, eq. 4):
+    """DEIM's formulation with one-hot labels y and the IoU of the matched box (Huang et al. 2025):
     y = 1: -(IoU^gamma log p + (1 - IoU^gamma) log(1 - p)); y = 0: -p^gamma log(1 - p), gamma 1.5."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(64, 5, generator=g) * 3

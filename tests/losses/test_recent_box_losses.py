@@ -79,7 +79,7 @@ def _iou64(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def test_mpdiou_matches_the_paper():
-    # Ma & Xu, Algorithm 1: d_1^2 = (x1_B - x1_A)^2 + (y1_B - y1_A)^2, d_2^2 likewise for (x2, y2);
+    # Ma & Xu (the paper's definition): d_1^2 = (x1_B - x1_A)^2 + (y1_B - y1_A)^2, d_2^2 likewise for (x2, y2);
     # MPDIoU = IoU - d_1^2 / (w^2 + h^2) - d_2^2 / (w^2 + h^2); L = 1 - MPDIoU, (w, h) the input image.
     pred, target = _random_pairs()
     width, height = 40.0, 30.0
@@ -92,7 +92,7 @@ def test_mpdiou_matches_the_paper():
 
 @pytest.mark.parametrize("scale", [0.0, 0.5, 1.0, 1.5])
 def test_shape_iou_matches_the_paper(scale):
-    # Zhang & Zhang, eqs. 8-12: ww = 2 w_gt^s / (w_gt^s + h_gt^s), hh = 2 h_gt^s / (...);
+    # Zhang & Zhang (the paper's definition): ww = 2 w_gt^s / (w_gt^s + h_gt^s), hh = 2 h_gt^s / (...);
     # distance = hh (x_c - x_c^gt)^2 / c^2 + ww (y_c - y_c^gt)^2 / c^2; omega_w = hh |w - w_gt| / max(w, w_gt),
     # omega_h = ww |h - h_gt| / max(h, h_gt); shape = sum (1 - e^-omega)^4; L = 1 - IoU + distance + shape / 2.
     pred, target = _random_pairs()
@@ -110,7 +110,7 @@ def test_shape_iou_matches_the_paper(scale):
 
 @pytest.mark.parametrize("ratio", [0.5, 0.7, 1.0, 1.3])
 def test_inner_iou_matches_the_paper(ratio):
-    # Zhang et al., eqs. 1-8: the auxiliary box has the box's centre and ratio times its width and height;
+    # Zhang et al. (the paper's definition): the auxiliary box has the box's centre and ratio times its width and height;
     # L_Inner-IoU = 1 - IoU_inner, and L_Inner-X = L_X + IoU - IoU_inner for the other bases.
     pred, target = _random_pairs()
 
@@ -127,7 +127,7 @@ def test_inner_iou_matches_the_paper(ratio):
 
 
 def test_focaler_iou_matches_the_paper():
-    # Zhang & Zhang, eq. 2: IoU_focaler = 0 if IoU < d, (IoU - d) / (u - d) if d <= IoU <= u, 1 if IoU > u;
+    # Zhang & Zhang (the paper's definition): IoU_focaler = 0 if IoU < d, (IoU - d) / (u - d) if d <= IoU <= u, 1 if IoU > u;
     # L_Focaler-CIoU = L_CIoU + IoU - IoU_focaler.
     pred, target = _random_pairs()
     d, u = 0.2, 0.8
@@ -139,7 +139,7 @@ def test_focaler_iou_matches_the_paper():
 
 
 def test_nwd_matches_the_paper():
-    # Wang et al., eqs. 4-5: W_2^2 = ||[cx_a, cy_a, w_a/2, h_a/2]^T - [cx_b, cy_b, w_b/2, h_b/2]^T||_2^2,
+    # Wang et al. (the paper's definition): W_2^2 = ||[cx_a, cy_a, w_a/2, h_a/2]^T - [cx_b, cy_b, w_b/2, h_b/2]^T||_2^2,
     # NWD = exp(-sqrt(W_2^2) / C).
     pred, target = _random_pairs()
     a, b = _cxcywh(pred), _cxcywh(target)
@@ -149,7 +149,7 @@ def test_nwd_matches_the_paper():
 
 
 def test_probiou_matches_the_paper():
-    # Llerena et al., eqs. 5-9 for axis-aligned boxes (theta = 0, so c = 0): a = w^2/12, b = h^2/12,
+    # Llerena et al., the closed form for axis-aligned boxes (theta = 0, so c = 0): a = w^2/12, b = h^2/12,
     # B_D = 1/4 [(a1 + a2)(y1 - y2)^2 + (b1 + b2)(x1 - x2)^2] / [(a1 + a2)(b1 + b2)]
     #       + 1/2 ln[(a1 + a2)(b1 + b2) / (4 sqrt(a1 b1 a2 b2))],
     # H_D = sqrt(1 - exp(-B_D)), ProbIoU = 1 - H_D.

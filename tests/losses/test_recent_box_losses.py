@@ -110,7 +110,7 @@ def test_shape_iou_matches_the_paper(scale):
 
 @pytest.mark.parametrize("ratio", [0.5, 0.7, 1.0, 1.3])
 def test_inner_iou_matches_the_paper(ratio):
-    # Zhang et al. (the paper's definition): the auxiliary box has the box's centre and ratio times its width and height;
+    # Zhang et al. (the paper's definition): the auxiliary box has the box's centre and ratio times its size;
     # L_Inner-IoU = 1 - IoU_inner, and L_Inner-X = L_X + IoU - IoU_inner for the other bases.
     pred, target = _random_pairs()
 
@@ -127,7 +127,8 @@ def test_inner_iou_matches_the_paper(ratio):
 
 
 def test_focaler_iou_matches_the_paper():
-    # Zhang & Zhang (the paper's definition): IoU_focaler = 0 if IoU < d, (IoU - d) / (u - d) if d <= IoU <= u, 1 if IoU > u;
+    # Zhang & Zhang (the paper's definition):
+    # IoU_focaler = 0 if IoU < d, (IoU - d) / (u - d) if d <= IoU <= u, 1 if IoU > u;
     # L_Focaler-CIoU = L_CIoU + IoU - IoU_focaler.
     pred, target = _random_pairs()
     d, u = 0.2, 0.8

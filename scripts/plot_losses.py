@@ -4,12 +4,15 @@ Two scenarios against a 4 x 4 target box (grid units):
   slide:  a 4 x 4 prediction sliding sideways, from on the target to touching it (IoU 1 -> 0);
   shrink: a concentric square prediction shrinking inside the target (IoU 1 -> 0).
 The gradient magnitude is || dL / d(x1, y1, x2, y2) ||_2 of the predicted box. One PNG per family:
-iou_losses.png (losses on decoded boxes) and regression_losses.png (coordinate losses, here on xyxy).
+iou_losses.png (losses on decoded boxes), recent_losses.png (the losses after 2022 against CIoU; MPDIoU in a
+20 x 20 grid-unit image, 640 px at stride 32; NWD with C = 1.6 grid units) and regression_losses.png (coordinate
+losses, here on xyxy).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from detector.losses import gaussian as G  # noqa: E402
 from detector.losses import iou as L  # noqa: E402
 from detector.losses import regression as R  # noqa: E402
 
@@ -44,10 +48,21 @@ IOU_FAMILY: dict[str, Callable[[], torch.nn.Module]] = {
     "Focal-EIoU (g 0.5)": L.FocalEIoULoss,
     "alpha-IoU (a 3)": lambda: L.AlphaIoULoss(3.0, "iou"),
     "alpha-CIoU (a 3)": lambda: L.AlphaIoULoss(3.0, "ciou"),
-    "RIoU (b 0.95)": L.RIoULoss,
+    "rising-gradient IoU (b 0.95)": L.RisingGradientIoULoss,
     "SIoU (theta 4)": L.SIoULoss,
     "WIoU v1": lambda: L.WIoULoss(version=1),
     "WIoU v3 (mean 0.5)": _wiou_v3,
+}
+RECENT_FAMILY: dict[str, Callable[[], torch.nn.Module]] = {
+    "CIoU": L.CIoULoss,
+    "MPDIoU (image 20 x 20)": lambda: functools.partial(L.MPDIoULoss(), image_size=torch.tensor([20.0, 20.0])),
+    "Shape-IoU (scale 0)": L.ShapeIoULoss,
+    "Inner-CIoU (ratio 0.7)": lambda: L.InnerIoULoss(L.CIoULoss(), 0.7),
+    "Inner-CIoU (ratio 1.3)": lambda: L.InnerIoULoss(L.CIoULoss(), 1.3),
+    "Focaler-CIoU (d 0, u 0.95)": lambda: L.FocalerIoULoss(L.CIoULoss()),
+    "Focaler-CIoU (d 0.2, u 0.8)": lambda: L.FocalerIoULoss(L.CIoULoss(), 0.2, 0.8),
+    "NWD (C 1.6)": lambda: G.NWDLoss(1.6),
+    "ProbIoU (l1)": G.ProbIoULoss,
 }
 REGRESSION_FAMILY: dict[str, Callable[[], torch.nn.Module]] = {
     "L1": R.L1Loss,
@@ -94,7 +109,7 @@ def plot_family(family: dict[str, Callable[[], torch.nn.Module]], title: str, pa
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.set_xlim(0, 1)
-    if family is IOU_FAMILY:
+    if family is not REGRESSION_FAMILY:
         for ax in axes[0]:
             ax.set_ylim(0, 2.5)
         for ax in axes[1]:
@@ -120,6 +135,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "images")
     args = parser.parse_args()
     plot_family(IOU_FAMILY, "IoU-family box losses, 4 x 4 target (grid units)", args.out / "iou_losses.png")
+    plot_family(RECENT_FAMILY, "Box losses after 2022 against CIoU, 4 x 4 target (grid units)",
+                args.out / "recent_losses.png")
     plot_family(
         REGRESSION_FAMILY, "Coordinate regression losses on xyxy, 4 x 4 target (grid units)",
         args.out / "regression_losses.png",

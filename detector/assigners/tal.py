@@ -19,9 +19,15 @@ one-level head) is widened to s_2 about the GT centre, each side independently. 
 anchor points then has candidates; its overlaps, alignment and targets still use the real box. Off by default
 (YOLOv8's behaviour).
 
-One difference from YOLOv8's dense top-k: a candidate with alignment exactly 0 is never positive
-(the dense top-k picks such anchors arbitrarily among tied zeros). Their soft target is 0, so they
-contribute nothing to any loss either way.
+The overlap u is any element-wise similarity `overlap(gt_boxes, pred_boxes)` in [0, 1] after the clamp: CIoU by
+default (YOLOv8), or NWD (`detector.losses.gaussian.nwd`, Wang et al. 2021, whose main gain on tiny objects is in
+assignment) through the option group `assigner/overlap`.
+
+One difference from YOLOv8's dense top-k: a candidate with alignment exactly 0 (an overlap of 0, or a class
+probability that underflows to exactly 0) is never positive here; ultralytics can keep such anchors among its
+top-k. Their own soft target is 0 either way, but a kept anchor is foreground (its box and DFL terms get weight 0)
+and takes part in the per-GT maximum of u that scales the soft targets of the GT's other positives, so where
+probabilities underflow the two can give different soft targets.
 """
 
 from __future__ import annotations

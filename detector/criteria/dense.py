@@ -36,7 +36,7 @@ from torch import nn
 
 from detector.assigners.base import Assigner, AssignerInput, Assignment
 from detector.assigners.statistics import assignment_statistics
-from detector.losses.base import BoxLoss, ClassificationLoss
+from detector.losses.base import BoxLoss, ClassificationLoss, image_size_argument
 from detector.models.coders import boxes_to_distances
 from detector.models.heads.dfl import DFLHeadOutput
 from detector.scheduling import EpochScheduled, linear_schedule
@@ -73,16 +73,18 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         self.branch_weights = {name: linear_schedule(start, end, epoch, max_epochs)
                                for name, (start, end) in self.weight_schedules.items()}
 
-    def forward(self, output: DFLHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """gt_* are padded per image: labels (B, M), boxes (B, M, 4) xyxy in input pixels, mask (B, M).
+    def forward(self, output: DFLHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
+                image_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """gt_* are padded per image: labels (B, M), boxes (B, M, 4) xyxy in input pixels, mask (B, M); image_size:
+        the input's (height, width) in pixels, required by a box loss that `needs_image_size` (MPDIoU).
         Returns the weighted components 'box', 'cls', 'dfl' (or 'l1' for a DFL-free head) and their sum 'loss'
         (+ 'one2one' for an end-to-end head)."""
-        losses = self.branch_losses(output, self.assigner, gt_labels, gt_boxes, gt_mask, record=True)
+        losses = self.branch_losses(output, self.assigner, gt_labels, gt_boxes, gt_mask, image_size, record=True)
         if output.one2one is None:
             return losses
         if self.one2one_assigner is None:
             raise ValueError("the head has a one-to-one branch (model.end2end=true) but the criterion has no one2one_assigner")
-        one2one = self.branch_losses(output.one2one, self.one2one_assigner, gt_labels, gt_boxes, gt_mask)
+        one2one = self.branch_losses(output.one2one, self.one2one_assigner, gt_labels, gt_boxes, gt_mask, image_size)
         many, one = self.branch_weights["one2many"], self.branch_weights["one2one"]
         combined = {name: many * value + one * one2one[name] for name, value in losses.items()}
         combined["one2one"] = one2one["loss"].detach()
@@ -100,7 +102,8 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         ))
 
     def branch_losses(self, output: DFLHeadOutput, assigner: Assigner, gt_labels: torch.Tensor, gt_boxes: torch.Tensor,
-                      gt_mask: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
+                      gt_mask: torch.Tensor, image_size: tuple[int, int] | None = None,
+                      record: bool = False) -> dict[str, torch.Tensor]:
         """The losses of one head branch with its assigner; `record`: keep its assignment statistics (training)."""
         strides = output.priors.strides
         box_logits, cls_logits = output.box_logits.float(), output.cls_logits.float()
@@ -117,7 +120,8 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         weight = target_scores.sum(-1)[fg]
         pred_boxes = pred_pixels / strides  # grid units
         target_boxes = (assignment.boxes / strides)[fg]
-        losses["box"] = (self.box_loss(pred_boxes[fg], target_boxes) * weight).sum() / total_score
+        image = image_size_argument(self.box_loss, image_size, strides[fg[1]])  # in grid units, like the boxes
+        losses["box"] = (self.box_loss(pred_boxes[fg], target_boxes, *image) * weight).sum() / total_score
         distance_term = "dfl" if output.reg_max > 1 else "l1"
         if self.dfl_loss is None:
             losses[distance_term] = box_logits.new_zeros(())

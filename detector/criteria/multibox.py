@@ -40,7 +40,7 @@ from torch import nn
 
 from detector.assigners.base import Assigner, AssignerInput, Assignment
 from detector.assigners.statistics import assignment_statistics
-from detector.losses.base import BoxLoss, ClassificationLoss
+from detector.losses.base import BoxLoss, ClassificationLoss, image_size_argument
 from detector.models.coders import encode_boxes
 from detector.models.heads.ssd import SSDHeadOutput
 
@@ -75,8 +75,10 @@ class MultiBoxCriterion(nn.Module):
             gt_labels, gt_boxes.float(), gt_mask,
         ))
 
-    def forward(self, output: SSDHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """gt_* padded per image: labels (B, M), boxes (B, M, 4) xyxy input pixels, mask (B, M).
+    def forward(self, output: SSDHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
+                image_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """gt_* padded per image: labels (B, M), boxes (B, M, 4) xyxy input pixels, mask (B, M); image_size: the
+        input's (height, width) in pixels, required by a box loss that `needs_image_size` (MPDIoU).
         Returns the weighted components 'box', 'cls' and their sum 'loss'."""
         priors = output.priors.boxes
         deltas, logits = output.box_deltas.float(), output.cls_logits.float()
@@ -102,7 +104,8 @@ class MultiBoxCriterion(nn.Module):
             target = encode_boxes(assignment.boxes[fg], priors.expand_as(pred_boxes)[fg], output.variances)
             box_losses = self.box_loss(deltas[fg], target)
         else:
-            box_losses = self.box_loss(pred_boxes[fg], assignment.boxes[fg].float())
+            image = image_size_argument(self.box_loss, image_size, pred_boxes.new_ones(1, 1))  # pixels, like the boxes
+            box_losses = self.box_loss(pred_boxes[fg], assignment.boxes[fg].float(), *image)
         box = (box_losses * weight).sum() / normaliser
         losses = {"box": box * self.gains["box"], "cls": cls * self.gains["cls"]}
         losses["loss"] = losses["box"] + losses["cls"]

@@ -61,11 +61,15 @@ MOVED_MODULES = {
     "detector.criterion.": "detector.criteria.dense.",
     "detector.samplers.": "detector.criteria.hard_negative_mining.",
 }
+# classes renamed in place (old full name -> new full name)
+RENAMED_CLASSES = {"detector.losses.iou.RIoULoss": "detector.losses.iou.RisingGradientIoULoss"}
 # settings that older configs passed and today's classes read from the head output or the loss instead
 DROPPED_SETTINGS = {"model": ("reg_max",), "postprocess": ("reg_max", "variances", "cls_loss")}
 
 
 def _moved(target: str) -> str:
+    if target in RENAMED_CLASSES:
+        return RENAMED_CLASSES[target]
     for old, new in MOVED_MODULES.items():
         if target.startswith(old) and target.count(".") == old.count("."):
             return new + target[len(old):]

@@ -8,12 +8,16 @@ probabilities: "sigmoid" (C independent logits (..., C) against soft targets (..
 Box losses: `forward(pred (N, 4), target (N, 4)) -> (N,)`; `input` says what the 4 numbers must be: "boxes"
 (xyxy boxes: the IoU family) or "coordinates" (compared coordinate by coordinate, any 4-vector: the SSD
 criterion gives them its encoded offsets, the dense criterion its boxes in grid units).
+`needs_image_size` (MPDIoU): the loss is called `forward(pred, target, image_size)`, image_size (N, 2) the
+(width, height) of the input image in the units of the boxes; the criteria pass it, a loss never guesses it.
+`linear_in_iou`: the loss is 1 - IoU + a penalty, so the Inner-IoU and Focaler-IoU wrappers can replace its IoU.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import torch
 from torch import nn
 
 Activation = Literal["sigmoid", "softmax"]
@@ -26,7 +30,22 @@ class ClassificationLoss(nn.Module):
 
 class BoxLoss(nn.Module):
     input: ClassVar[BoxInput] = "boxes"
+    needs_image_size: bool = False
+    linear_in_iou: bool = False
 
 
 class CoordinateLoss(BoxLoss):
     input: ClassVar[BoxInput] = "coordinates"
+
+
+def image_size_argument(box_loss: BoxLoss, image_size: tuple[int, int] | None, scale: torch.Tensor) -> tuple:
+    """The extra positional argument of a box loss that `needs_image_size`, () for every other loss: the input
+    image's (width, height) divided by `scale` ((N, 1) per pair: the stride when the boxes are in grid units, 1 for
+    pixels). `image_size` is the (height, width) in pixels that the criterion's caller passed."""
+    if not box_loss.needs_image_size:
+        return ()
+    if image_size is None:
+        raise ValueError(f"{type(box_loss).__name__} needs the input image size: call the criterion with "
+                         "image_size=(height, width) in pixels")
+    height, width = image_size
+    return (torch.tensor([float(width), float(height)], device=scale.device) / scale,)

@@ -69,11 +69,34 @@ def varifocal_loss(
         VFL = -q (q log p + (1 - q) log(1 - p))   if q > 0   (positives weighted by their own target q)
             = -alpha p^gamma log(1 - p)           if q = 0   (negatives down-weighted focal-style),
 
-    p = sigma(x), alpha 0.75, gamma 2. Computed as weight * BCE-with-logits; the weight is not detached."""
+    p = sigma(x), alpha 0.75, gamma 2. Computed as weight * BCE-with-logits; the weight is not detached.
+    A positive whose IoU target is exactly 0 is treated as a negative (the soft targets carry no separate label);
+    ultralytics' VFL, which takes the labels separately, weights by the label instead (alpha p^gamma (1 - label)
+    + q label), which gives such an anchor weight 0 where this function gives alpha p^gamma."""
     logits, targets = logits.float(), targets.float()
     p = torch.sigmoid(logits)
     weight = torch.where(targets > 0, targets, alpha * p.pow(gamma))
     return weight * F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def matchability_aware_loss(
+    logits: torch.Tensor, targets: torch.Tensor, gamma: float = 1.5, alpha: float = 1.0,
+) -> torch.Tensor:
+    """Matchability-aware loss, MAL (Huang et al., "DEIM: DETR with Improved Matching for Fast Convergence",
+    CVPR 2025), targets q in [0, 1] (the IoU of positives, 0 for negatives):
+
+        MAL = -(q^gamma log p + (1 - q^gamma) log(1 - p))   if q > 0   (weight 1: a low-IoU match keeps its loss)
+            = -alpha p^gamma log(1 - p)                     if q = 0,
+
+    p = sigma(x), gamma 1.5 (the published default; alpha 1, the authors' code without `mal_alpha`). Unlike VFL the
+    positive target is q^gamma and the positive is not down-weighted by q, so a confident low-IoU match is penalised
+    (the paper's point); the negative weight p^gamma is detached, as in the authors' code. A positive whose target is
+    exactly 0 is indistinguishable from a negative here (soft targets carry no separate label) and is treated as one."""
+    logits, targets = logits.float(), targets.float()
+    positive = targets > 0
+    soft = torch.where(positive, targets.clamp(min=0).pow(gamma), 0.0)
+    weight = torch.where(positive, 1.0, alpha * torch.sigmoid(logits).detach().pow(gamma))
+    return weight * F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
 
 
 class BCEWithLogits(ClassificationLoss):
@@ -115,6 +138,17 @@ class VarifocalLoss(ClassificationLoss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return varifocal_loss(logits, targets, self.alpha, self.gamma)
+
+
+class MatchabilityAwareLoss(ClassificationLoss):
+    """Matchability-aware loss (DEIM, CVPR 2025), gamma 1.5, alpha 1. See `matchability_aware_loss`."""
+
+    def __init__(self, gamma: float = 1.5, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.gamma, self.alpha = gamma, alpha
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return matchability_aware_loss(logits, targets, self.gamma, self.alpha)
 
 
 # ----------------------------------------------------------------------------------------------------

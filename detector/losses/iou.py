@@ -207,8 +207,8 @@ def alpha_iou_loss(
     return loss
 
 
-def rectified_iou_loss_from_iou(iou_value: torch.Tensor, beta: float = 0.95) -> torch.Tensor:
-    """The RIoU curve as a function of IoU (see `riou_loss`):
+def rising_gradient_iou_loss_from_iou(iou_value: torch.Tensor, beta: float = 0.95) -> torch.Tensor:
+    """The rising-gradient IoU curve as a function of IoU (see `rising_gradient_iou_loss`):
     L = 1 - IoU^2 / beta for IoU <= beta, (1 - IoU)^2 / (1 - beta) above."""
     if not 0 < beta < 1:
         raise ValueError(f"beta must be in (0, 1), got {beta}")
@@ -217,20 +217,22 @@ def rectified_iou_loss_from_iou(iou_value: torch.Tensor, beta: float = 0.95) -> 
     return torch.where(iou_value <= beta, low, high)
 
 
-def riou_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.95, eps: float = 1e-7) -> torch.Tensor:
-    """Rectified IoU loss (Wang & Zhang, "Single-Shot Two-Pronged Detector with Rectified IoU Loss",
-    ACM MM 2020, arXiv:2008.03511): an IoU loss whose gradient magnitude *rises* with IoU up to beta
-    (hard, low-IoU examples no longer dominate) and then falls to zero at IoU = 1 (no oscillation at the optimum).
-
-    This implementation's curve (C1, piecewise quadratic in IoU):
+def rising_gradient_iou_loss(
+    pred: torch.Tensor, target: torch.Tensor, beta: float = 0.95, eps: float = 1e-7,
+) -> torch.Tensor:
+    """An IoU loss whose gradient magnitude *rises* with IoU up to beta and then falls to zero at IoU = 1
+    (C1, piecewise quadratic in IoU):
 
         |dL/dIoU| = 2 IoU / beta                for IoU <= beta
                   = 2 (1 - IoU) / (1 - beta)    for IoU >  beta
-        L = 1 - IoU^2 / beta  |  (1 - IoU)^2 / (1 - beta),   so L(0) = 1 and L(1) = 0 like 1 - IoU,
+        L = 1 - IoU^2 / beta  |  (1 - IoU)^2 / (1 - beta),   so L(0) = 1 and L(1) = 0 like 1 - IoU; beta 0.95.
 
-    with the paper's beta = 0.95. NOTE: the exact published expression could not be retrieved while writing
-    this (only the paper's description); this curve implements that described behaviour (see docs/losses.md)."""
-    return rectified_iou_loss_from_iou(iou(pred, target, eps), beta)
+    NOT the Rectified IoU (RIoU) loss of Wang & Zhang ("Single-Shot Two-Pronged Detector with Rectified IoU Loss",
+    ACM MM 2020, arXiv:2008.03511), although it was written from that paper's description ("increases the
+    gradients of examples with high IoU while suppressing the gradients of examples with low IoU"): the published
+    expression could not be retrieved, so the loss carries a name that says what it does (it was `riou` before;
+    docs/losses.md)."""
+    return rising_gradient_iou_loss_from_iou(iou(pred, target, eps), beta)
 
 
 def siou_loss(pred: torch.Tensor, target: torch.Tensor, theta: float = 4.0, eps: float = 1e-7) -> torch.Tensor:
@@ -288,6 +290,73 @@ def wise_iou_loss(
     return gain * loss
 
 
+def mpdiou_loss(
+    pred: torch.Tensor, target: torch.Tensor, image_size: torch.Tensor, eps: float = 1e-7,
+) -> torch.Tensor:
+    """MPDIoU (Ma & Xu, "MPDIoU: A Loss for Efficient and Accurate Bounding Box Regression", arXiv:2307.07662, 2023):
+
+        L = 1 - MPDIoU,   MPDIoU = IoU - d_1^2 / (w^2 + h^2) - d_2^2 / (w^2 + h^2),
+
+    d_1 (d_2) the distance between the top-left (bottom-right) corners of the two boxes, w, h the width and height
+    of the input image, `image_size` (..., 2) = (w, h) in the units of the boxes (broadcast against them). The
+    normaliser is the image's, not the enclosing box's: the penalty does not fade for boxes far apart."""
+    t = _pair_terms(pred, target, eps)
+    pred, target = pred.float(), target.float()
+    image_size = torch.as_tensor(image_size, dtype=torch.float32, device=pred.device)
+    diag2 = (image_size**2).sum(-1) + eps
+    d1 = ((pred[..., :2] - target[..., :2]) ** 2).sum(-1)
+    d2 = ((pred[..., 2:] - target[..., 2:]) ** 2).sum(-1)
+    return 1.0 - t["iou"] + (d1 + d2) / diag2
+
+
+def shape_iou_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 0.0, eps: float = 1e-7) -> torch.Tensor:
+    """Shape-IoU (Zhang & Zhang, "Shape-IoU: More Accurate Metric considering Bounding Box Shape and Scale",
+    arXiv:2312.17663, 2023): the distance and shape costs weighted by the GT's shape,
+
+        L = 1 - IoU + distance + Omega / 2
+        ww = 2 w_gt^scale / (w_gt^scale + h_gt^scale),   hh = 2 h_gt^scale / (w_gt^scale + h_gt^scale)
+        distance = hh (x_c - x_c^gt)^2 / c^2 + ww (y_c - y_c^gt)^2 / c^2,      c the enclosing diagonal
+        Omega = sum_{t=w,h} (1 - exp(-omega_t))^4,
+        omega_w = hh |w - w_gt| / max(w, w_gt),   omega_h = ww |h - h_gt| / max(h, h_gt)
+
+    `scale` is the paper's scale factor (related to the size of the dataset's objects); 0 (the authors' released
+    default) gives ww = hh = 1. For a wide GT (w_gt > h_gt, scale > 0) hh < 1 < ww: errors along the GT's short
+    side (y centre, height) cost more, as the paper argues they should."""
+    t = _pair_terms(pred, target, eps)
+    gt_w, gt_h = t["tw"].pow(scale), t["th"].pow(scale)
+    ww, hh = 2 * gt_w / (gt_w + gt_h), 2 * gt_h / (gt_w + gt_h)
+    distance = (hh * t["dx"] ** 2 + ww * t["dy"] ** 2) / t["enclose_diag2"]
+    omega_w = hh * (t["pw"] - t["tw"]).abs() / (torch.maximum(t["pw"], t["tw"]) + eps)
+    omega_h = ww * (t["ph"] - t["th"]).abs() / (torch.maximum(t["ph"], t["th"]) + eps)
+    shape = (1 - torch.exp(-omega_w)).pow(4) + (1 - torch.exp(-omega_h)).pow(4)
+    return 1.0 - t["iou"] + distance + shape / 2
+
+
+def scaled_boxes(boxes: torch.Tensor, ratio: float) -> torch.Tensor:
+    """xyxy boxes scaled by `ratio` about their centres (Inner-IoU's auxiliary boxes)."""
+    boxes = boxes.float()
+    centre, half = (boxes[..., :2] + boxes[..., 2:]) / 2, (boxes[..., 2:] - boxes[..., :2]) * (ratio / 2)
+    return torch.cat((centre - half, centre + half), -1)
+
+
+def inner_iou(pred: torch.Tensor, target: torch.Tensor, ratio: float = 0.7, eps: float = 1e-7) -> torch.Tensor:
+    """Inner-IoU (Zhang, Xu & Zhang, arXiv:2311.02877, 2023): the IoU of the auxiliary boxes, each box scaled by
+    `ratio` about its centre. ratio 1 is the IoU."""
+    return iou(scaled_boxes(pred, ratio), scaled_boxes(target, ratio), eps)
+
+
+def _check_focaler_interval(d: float, u: float) -> None:
+    if not 0 <= d < u <= 1:
+        raise ValueError(f"Focaler-IoU needs 0 <= d < u <= 1, got d={d}, u={u}")
+
+
+def focaler_iou(iou_value: torch.Tensor, d: float = 0.0, u: float = 0.95) -> torch.Tensor:
+    """Focaler-IoU (Zhang & Zhang, arXiv:2401.10525, 2024): the IoU linearly remapped from [d, u] to [0, 1],
+    clamped: 0 below d, (IoU - d) / (u - d) in between, 1 above u."""
+    _check_focaler_interval(d, u)
+    return ((iou_value - d) / (u - d)).clamp(0.0, 1.0)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Modules: forward(pred (N, 4) xyxy, target (N, 4) xyxy) -> (N,) unreduced float32 loss
 # ----------------------------------------------------------------------------------------------------
@@ -303,6 +372,7 @@ class IoULoss(BoxLoss):
         if mode not in ("linear", "log"):
             raise ValueError(f"mode must be 'linear' or 'log', got {mode!r}")
         self.eps, self.mode = eps, mode
+        self.linear_in_iou = mode == "linear"
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.mode == "log":
@@ -333,6 +403,8 @@ class CIoULoss(GIoULoss):
 
 class EIoULoss(BoxLoss):
     """EIoU loss (Zhang et al. 2022): 1 - IoU + rho^2/c^2 + (w - w_gt)^2/C_w^2 + (h - h_gt)^2/C_h^2. See `eiou_loss`."""
+
+    linear_in_iou = True
 
     def __init__(self, eps: float = 1e-7) -> None:
         super().__init__()
@@ -366,8 +438,9 @@ class AlphaIoULoss(BoxLoss):
         return alpha_iou_loss(pred, target, self.alpha, self.base, self.eps)
 
 
-class RIoULoss(BoxLoss):
-    """Rectified IoU loss (Wang & Zhang, ACM MM 2020): gradient rising with IoU up to beta = 0.95. See `riou_loss`."""
+class RisingGradientIoULoss(BoxLoss):
+    """IoU loss with |dL/dIoU| rising with IoU up to beta = 0.95, then falling to 0 (not the published RIoU, whose
+    formula could not be checked). See `rising_gradient_iou_loss`."""
 
     def __init__(self, beta: float = 0.95, eps: float = 1e-7) -> None:
         super().__init__()
@@ -376,11 +449,13 @@ class RIoULoss(BoxLoss):
         self.beta, self.eps = beta, eps
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return riou_loss(pred, target, self.beta, self.eps)
+        return rising_gradient_iou_loss(pred, target, self.beta, self.eps)
 
 
 class SIoULoss(BoxLoss):
     """SIoU (Gevorgyan 2022): 1 - IoU + (distance cost + shape cost) / 2 with the angle cost in the distance cost."""
+
+    linear_in_iou = True
 
     def __init__(self, theta: float = 4.0, eps: float = 1e-7) -> None:
         super().__init__()
@@ -418,3 +493,97 @@ class WIoULoss(BoxLoss):
         return wise_iou_loss(
             pred, target, self.version, self.iou_loss_mean.float(), self.alpha, self.delta, self.gamma, self.eps,
         )
+
+
+class MPDIoULoss(BoxLoss):
+    """MPDIoU (Ma & Xu 2023): 1 - IoU + (d_1^2 + d_2^2) / (w^2 + h^2), corner distances over the image diagonal.
+
+    Needs the input image size: `forward(pred, target, image_size)`, image_size (N, 2) (or (2,)) = (width, height)
+    in the units of the boxes; the criteria pass it (grid units on the YOLOv8 head: the image size / stride)."""
+
+    needs_image_size = True
+    linear_in_iou = True
+
+    def __init__(self, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, image_size: torch.Tensor | None = None) -> torch.Tensor:
+        if image_size is None:
+            raise ValueError("MPDIoULoss needs the input image size (width, height) in the units of the boxes: "
+                             "call it as loss(pred, target, image_size)")
+        return mpdiou_loss(pred, target, image_size, self.eps)
+
+
+class ShapeIoULoss(BoxLoss):
+    """Shape-IoU (Zhang & Zhang 2023): distance and shape costs weighted by the GT's shape. See `shape_iou_loss`."""
+
+    linear_in_iou = True
+
+    def __init__(self, scale: float = 0.0, eps: float = 1e-7) -> None:
+        super().__init__()
+        if scale < 0:
+            raise ValueError(f"scale must be >= 0, got {scale}")
+        self.scale, self.eps = scale, eps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return shape_iou_loss(pred, target, self.scale, self.eps)
+
+
+class _IoUReplacement(BoxLoss):
+    """A wrapper that replaces the IoU of a loss of the form 1 - IoU + penalty by another overlap:
+    L = L_base + IoU - overlap. Shared by Inner-IoU and Focaler-IoU, which both define their variants this way."""
+
+    def __init__(self, base: BoxLoss, eps: float = 1e-7) -> None:
+        super().__init__()
+        if not getattr(base, "linear_in_iou", False):
+            raise ValueError(
+                f"{type(self).__name__} wraps a loss of the form 1 - IoU + penalty (iou, giou, diou, ciou, eiou, siou, "
+                f"mpdiou, shape_iou), got {type(base).__name__}"
+            )
+        self.base, self.eps = base, eps
+        self.needs_image_size = base.needs_image_size
+
+    def overlap(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, *image_size: torch.Tensor) -> torch.Tensor:
+        return self.base(pred, target, *image_size) + iou(pred, target, self.eps) - self.overlap(pred, target)
+
+
+class InnerIoULoss(_IoUReplacement):
+    """Inner-IoU (Zhang, Xu & Zhang, "Inner-IoU: More Effective Intersection over Union Loss with Auxiliary
+    Bounding Box", arXiv:2311.02877, 2023): any IoU-family loss with its IoU computed on auxiliary boxes,
+
+        L_Inner-X = L_X + IoU - IoU_inner,   IoU_inner = IoU(inner(pred), inner(target)),
+
+    inner(b) = b's centre with `ratio` times its width and height. ratio < 1 steepens the loss of high-IoU pairs,
+    ratio > 1 extends the gradient to low-IoU (e.g. tiny, disjoint) pairs; ratio 1 is the base loss. The paper
+    uses ratios in [0.5, 1.5]; default 0.7."""
+
+    def __init__(self, base: BoxLoss, ratio: float = 0.7, eps: float = 1e-7) -> None:
+        super().__init__(base, eps)
+        if ratio <= 0:
+            raise ValueError(f"ratio must be > 0, got {ratio}")
+        self.ratio = ratio
+
+    def overlap(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return inner_iou(pred, target, self.ratio, self.eps)
+
+
+class FocalerIoULoss(_IoUReplacement):
+    """Focaler-IoU (Zhang & Zhang, "Focaler-IoU: More Focused Intersection over Union Loss", arXiv:2401.10525, 2024):
+    any IoU-family loss with its IoU linearly remapped on [d, u] (clamped to [0, 1]),
+
+        L_Focaler-X = L_X + IoU - IoU_focaler,   IoU_focaler = clamp((IoU - d) / (u - d), 0, 1).
+
+    Raising d ignores the hardest pairs (no IoU gradient below d), lowering u treats pairs above u as done (no IoU
+    gradient above u); the remapped range gets a gradient 1 / (u - d) times the IoU's. Defaults d = 0, u = 0.95."""
+
+    def __init__(self, base: BoxLoss, d: float = 0.0, u: float = 0.95, eps: float = 1e-7) -> None:
+        super().__init__(base, eps)
+        _check_focaler_interval(d, u)
+        self.d, self.u = d, u
+
+    def overlap(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return focaler_iou(iou(pred, target, self.eps), self.d, self.u)

@@ -19,7 +19,8 @@ def _difference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L2 / squared error: L = sum_i d_i^2 (no 1/2 factor; the mean over coordinates is torch's MSELoss / 4)."""
+    """L2 / squared error: L = sum_i d_i^2 over the 4 coordinates (no 1/2 factor). torch's MSELoss with mean
+    reduction over the 4 coordinates of a box is L / 4."""
     return _difference(pred, target).pow(2).sum(-1)
 
 
@@ -55,7 +56,12 @@ def balanced_l1_loss(
 
     whose gradient is alpha ln(b |x| + 1) inside and gamma outside (inliers get larger gradients than smooth L1).
     The breakpoint is moved to beta by scaling, l(x) = beta * l_b(x / beta), which keeps the gradient
-    alpha ln(b |x| / beta + 1) | gamma. Paper defaults alpha 0.5, gamma 1.5, beta 1."""
+    alpha ln(b |x| / beta + 1) | gamma, continuous at |x| = beta. Paper defaults alpha 0.5, gamma 1.5, beta 1.
+
+    Convention for beta != 1 (the paper only defines beta = 1): mmdetection's `balanced_l1_loss` scales only part of
+    the formula, alpha / b (b |x| + 1) ln(b |x| / beta + 1) - alpha |x| inside and gamma |x| + gamma / b - alpha beta
+    outside, so its gradient jumps at |x| = beta (by alpha ((b beta + 1) / (beta (b + 1)) - 1)); this function
+    scales the whole curve and stays C1. Both agree for beta = 1."""
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
     b = math.exp(gamma / alpha) - 1

@@ -88,7 +88,8 @@ class LitDetector(L.LightningModule):
         self._assignment_totals = None
 
     def _losses(self, batch: dict, output) -> dict[str, torch.Tensor]:
-        return self.criterion(output, batch["labels"], batch["boxes"], batch["mask"])
+        return self.criterion(output, batch["labels"], batch["boxes"], batch["mask"],
+                              image_size=tuple(batch["images"].shape[-2:]))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch, self(batch["images"]))

@@ -69,6 +69,20 @@ def test_class_score_enters_the_alignment():
     torch.testing.assert_close(result.scores[0, [0, 1, 4, 5], 1], torch.tensor([0.125, 0.125, 1.0, 0.125]))
 
 
+def test_a_candidate_whose_probability_underflows_to_zero_is_not_positive():
+    """The documented difference from ultralytics: anchor 0 predicts the GT exactly (u = 1) but its class probability
+    is exactly 0, so its alignment is 0 and it is dropped; the GT's max u over its positives is then anchor 1's 0.5,
+    and anchor 1's soft target is t * 0.5 / t = 0.5 (keeping anchor 0, as ultralytics may, would make it 1)."""
+    gt = torch.tensor([[0.0, 0.0, 17.0, 17.0]])
+    pred = FAR.repeat(16, 1)
+    pred[0] = gt[0]
+    pred[1] = torch.tensor([0.0, 0.0, 17.0, 8.5])  # u = 0.5
+    scores = torch.full((1, 16, 2), 0.5)
+    scores[0, 0, 1] = 0.0
+    result = assign(pred, gt, torch.tensor([1]), scores=scores)
+    assert result.foreground[0].nonzero().flatten().tolist() == [1]
+    torch.testing.assert_close(result.scores[0, 1, 1], torch.tensor(0.5))
+
 def test_two_overlapping_gts_compete_for_an_anchor():
     gt_a = torch.tensor([0.0, 0.0, 17.0, 17.0])  # anchors 0, 1, 4, 5
     gt_b = torch.tensor([8.0, 0.0, 33.0, 17.0])  # anchors 1, 2, 3, 5, 6, 7
@@ -246,3 +260,33 @@ def test_small_objects_match_ultralytics_task_aligned_assigner(tmp_path):
     assert torch.equal(ours.foreground, their_fg)
     assert torch.equal(ours.gt_index[their_fg], their_idx[their_fg])
     torch.testing.assert_close(ours.scores, their_scores, atol=1e-5, rtol=1e-4)
+
+
+def test_nwd_overlap_matches_the_dense_assigner_and_reaches_tiny_gts():
+    """`assigner/overlap=nwd`: the sparse and dense assigners agree with NWD as the overlap, and a tiny GT that no
+    prediction overlaps still gets positives (with CIoU, clamped at 0, its alignments are all 0)."""
+    import functools
+
+    from detector.assigners.tal_dense import DenseTaskAlignedAssigner
+    from detector.losses.gaussian import nwd
+
+    torch.manual_seed(0)
+    points, strides = anchor_points([(16, 16), (8, 8)], (8, 16))
+    points = points * strides
+    B, M, C = 2, 20, 3
+    boxes = random_boxes(B, M, extent=100, max_size=40)
+    labels, mask = torch.randint(0, C, (B, M)), torch.rand(B, M) > 0.2
+    pred = random_boxes(B, len(points), extent=100, max_size=40)
+    scores = torch.rand(B, len(points), C)
+    overlap = functools.partial(nwd, constant=12.8)
+    sparse = TaskAlignedAssigner(C, overlap=overlap)(inputs(scores, pred, points, labels, boxes, mask))
+    dense = DenseTaskAlignedAssigner(C, overlap=overlap)(inputs(scores, pred, points, labels, boxes, mask))
+    assert sparse.foreground.sum() > 20 and torch.equal(sparse.foreground, dense.foreground)
+    torch.testing.assert_close(sparse.scores, dense.scores)
+
+    tiny = torch.tensor([[[9.0, 9.0, 15.0, 15.0]]])  # 6 x 6 px around the anchor point (12, 12)
+    far = torch.tensor([60.0, 60.0, 70.0, 70.0]).expand(1, len(points), 4)  # predictions that miss it
+    one = (torch.full((1, len(points), C), 0.5), far, points, torch.zeros(1, 1, dtype=torch.long), tiny,
+           torch.ones(1, 1, dtype=torch.bool))
+    assert TaskAlignedAssigner(C, overlap=overlap)(inputs(*one)).foreground.any()
+    assert not TaskAlignedAssigner(C)(inputs(*one)).foreground.any()

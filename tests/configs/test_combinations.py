@@ -58,7 +58,7 @@ def one_step(module, img_size: int = 64) -> dict[str, torch.Tensor]:
     images, labels, boxes, mask = batch(img_size)
     optimizer = torch.optim.SGD(module.model.parameters(), lr=1e-3)
     module.train()
-    losses = module.criterion(module.model(images), labels, boxes, mask)
+    losses = module.criterion(module.model(images), labels, boxes, mask, image_size=tuple(images.shape[-2:]))
     losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in module.model.parameters() if p.grad is not None)
     optimizer.step()
@@ -111,7 +111,7 @@ def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(tmp_path):
     [
         (["model=ssd_csp_n", "criterion=yolo"], "choose criterion=multibox"),
         (["criterion=multibox"], "choose criterion=yolo"),
-        (["loss=multibox"], "CrossEntropy needs softmax class logits.*choose loss/cls=bce,focal,qfl,vfl"),
+        (["loss=multibox"], "CrossEntropy needs softmax class logits.*choose loss/cls=bce,focal,mal,qfl,vfl"),
         (["model=ssd_csp_n", "loss/dfl=dfl"], "choose loss/dfl=none"),
         (["model=ssd_csp_n", "+model.end2end=true"], "SSDCSP has no one-to-one branch"),
     ],
@@ -178,3 +178,18 @@ def test_every_assigner_trains_every_head(tmp_path, overrides):
 def test_new_assigners_and_heads_with_other_losses(tmp_path, overrides):
     _, module = build(overrides, tmp_path)
     assert torch.isfinite(one_step(module)["loss"])
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param(["loss/box=inner_mpdiou", "loss/cls=mal", "assigner/overlap=nwd"], id="nwd_tal-mal-inner_mpdiou",
+                 marks=pytest.mark.slow),
+    pytest.param(["model=ssd_csp_n", "loss/cls=bce", "loss/box=mpdiou", "loss.box.eps=1e-7"], id="ssd-bce-mpdiou",
+                 marks=pytest.mark.slow),
+    pytest.param(["loss/box=focaler_shape_iou", "loss/cls=vfl"], id="focaler_shape_iou", marks=pytest.mark.slow),
+    pytest.param(["loss/box=probiou", "model.end2end=true"], id="probiou-end2end", marks=pytest.mark.slow),
+])
+def test_losses_after_2022_train(tmp_path, overrides):
+    """The new options from the command line, with the image size reaching MPDIoU on both heads."""
+    _, module = build(overrides, tmp_path)
+    losses = one_step(module)
+    assert torch.isfinite(losses["loss"]) and losses["box"] > 0

@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAME_METHOD_AS_TAL = {"tal_dense"}
 PRESETS = {
     "ablate_box_loss": ("loss/box", "iou,giou,diou,ciou,eiou,focal_eiou,alpha_ciou,siou", "loss/box=ciou"),
+    "ablate_box_loss_recent": (
+        "loss/box", "ciou,mpdiou,inner_ciou,shape_iou,focaler_ciou,nwd,probiou", "loss/box=ciou"),
     "ablate_cls_loss": ("loss/cls", "bce,focal,qfl,vfl", "loss/cls=bce"),
     "ablate_assigner": ("assigner", None, "assigner=tal"),
 }
@@ -66,3 +68,22 @@ def test_documented_launcher_overrides_compose(compose_config, launcher, package
     cfg = compose_config(["experiment=ablate_box_loss", f"hydra/launcher={launcher}", *overrides], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.startswith(f"hydra_plugins.{package}")
     assert (launcher != "submitit_slurm") or (cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.partition == "gpu")
+
+
+def test_voc_box_loss_preset(compose_config):
+    """The GPU-scale preset: VOC 07+12 -> 07 test, n model, one GPU, 100 epochs, 3 seeds of the DIoU paper's four
+    losses and the losses after 2022, every option buildable."""
+    cfg = compose_config(["experiment=voc_box_loss"], return_hydra_config=True)
+    params = dict(cfg.hydra.sweeper.params)
+    assert list(params) == ["seed", "loss/box"] and params["seed"] == "0,1,2"
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.task_name == "voc_box_loss"
+    assert cfg.hydra.runtime.choices.data == "voc" and cfg.hydra.runtime.choices.trainer == "gpu"
+    assert cfg.model.scale == "n" and cfg.trainer.max_epochs == 100 and cfg.trainer.accelerator == "gpu"
+    assert [tuple(s) for s in cfg.data.train_reader.splits] == [("VOC2007", "trainval"), ("VOC2012", "trainval")]
+    assert [tuple(s) for s in cfg.data.val_reader.splits] == [("VOC2007", "test")]
+    options = params["loss/box"].split(",")
+    assert options[:4] == ["iou", "giou", "diou", "ciou"] and cfg.ablation.baseline == "loss/box=ciou"
+    for option in options:
+        run_cfg = compose_config(["experiment=voc_box_loss", f"loss/box={option}"], return_hydra_config=True)
+        criterion = hydra.utils.instantiate(run_cfg.module.criterion)
+        assert f"{type(criterion.box_loss).__module__}.{type(criterion.box_loss).__name__}" == run_cfg.loss.box._target_

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from detector.config import register_resolvers
-from detector.losses import classification, dfl, iou, regression
+from detector.losses import classification, dfl, gaussian, iou, regression
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -31,7 +31,7 @@ BOX_OPTIONS = {
     "focal_eiou": (iou.FocalEIoULoss, {"gamma": 0.5, "detach_weight": True}),
     "alpha_ciou": (iou.AlphaIoULoss, {"alpha": 3.0, "base": "ciou"}),
     "alpha_iou": (iou.AlphaIoULoss, {"alpha": 3.0, "base": "iou"}),
-    "riou": (iou.RIoULoss, {"beta": 0.95}),
+    "rising_gradient_iou": (iou.RisingGradientIoULoss, {"beta": 0.95}),
     "siou": (iou.SIoULoss, {"theta": 4.0}),
     "wiou": (iou.WIoULoss, {"version": 3, "alpha": 1.9, "delta": 3.0}),
     "wiou_v1": (iou.WIoULoss, {"version": 1}),
@@ -39,7 +39,19 @@ BOX_OPTIONS = {
     "l1": (regression.L1Loss, {}),
     "l2": (regression.L2Loss, {}),
     "balanced_l1": (regression.BalancedL1Loss, {"alpha": 0.5, "gamma": 1.5, "beta": 1.0}),
+    "mpdiou": (iou.MPDIoULoss, {"needs_image_size": True}),
+    "shape_iou": (iou.ShapeIoULoss, {"scale": 0.0}),
+    "nwd": (gaussian.NWDLoss, {"constant": 1.6}),
+    "probiou": (gaussian.ProbIoULoss, {"mode": "l1"}),
 }
+# Inner-IoU and Focaler-IoU over every base of the form 1 - IoU + penalty
+WRAPPED_BASES = {
+    "iou": iou.IoULoss, "giou": iou.GIoULoss, "diou": iou.DIoULoss, "ciou": iou.CIoULoss, "eiou": iou.EIoULoss,
+    "siou": iou.SIoULoss, "mpdiou": iou.MPDIoULoss, "shape_iou": iou.ShapeIoULoss,
+}
+for _base, _base_class in WRAPPED_BASES.items():
+    BOX_OPTIONS[f"inner_{_base}"] = (iou.InnerIoULoss, {"ratio": 0.7})
+    BOX_OPTIONS[f"focaler_{_base}"] = (iou.FocalerIoULoss, {"d": 0.0, "u": 0.95})
 CLS_OPTIONS = {
     "bce": classification.BCEWithLogits,
     "focal": classification.FocalLoss,
@@ -47,6 +59,7 @@ CLS_OPTIONS = {
     "vfl": classification.VarifocalLoss,
     "ce": classification.CrossEntropy,
     "ce_smooth": classification.CrossEntropy,
+    "mal": classification.MatchabilityAwareLoss,
 }
 
 
@@ -82,12 +95,14 @@ def test_box_option_composes_into_the_yolov8_loss(compose_train, option):
     assert type(box) is box_class
     for name, value in attributes.items():
         assert getattr(box, name) == value
+    if option.startswith(("inner_", "focaler_")):
+        assert type(box.base) is WRAPPED_BASES[option.split("_", 1)[1]]
     # the rest of the YOLOv8 loss is kept: BCE, DFL, gains 7.5 / 0.5 / 1.5
     assert isinstance(hydra.utils.instantiate(cfg.loss.cls), classification.BCEWithLogits)
     assert isinstance(hydra.utils.instantiate(cfg.loss.dfl), dfl.DFLoss)
     assert dict(cfg.loss.weights) == {"box": 7.5, "cls": 0.5, "dfl": 1.5}
     pred, target = _boxes()
-    value = box(pred, target)
+    value = box(pred, target, torch.tensor([8.0, 8.0])) if box.needs_image_size else box(pred, target)
     assert value.shape == (3,) and torch.isfinite(value).all() and value[0] > 0
 
 
@@ -148,3 +163,19 @@ def test_box_cls_and_dfl_choices_combine(compose_train):
     criterion = hydra.utils.instantiate(cfg.module.criterion)
     assert criterion.dfl_loss is None and isinstance(criterion.box_loss, iou.SIoULoss)
     assert isinstance(criterion.cls_loss, classification.VarifocalLoss)
+
+
+def test_tal_overlap_option(compose_train):
+    """`assigner/overlap=nwd` swaps TAL's CIoU for NWD (C in pixels), also under tal_small; the default stays CIoU."""
+    assert hydra.utils.instantiate(compose_train([]).assigner).overlap.func is iou.ciou
+    for assigner in ("tal", "tal_small"):
+        cfg = compose_train([f"assigner={assigner}", "assigner/overlap=nwd"])
+        overlap = hydra.utils.instantiate(cfg.assigner).overlap
+        assert overlap.func is gaussian.nwd and overlap.keywords == {"constant": 12.8}
+    similarities = {"ciou": iou.ciou, "iou": iou.iou, "giou": iou.giou, "diou": iou.diou, "nwd": gaussian.nwd,
+                    "probiou": gaussian.probiou}
+    assert {p.stem for p in (CONFIGS / "assigner" / "overlap").glob("*.yaml")} == set(similarities)
+    gt, pred = torch.tensor([[0.0, 0, 16, 16]]), torch.tensor([[4.0, 4, 20, 20]])
+    for name, function in similarities.items():
+        overlap = hydra.utils.instantiate(compose_train([f"assigner/overlap={name}"]).assigner).overlap
+        assert overlap.func is function and 0 < overlap(gt, pred).item() < 1, name

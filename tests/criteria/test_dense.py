@@ -170,3 +170,37 @@ def test_one_to_one_branch_without_its_assigner_is_refused():
         assert "one2one_assigner" in str(error)
     else:
         raise AssertionError("no error")
+
+
+def test_mpdiou_gets_the_image_size_in_grid_units():
+    """A box loss that needs the image size gets the input's (width, height) / stride, in the units of its boxes:
+    the hand case with MPDIoU in a 64 x 48 px input (8 x 6 cells of stride 8, w^2 + h^2 = 100 grid units^2).
+    Anchor 0: pred [1.5, 1.5, 3.5, 3.5], target [1.5, 1.5, 3.5, 4.5]: d_1 = 0, d_2^2 = 1 -> 1 - 4/6 + 1/100."""
+    from detector.losses.iou import MPDIoULoss
+
+    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), MPDIoULoss(), DFLoss())
+    empty = (torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool))
+    losses = criterion(head_output(), *empty, image_size=(48, 64))
+    assert math.isclose(losses["box"].item(), 7.5 * (1 - 4 / 6 + 1 / 100) * 0.8 / 1.3, rel_tol=1e-5)
+    try:
+        criterion(head_output(), *empty)
+    except ValueError as error:
+        assert "image_size" in str(error)
+    else:
+        raise AssertionError("MPDIoU without the image size must be refused")
+
+
+def test_tal_with_nwd_overlap_trains():
+    """`assigner/overlap=nwd`: the assigner's overlap is NWD (C in pixels); the criterion runs and back-propagates."""
+    import functools
+
+    from detector.losses.gaussian import nwd
+
+    assigner = TaskAlignedAssigner(3, overlap=functools.partial(nwd, constant=12.8))
+    criterion = DetectionCriterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
+    out = random_output(2)
+    gt_boxes = torch.tensor([[[8.0, 8, 40, 40], [30, 30, 34, 34]], [[10.0, 20, 60, 50], [0, 0, 0, 0]]])
+    losses = criterion(out, torch.tensor([[0, 2], [1, 0]]), gt_boxes, torch.tensor([[True, True], [True, False]]))
+    assert losses["box"] > 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert torch.isfinite(out.box_logits.grad).all() and out.box_logits.grad.abs().sum() > 0

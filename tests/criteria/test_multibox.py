@@ -99,3 +99,15 @@ def test_gradients_flow_and_an_empty_batch_gives_zero_box_loss():
     assert out.cls_logits.grad[1].eq(0).all()  # image 1 has no positives, hence no mined negatives
     empty = criterion()(tiny_output(), torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool))
     assert empty["box"].item() == 0 and empty["cls"].item() == 0 and torch.isfinite(empty["loss"])
+
+
+def test_mpdiou_gets_the_image_size_in_pixels():
+    """On decoded boxes (pixels) MPDIoU gets the input's (width, height) in pixels: its box term is MPDIoU of the
+    decoded positive against its GT with that image."""
+    from detector.losses.iou import MPDIoULoss, mpdiou_loss
+
+    output = tiny_output()
+    losses = criterion(box_loss=MPDIoULoss())(output, GT_LABELS, GT_BOXES, GT_MASK, image_size=(60, 80))
+    decoded = output.decode_boxes()[0, :1].detach()
+    expected = mpdiou_loss(decoded, GT_BOXES[0], torch.tensor([80.0, 60.0]))
+    assert math.isclose(losses["box"].item(), expected.item(), rel_tol=1e-5)

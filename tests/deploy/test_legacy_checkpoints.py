@@ -46,6 +46,8 @@ def test_old_run_configs_are_upgraded_to_todays_targets_and_settings():
     assert ssd["postprocess"]["_target_"] == "detector.postprocess.postprocessors.SSDPostprocessor"
     assert not {"variances", "cls_loss"} & set(ssd["postprocess"])
     assert upgrade_run_config(yolo) == yolo  # today's configs pass through unchanged
+    renamed = upgrade_run_config({"loss": {"box": {"_target_": "detector.losses.iou.RIoULoss", "beta": 0.95}}})
+    assert renamed["loss"]["box"]["_target_"] == "detector.losses.iou.RisingGradientIoULoss"
 
 
 def test_old_checkpoints_load_and_detect_as_the_model_they_hold(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
+from detector.losses import gaussian as G
 from detector.losses import iou as L
 
 EPS = 1e-7
@@ -67,10 +68,10 @@ HAND_VALUES = [
     ("alpha_diou", L.alpha_iou_loss, {"base": "diou"}, A, 1 - 1 / 343 + (1 / 9) ** 3),
     ("alpha_ciou", L.alpha_iou_loss, {"base": "ciou"}, D, 1 - 1 / 27 + (1 / 16) ** 3 + (ALPHA_D * V_D) ** 3),
     ("alpha_ciou_a2", L.alpha_iou_loss, {"base": "ciou", "alpha": 2.0}, C, 1 + 0.4**2),
-    # RIoU (beta 0.95): 1 - IoU^2 / beta below beta
-    ("riou", L.riou_loss, {}, A, 1 - (1 / 49) / 0.95),
-    ("riou", L.riou_loss, {}, B, 1 - (1 / 16) / 0.95),
-    ("riou", L.riou_loss, {}, C, 1.0),
+    # rising-gradient IoU (beta 0.95): 1 - IoU^2 / beta below beta
+    ("rising_gradient_iou", L.rising_gradient_iou_loss, {}, A, 1 - (1 / 49) / 0.95),
+    ("rising_gradient_iou", L.rising_gradient_iou_loss, {}, B, 1 - (1 / 16) / 0.95),
+    ("rising_gradient_iou", L.rising_gradient_iou_loss, {}, C, 1.0),
     # SIoU = 1 - IoU + (Delta + Omega) / 2
     # A: 45 degrees: Lambda = 1, gamma = 1, rho_x = rho_y = 1/9, Delta = 2 (1 - e^-1/9), Omega = 0
     ("siou", L.siou_loss, {}, A, 6 / 7 + (1 - math.exp(-1 / 9))),
@@ -83,6 +84,16 @@ HAND_VALUES = [
     ("wiou_v1", L.wise_iou_loss, {"version": 1}, C, math.exp(16 / 40)),
     # Wise-IoU v3 with running mean 6/7 (= L_IoU): beta = 1, r = 1 / (3 * 1.9^-2) = 1.9^2 / 3
     ("wiou_v3", L.wise_iou_loss, {"version": 3, "iou_loss_mean": 6 / 7}, A, 1.9**2 / 3 * math.exp(2 / 18) * 6 / 7),
+    # MPDIoU in a 10 x 10 image (w^2 + h^2 = 200): 1 - IoU + (d_1^2 + d_2^2) / 200
+    ("mpdiou", L.mpdiou_loss, {"image_size": torch.tensor([10.0, 10.0])}, A, 6 / 7 + (2 + 2) / 200),
+    ("mpdiou", L.mpdiou_loss, {"image_size": torch.tensor([10.0, 10.0])}, C, 1 + (16 + 16) / 200),
+    # Shape-IoU, scale 0 (ww = hh = 1): A: distance (1 + 1) / 18, same sizes; B: no distance, omega = 1/2 on both axes
+    ("shape_iou", L.shape_iou_loss, {}, A, 6 / 7 + 2 / 18),
+    ("shape_iou", L.shape_iou_loss, {}, B, 3 / 4 + (1 - math.exp(-0.5)) ** 4),
+    # scale 1 on D (GT 2 x 4): ww = 4/6, hh = 8/6; distance (hh 1 + ww 1) / 32 = 1/16;
+    # omega_w = hh |4 - 2| / 4 = 2/3, omega_h = ww |2 - 4| / 4 = 1/3
+    ("shape_iou", L.shape_iou_loss, {"scale": 1.0}, D,
+     2 / 3 + 1 / 16 + ((1 - math.exp(-2 / 3)) ** 4 + (1 - math.exp(-1 / 3)) ** 4) / 2),
 ]
 
 
@@ -141,7 +152,7 @@ def _grad(fn, pred, target, **kwargs) -> torch.Tensor:
 
 def test_iou_loss_has_no_gradient_for_disjoint_boxes_but_giou_and_diou_do():
     pred, target = _pair(C)
-    for fn in (L.iou_loss, L.log_iou_loss, L.riou_loss):
+    for fn in (L.iou_loss, L.log_iou_loss, L.rising_gradient_iou_loss):
         assert torch.count_nonzero(_grad(fn, pred, target)) == 0
     for fn in (L.giou_loss, L.diou_loss, L.ciou_loss, L.eiou_loss, L.siou_loss):
         grad = _grad(fn, pred, target)
@@ -224,10 +235,10 @@ def test_focal_eiou_downweights_low_iou_pairs():
     assert through[0, 0] + through[0, 2] > 0 and through[1, 0] + through[1, 2] < 0
 
 
-def test_riou_gradient_peaks_at_beta():
+def test_rising_gradient_iou_peaks_at_beta():
     beta = 0.95
     iou_values = torch.linspace(0.0, 1.0, 1001, requires_grad=True)
-    L.rectified_iou_loss_from_iou(iou_values, beta).sum().backward()
+    L.rising_gradient_iou_loss_from_iou(iou_values, beta).sum().backward()
     magnitude = iou_values.grad.abs()
     peak = iou_values[magnitude.argmax()].item()
     assert abs(peak - beta) <= 0.002
@@ -235,12 +246,12 @@ def test_riou_gradient_peaks_at_beta():
     assert (below.diff() >= 0).all() and (above.diff() <= 0).all()  # rising, then falling
     assert magnitude[-1] == 0 and magnitude[0] == 0
     # continuous at beta, L(0) = 1 and L(1) = 0 like 1 - IoU
-    values = L.rectified_iou_loss_from_iou(torch.tensor([0.0, beta - 1e-6, beta + 1e-6, 1.0]), beta)
+    values = L.rising_gradient_iou_loss_from_iou(torch.tensor([0.0, beta - 1e-6, beta + 1e-6, 1.0]), beta)
     assert values[0] == 1 and values[-1] == 0 and values[1].item() == pytest.approx(values[2].item(), abs=1e-5)
-    # on boxes: relative to 1 - IoU, RIoU gives a high-IoU pair more gradient than a low-IoU one
+    # on boxes: relative to 1 - IoU, the rising-gradient loss gives a high-IoU pair more gradient than a low-IoU one
     target = torch.tensor([[0.0, 0, 10, 10]] * 2)
     pred = torch.tensor([[0.5, 0, 10.5, 10], [6.0, 0, 16, 10]])  # IoU 0.905, 0.25
-    gain = _grad(L.riou_loss, pred, target).norm(dim=-1) / _grad(L.iou_loss, pred, target).norm(dim=-1)
+    gain = _grad(L.rising_gradient_iou_loss, pred, target).norm(dim=-1) / _grad(L.iou_loss, pred, target).norm(dim=-1)
     assert gain[0] > 1.5 and gain[1] < 0.6
 
 
@@ -320,9 +331,23 @@ BOX_MODULES = {
     "focal_eiou_through": L.FocalEIoULoss(detach_weight=False),
     "alpha_iou": L.AlphaIoULoss(base="iou"), "alpha_giou": L.AlphaIoULoss(base="giou"),
     "alpha_diou": L.AlphaIoULoss(base="diou"), "alpha_ciou": L.AlphaIoULoss(), "alpha_ciou_half": L.AlphaIoULoss(0.5),
-    "riou": L.RIoULoss(), "siou": L.SIoULoss(), "wiou_v1": L.WIoULoss(version=1), "wiou_v2": L.WIoULoss(version=2),
+    "rising_gradient_iou": L.RisingGradientIoULoss(), "siou": L.SIoULoss(), "wiou_v1": L.WIoULoss(version=1),
+    "wiou_v2": L.WIoULoss(version=2),
     "wiou_v3": L.WIoULoss(version=3),
+    "mpdiou": L.MPDIoULoss(), "shape_iou": L.ShapeIoULoss(), "shape_iou_scale1": L.ShapeIoULoss(scale=1.0),
+    "inner_ciou": L.InnerIoULoss(L.CIoULoss()), "inner_iou_large": L.InnerIoULoss(L.IoULoss(), ratio=1.3),
+    "inner_mpdiou": L.InnerIoULoss(L.MPDIoULoss()), "focaler_ciou": L.FocalerIoULoss(L.CIoULoss()),
+    "focaler_siou": L.FocalerIoULoss(L.SIoULoss(), d=0.1, u=0.9),
+    "nwd": G.NWDLoss(), "nwd_small": G.NWDLoss(constant=1.0),
+    "probiou": G.ProbIoULoss(), "probiou_l2": G.ProbIoULoss("l2"),
 }
+
+
+def _call(module, pred, target):
+    """A box module on (pred, target), with a 10 x 10 image for the losses that need the image size."""
+    if module.needs_image_size:
+        return module(pred, target, torch.tensor([10.0, 10.0]))
+    return module(pred, target)
 
 DEGENERATE = torch.tensor([
     # pred, target
@@ -351,7 +376,7 @@ def test_finite_value_and_gradient_in_degenerate_cases(name, dtype):
         pred, target = pred[keep], target[keep]
     pred = pred.to(dtype).requires_grad_()
     target = target.to(dtype)
-    loss = module(pred, target)
+    loss = _call(module, pred, target)
     assert loss.shape == (len(pred),) and loss.dtype == torch.float32
     assert torch.isfinite(loss).all(), loss
     loss.sum().backward()
@@ -364,9 +389,9 @@ def test_finite_value_and_gradient_in_degenerate_cases(name, dtype):
 def test_loss_is_zero_at_the_target_and_positive_elsewhere(name):
     module = BOX_MODULES[name].eval()
     pred, target = _random_pairs(32, seed=3)
-    value, overlapping = module(pred, target), L.iou(pred, target) > 0
+    value, overlapping = _call(module, pred, target), L.iou(pred, target) > 0
     assert overlapping.any() and not overlapping.all()
     assert (value[overlapping] > 0).all() and (value >= 0).all()
     if not name.startswith("focal_eiou"):  # Focal-EIoU's IoU^gamma weight is 0 for disjoint boxes
         assert (value > 0).all()
-    assert module(target, target).abs().max() < 1e-5
+    assert _call(module, target, target).abs().max() < 1e-5

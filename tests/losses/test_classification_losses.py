@@ -79,6 +79,45 @@ def test_varifocal_loss_hand_values():
     torch.testing.assert_close(ratio, torch.tensor([0.9, 0.3, 0.75 * (1 - p) ** 2, 0.75 * p**2]))
 
 
+def test_matchability_aware_loss_hand_values():
+    # x = 0 (p = 0.5): BCE against any target is ln 2. Positive q = 0.64: target 0.64^1.5 = 0.512, weight 1 -> ln 2
+    # (VFL would weight it by 0.64); negative: p^1.5 ln 2 = 0.5^1.5 ln 2.
+    value = C.MatchabilityAwareLoss()(torch.zeros(2), torch.tensor([0.64, 0.0]))
+    torch.testing.assert_close(value, torch.tensor([LN2, 0.5**1.5 * LN2]))
+    # x = ln 3 (p = 0.75), q = 0.64: -(0.512 ln 0.75 + 0.488 ln 0.25)
+    value = C.matchability_aware_loss(torch.tensor([math.log(3)]), torch.tensor([0.64]))
+    assert value.item() == pytest.approx(-(0.512 * math.log(0.75) + 0.488 * math.log(0.25)), rel=1e-5)
+    # alpha scales the negatives only
+    logits, targets = torch.tensor([1.0, 1.0]), torch.tensor([0.5, 0.0])
+    ratio = C.matchability_aware_loss(logits, targets, alpha=0.5) / C.matchability_aware_loss(logits, targets)
+    torch.testing.assert_close(ratio, torch.tensor([1.0, 0.5]))
+
+
+def test_matchability_aware_loss_matches_deim():
+    """DEIM's formulation with one-hot labels y and the IoU of the matched box (Huang et al. 2025):
+    y = 1: -(IoU^gamma log p + (1 - IoU^gamma) log(1 - p)); y = 0: -p^gamma log(1 - p), gamma 1.5."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 5, generator=g) * 3
+    labels = torch.rand(64, 5, generator=g) < 0.2
+    ious = torch.rand(64, 5, generator=g) * 0.99 + 0.01
+    p = torch.sigmoid(logits.double())
+    q = ious.double() ** 1.5
+    reference = torch.where(labels, -(q * torch.log(p) + (1 - q) * torch.log(1 - p)), -(p**1.5) * torch.log(1 - p))
+    value = C.matchability_aware_loss(logits, torch.where(labels, ious, 0.0))
+    torch.testing.assert_close(value.double(), reference, atol=1e-5, rtol=1e-4)
+
+
+def test_matchability_aware_loss_keeps_a_confident_low_iou_match_costly():
+    """The paper's point against VFL: a confident (p = 0.95) positive with a poor box (IoU 0.1) gets a much larger
+    loss from MAL than from VFL, which scales it by the IoU."""
+    logit, target = torch.tensor([math.log(19.0)]), torch.tensor([0.1])
+    assert C.matchability_aware_loss(logit, target).item() > 5 * C.varifocal_loss(logit, target).item()
+    # the negative weight is detached: its gradient is p^gamma times BCE's
+    x = torch.tensor([0.3], requires_grad=True)
+    C.matchability_aware_loss(x, torch.zeros(1)).sum().backward()
+    p = torch.sigmoid(torch.tensor([0.3]))
+    torch.testing.assert_close(x.grad, p**1.5 * p)
+
 def test_label_smoothing_targets_both_conventions():
     labels = torch.tensor([0, 3])
     # K = 4, eps = 0.1. eps/(K-1): true 0.9, others 0.1/3
@@ -128,7 +167,7 @@ def test_softmax_cross_entropy_matches_torch_and_ignores():
         C.CrossEntropy()(logits, torch.rand(32, 6))  # soft per-class targets belong to the sigmoid losses
 
 
-SIGMOID = [C.BCEWithLogits(), C.FocalLoss(), C.QualityFocalLoss(), C.VarifocalLoss()]
+SIGMOID = [C.BCEWithLogits(), C.FocalLoss(), C.QualityFocalLoss(), C.VarifocalLoss(), C.MatchabilityAwareLoss()]
 
 
 @pytest.mark.parametrize("module", SIGMOID, ids=lambda m: type(m).__name__)

@@ -61,6 +61,35 @@ def test_balanced_l1_is_continuous_and_has_the_papers_gradient():
     torch.testing.assert_close(scaled, 2 * loss.detach())
 
 
+@pytest.mark.parametrize("beta", [0.5, 1 / 9])
+def test_balanced_l1_with_beta_not_one_stays_c1_unlike_mmdetections_form(beta):
+    """Our convention scales the whole curve: the gradient is continuous at |x| = beta. mmdetection's formula
+    (written out below from its documented expression) jumps there; both agree at beta = 1."""
+    alpha, gamma = 0.5, 1.5
+    b = math.exp(gamma / alpha) - 1
+
+    def mmdet_form(d, beta):
+        return torch.where(d < beta, alpha / b * (b * d + 1) * torch.log(b * d / beta + 1) - alpha * d,
+                           gamma * d + gamma / b - alpha * beta)
+
+    def grads(fn):
+        x = torch.tensor([beta - 1e-4, beta + 1e-4], dtype=torch.float64, requires_grad=True)
+        fn(x).sum().backward()
+        return x.grad
+
+    def ours_form(x):
+        return R.balanced_l1_loss(torch.stack([x, *[torch.zeros_like(x)] * 3], -1), torch.zeros(2, 4), beta=beta)
+
+    ours = grads(ours_form)
+    assert ours[0].item() == pytest.approx(ours[1].item(), abs=1e-3)
+    theirs = grads(lambda x: mmdet_form(x, beta))
+    jump = alpha * ((b * beta + 1) / (beta * (b + 1)) - 1)  # the jump the docstring states: 0.025 and 0.20 here
+    assert (theirs[1] - theirs[0]).item() == pytest.approx(-jump, abs=1e-3) and abs(jump) > 0.02
+    d = torch.tensor([0.3, 0.9, 1.5], dtype=torch.float64)
+    ours_at_one = R.balanced_l1_loss(torch.stack([d, *[torch.zeros_like(d)] * 3], -1), torch.zeros(3, 4))
+    torch.testing.assert_close(ours_at_one.double(), mmdet_form(d, 1.0), atol=1e-5, rtol=1e-5)
+
+
 MODULES = [
     R.L1Loss(), R.L2Loss(), R.SmoothL1Loss(), R.SmoothL1Loss(beta=1 / 9), R.SmoothL1Loss(0.0), R.BalancedL1Loss(),
 ]

@@ -22,8 +22,8 @@ class PoisonedCriterion(DetectionCriterion):
         super().__init__(TaskAlignedAssigner(2), BCEWithLogits(), CIoULoss(), DFLoss())
         self.bad_steps, self.calls = set(bad_steps), 0
 
-    def forward(self, *args):
-        losses = super().forward(*args)
+    def forward(self, *args, **kwargs):
+        losses = super().forward(*args, **kwargs)
         if self.calls in self.bad_steps:
             losses["box"] = losses["box"] * float("nan")
             losses["loss"] = losses["box"] + losses["cls"] + losses["dfl"]

@@ -63,3 +63,16 @@ def test_anchor_based_model_draws_its_prior_boxes(tmp_path):
 def test_help_prints_the_usage(capsys):
     assert visualize_command(["--help"], ROOT / "configs") == 0
     assert "assigner=tal,atss,simota" in capsys.readouterr().out
+
+
+def test_a_checkpoint_is_drawn_with_its_own_model(trained, tmp_path):
+    from ..conftest import TRAINED_IMG_SIZE, TRAINED_NUM_VAL
+
+    out = tmp_path / "out"
+    argv = [f"ckpt_path={trained['ckpt']}", f"paths.data_dir={trained['data'].parent}", "data.prepare.num_train=12",
+            f"data.prepare.num_val={TRAINED_NUM_VAL}", f"data.prepare.image_size={TRAINED_IMG_SIZE}",
+            f"data.img_size={TRAINED_IMG_SIZE}", "num_images=1", f"output_dir={out}", "assigner=tal,atss"]
+    assert visualize_command(argv, ROOT / "configs") == 0
+    assert len(list(out.glob("*.png"))) == 1
+    with pytest.raises(SystemExit, match="the checkpoint has 5 classes, data.num_classes is 3"):
+        visualize_command([*argv, "data.num_classes=3"], ROOT / "configs")

@@ -196,3 +196,33 @@ def test_other_tasks_and_architectures_are_refused(checkpoints):
         read_yolov8(checkpoints["segment"][0])
     with pytest.raises(YOLOv8ImportError, match=r"layer 2 is C3k2.*YOLO11"):
         read_yolov8(checkpoints["yolo11"][0])
+
+
+@pytest.mark.slow
+def test_a_converted_checkpoint_goes_through_evaluate_predict_export_and_fine_tuning(trained, tmp_path):
+    """The round trip of docs/finetune.md on the `trained` fixture's data (5 shapes classes, 64 px): convert with the
+    script, evaluate, predict and export the converted checkpoint, and fine-tune from it (every tensor loads)."""
+    root = Path(__file__).resolve().parents[2]
+
+    def run(script: str, *args) -> str:
+        result = subprocess.run([sys.executable, str(root / script), *map(str, args)], capture_output=True, text=True,
+                                timeout=600, cwd=root, check=False)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    [(path, _)] = ultralytics_checkpoints(tmp_path, ("yolov8n.yaml", 5, "half"))
+    converted = tmp_path / "yolov8n.ckpt"
+    assert "YOLOv8n, 5 classes" in run("scripts/convert_ultralytics.py", path, converted)
+    data = [f"paths.data_dir={trained['data'].parent}", "data.num_workers=0"]
+    run("scripts/evaluate.py", f"ckpt_path={converted}", "data=shapes", *data, "img_size=64", "device=cpu",
+        f"hydra.run.dir={tmp_path / 'evaluate'}")
+    assert json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())["coco"]
+    run("scripts/predict.py", f"ckpt_path={converted}", f"source={trained['data'] / 'images' / 'val'}", "img_size=64",
+        "device=cpu", "save_images=false", f"hydra.run.dir={tmp_path / 'predict'}")
+    assert (tmp_path / "predict" / "predictions.json").is_file()
+    if importlib.util.find_spec("onnx") is not None:
+        run("scripts/export.py", f"ckpt_path={converted}", "img_size=64", f"hydra.run.dir={tmp_path / 'export'}")
+        assert (tmp_path / "export" / "yolov8n.onnx").stat().st_size > 0
+    log = run("train.py", f"model.init_from={converted}", *data, "data.img_size=64", "data.batch_size=3",
+              "trainer.max_epochs=1", "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path / 'finetune'}")
+    assert "loaded 354/354 tensors" in log

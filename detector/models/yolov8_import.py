@@ -233,9 +233,13 @@ def _img_size(checkpoint: dict, model: StandIn) -> int:
 
 def read_yolov8(path: str | Path) -> YOLOv8Weights:
     """The weights of a YOLOv8 detection checkpoint of ultralytics, with this project's keys (see module doc)."""
+    return yolov8_weights(load_without_code(path, STAND_IN_PREFIXES), str(path))
+
+
+def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
+    """`read_yolov8` of a checkpoint already read by `load_without_code` (`path` names it in messages)."""
     from detector.models.yolo import YOLODetector
 
-    checkpoint = load_without_code(path, STAND_IN_PREFIXES)
     if not isinstance(checkpoint, dict):
         raise YOLOv8ImportError(f"{path}: not an ultralytics checkpoint (a {type(checkpoint).__name__}, not a dict)")
     model = checkpoint.get("ema") or checkpoint.get("model")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -19,12 +21,15 @@ import torch
 
 from detector.deploy.load import load_detector
 from detector.models.finetune import load_matching_weights, read_state_dict
+from detector.models.safe_pickle import UnsafePickleError, load_without_code
 from detector.models.yolo import YOLODetector
 from detector.models.yolov8_import import (
+    STAND_IN_PREFIXES,
     YOLOv8ImportError,
     convert_checkpoint,
     is_ultralytics_checkpoint,
     read_yolov8,
+    yolov8_weights,
 )
 from detector.postprocess.postprocessors import Postprocessor
 
@@ -196,6 +201,59 @@ def test_other_tasks_and_architectures_are_refused(checkpoints):
         read_yolov8(checkpoints["segment"][0])
     with pytest.raises(YOLOv8ImportError, match=r"layer 2 is C3k2.*YOLO11"):
         read_yolov8(checkpoints["yolo11"][0])
+
+
+def layer(checkpoint: dict, path: str):
+    """The pickled record at `path` (e.g. 'model.9.cv1') of a checkpoint read by load_without_code."""
+    record = checkpoint["ema"]
+    for name in path.split("."):
+        record = record.state["_modules"][name]
+    return record
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: layer(c, "model.0").state["_modules"].update(act=layer(c, "model.10")), r"model.0 activation is Upsample, YOLOv8 uses SiLU"),
+    (lambda c: layer(c, "model.3.bn").state.update(eps=1e-5), r"model.3.bn: BatchNorm2d eps 1e-05, expected BatchNorm2d eps 0.001"),
+    (lambda c: layer(c, "model.16.conv").state.update(stride=(1, 1)), r"model.16.conv: Conv2d \{'stride': \(1, 1\)"),
+    (lambda c: layer(c, "model.12.m.0").state.update(add=True), r"layer 12 \(C2f\): bottleneck shortcuts \[True\], YOLOv8 has False"),
+    (lambda c: layer(c, "model.9").state.update(n=4), r"layer 9 \(SPPF\) is not three chained 5x5 max-pools"),
+    (lambda c: layer(c, "model.11").state.update(f=[-1, 4]), r"layer 11 is Concat from \[-1, 4\], the YOLOv8 layout has Concat from \[-1, 6\]"),
+    (lambda c: c["ema"].state.update(names={0: "a", 1: "b"}), r"class count mismatch: the head predicts 3 classes, the checkpoint names 2"),
+    (lambda c: c["ema"].state["yaml"].update(scale="s"), r"model.0.conv.weight has shape \(16, 3, 3, 3\), backbone.stem.0.weight of the YOLOv8s model \(32, 3, 3, 3\)"),
+    (lambda c: c["train_args"].update(task="pose"), r"not a detection checkpoint: task 'pose'"),
+    (lambda c: layer(c, "model.22").state["_modules"].update(extra=layer(c, "model.0")), r"tensors without a counterpart: theirs \['model.22.extra.bn.bias'"),
+    (lambda c: c.update(ema=None, model=None), r"no pickled model under 'ema' or 'model'"),
+])
+def test_what_cannot_be_mapped_is_refused_with_the_reason(checkpoints, change, message):
+    checkpoint = load_without_code(checkpoints["n3"][0], STAND_IN_PREFIXES)
+    assert yolov8_weights(checkpoint, "n3.pt").scale == "n"
+    change(checkpoint)
+    with pytest.raises(YOLOv8ImportError, match=message):
+        yolov8_weights(checkpoint, "n3.pt")
+
+
+def test_an_ultralytics_file_that_names_os_system_is_refused_before_it_runs(tmp_path, monkeypatch):
+    """A pickle that names an ultralytics class (so init_from reads it as one) and os.system: refused by name, nothing
+    runs. The class comes from stand-in modules registered for the save only (ultralytics itself is not imported)."""
+
+    class DetectionModel:
+        def __init__(self, marker: Path) -> None:
+            self.marker = marker
+
+        def __reduce__(self):
+            return os.system, (f"touch {self.marker}",)
+
+    DetectionModel.__module__, DetectionModel.__qualname__ = "ultralytics.nn.tasks", "DetectionModel"
+    for name in ("ultralytics", "ultralytics.nn"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "ultralytics.nn.tasks", types.SimpleNamespace(DetectionModel=DetectionModel))
+    marker = tmp_path / "ran"
+    torch.save({"model": DetectionModel(marker), "kind": DetectionModel}, tmp_path / "evil.pt")
+    monkeypatch.undo()
+    assert is_ultralytics_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(UnsafePickleError, match=r"references (posix|nt)\.system"):
+        YOLODetector(3, "n", init_from=str(tmp_path / "evil.pt"))
+    assert not marker.exists()
 
 
 @pytest.mark.slow

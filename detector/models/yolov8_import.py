@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from detector.models.safe_pickle import StandIn, load_without_code, module_state_dict, referenced_globals
-from detector.models.scales import SCALES
+from detector.models.scales import SCALES, Scale
 
 STAND_IN_PREFIXES = ("ultralytics.", "torch.nn.modules.")
 # layer i of the YOLOv8 detection layout: (type, input layers)
@@ -104,10 +104,9 @@ def _attribute(module: StandIn, name: str, default: Any = None) -> Any:
     return module.state.get(name, default) if isinstance(module.state, dict) else default
 
 
-def _module_pairs(repeats: int) -> tuple[list[tuple[str, str]], list[str]]:
+def _module_pairs(scale: Scale) -> tuple[list[tuple[str, str]], list[str]]:
     """(pairs of (ultralytics module, our module) holding weights: Conv2d and BatchNorm2d, ultralytics' Conv blocks
-    whose activation must be SiLU) for the YOLOv8 layout with C2f blocks of `repeats` bottlenecks (the backbone's
-    C2f repeats are 1x, 2x, 2x, 1x `repeats`)."""
+    whose activation must be SiLU) for the YOLOv8 layout at `scale` (C2f blocks of 3 or 6 bottlenecks at depth 1)."""
     pairs: list[tuple[str, str]] = []
     convs: list[str] = []
 
@@ -122,13 +121,13 @@ def _module_pairs(repeats: int) -> tuple[list[tuple[str, str]], list[str]]:
             conv(f"{src}.m.{k}.cv1", f"{dst}.m.{k}.cv1")
             conv(f"{src}.m.{k}.cv2", f"{dst}.m.{k}.cv2")
 
-    backbone_repeats = {2: repeats, 4: 2 * repeats, 6: 2 * repeats, 8: repeats}
+    repeats = {index: scale.repeats(6 if index in (4, 6) else 3) for index in TARGETS}
     for index, target in TARGETS.items():
         layer_type, src = LAYOUT[index][0], f"model.{index}"
         if layer_type == "Conv":
             conv(src, target)
         elif layer_type == "C2f":
-            c2f(src, target, backbone_repeats.get(index, repeats))
+            c2f(src, target, repeats[index])
         elif layer_type == "SPPF":
             conv(f"{src}.cv1", f"{target}.cv1")
             conv(f"{src}.cv2", f"{target}.cv2")
@@ -152,7 +151,7 @@ def _check_task(checkpoint: dict, model: StandIn, head: StandIn) -> None:
         )
 
 
-def _check_layout(layers: dict[str, StandIn], repeats: int) -> None:
+def _check_layout(layers: dict[str, StandIn]) -> None:
     """Layer types and inputs as in LAYOUT, and the settings that change the computation but not the shapes."""
     for index, (expected_type, expected_from) in enumerate(LAYOUT[: len(layers)]):
         layer = layers[str(index)]
@@ -249,9 +248,8 @@ def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     head = layers[str(len(layers) - 1)]
     _check_task(checkpoint, model, head)
     scale = _scale(model, layers)
-    repeats = SCALES[scale].repeats(3)
     try:
-        _check_layout(layers, repeats)
+        _check_layout(layers)
     except YOLOv8ImportError as error:
         raise YOLOv8ImportError(f"{path}: {error}") from None
     num_classes, reg_max = int(_attribute(head, "nc")), int(_attribute(head, "reg_max", 16))
@@ -261,7 +259,7 @@ def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
         ours = YOLODetector(num_classes, scale, reg_max)
     theirs = module_state_dict(model)
     our_shapes = {k: v.shape for k, v in ours.state_dict().items()}
-    pairs, convs = _module_pairs(repeats)
+    pairs, convs = _module_pairs(SCALES[scale])
     for conv in convs:
         activation = _submodule(model, conv).state.get("_modules", {}).get("act")
         if getattr(activation, "name", None) != "SiLU":

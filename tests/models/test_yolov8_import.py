@@ -190,6 +190,32 @@ def test_init_from_with_another_class_count_reinitialises_the_class_branch(check
         YOLODetector(3, "s", init_from=str(path))
 
 
+@pytest.mark.parametrize("scale", ["n", "s", "m", "l", "x"])
+def test_the_key_map_covers_every_tensor_of_our_model_once_at_every_scale(scale):
+    from detector.models.scales import SCALES
+    from detector.models.yolov8_import import _module_pairs
+
+    with torch.device("meta"):
+        ours = YOLODetector(80, scale).state_dict()
+    pairs, _ = _module_pairs(SCALES[scale])
+    sources = [src for src, _ in pairs]
+    assert len(set(sources)) == len(sources) and all(src.startswith("model.") for src in sources)
+    targets = [f"{dst}.{name}" for _, dst in pairs for name in ("weight", "bias", "running_mean", "running_var",
+                                                                "num_batches_tracked") if f"{dst}.{name}" in ours]
+    assert sorted(targets) == sorted(ours)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("yaml_name", ["yolov8m.yaml", "yolov8l.yaml", "yolov8x.yaml"])
+def test_m_l_x_checkpoints_convert(yaml_name, tmp_path):
+    [(path, _)] = ultralytics_checkpoints(tmp_path, (yaml_name, 80, "half"))
+    weights = read_yolov8(path)
+    assert weights.scale == yaml_name[6] and weights.num_classes == 80
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in YOLODetector(80, weights.scale).state_dict().items()}
+    assert {k: v.shape for k, v in weights.state_dict.items()} == shapes
+
+
 def test_the_n_model_has_yolov8n_published_parameter_count():
     """ultralytics' yolov8.yaml: yolov8n has 3,157,200 parameters with 80 classes, 16 of them the fixed DFL
     projection that our decoding computes without weights."""

@@ -6,6 +6,7 @@
     detector-export         = python scripts/export.py         (configs/export.yaml)
     detector-check-dataset  = python scripts/check_dataset.py  (configs/train.yaml for its data=... form)
     detector-visualize-assignment = python scripts/visualize_assignment.py (configs/visualize_assignment.yaml)
+    detector-convert-ultralytics = python scripts/convert_ultralytics.py  (a YOLOv8 .pt -> a checkpoint of ours)
 
 The same command lines (`detector-train loss=giou`, `detector-evaluate ckpt_path=... --help`), the same output.
 The Hydra apps compose the repository's configs/ folder: $PROJECT_ROOT/configs when PROJECT_ROOT is set (the
@@ -88,3 +89,33 @@ def visualize_assignment(argv: list[str] | None = None) -> int:
     from detector.diagnostics.assignment import visualize_command
 
     return visualize_command(sys.argv[1:] if argv is None else argv, config_dir=project_root() / "configs")
+
+
+def convert_ultralytics(argv: list[str] | None = None) -> int:
+    """`detector-convert-ultralytics yolov8n.pt out.ckpt`: an ultralytics YOLOv8 detection checkpoint -> a checkpoint
+    of this project (detector.models.yolov8_import); returns the exit status (0 written, 1 refused)."""
+    import argparse
+
+    from detector.models.yolov8_import import convert_checkpoint
+
+    parser = argparse.ArgumentParser(
+        prog="detector-convert-ultralytics",
+        description="Convert an ultralytics YOLOv8 detection checkpoint (yolov8n.pt ... yolov8x.pt, or one you trained) "
+                    "into a checkpoint that model.init_from=, evaluate, predict and export take. The file is read "
+                    "without ultralytics and without running code from it. The weights' licence (AGPL-3.0 for "
+                    "ultralytics' released checkpoints) is yours to respect.")
+    parser.add_argument("source", help="the ultralytics .pt file")
+    parser.add_argument("target", help="the checkpoint to write (e.g. yolov8n.ckpt)")
+    args = parser.parse_args(argv)
+    try:
+        weights = convert_checkpoint(args.source, args.target)
+    except (OSError, ValueError) as error:  # YOLOv8ImportError and UnsafePickleError are ValueErrors
+        print(f"error: {error}")
+        return 1
+    names = ", ".join(weights.class_names[:5]) + (", ..." if weights.num_classes > 5 else "")
+    print(f"{args.source}: YOLOv8{weights.scale}, {weights.num_classes} classes ({names}), {weights.img_size} px, "
+          f"{len(weights.state_dict)} tensors from '{weights.source['entry']}'\nwrote {args.target}\n"
+          f"  python scripts/evaluate.py ckpt_path={args.target} data=<a dataset with these classes>\n"
+          f"  python scripts/predict.py ckpt_path={args.target} source=<image or folder>\n"
+          f"  python train.py model.scale={weights.scale} model.init_from={args.target} data=<your data>")
+    return 0

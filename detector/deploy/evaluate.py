@@ -24,6 +24,10 @@ def data_config(cfg: DictConfig, meta: dict) -> dict:
     if cfg.get("data") is not None:
         data = OmegaConf.to_container(cfg.data, resolve=True)
         source = "command line"
+    elif "data" not in meta["run_config"]:
+        raise ValueError(f"{cfg.ckpt_path} holds no data config (a converted checkpoint, e.g. from "
+                         "detector-convert-ultralytics): choose the data on the command line, data=<option> "
+                         "[data.root=...], with the checkpoint's classes")
     else:
         data = dict(meta["run_config"]["data"])
         check_targets(data, SAFE_DATA_TARGET_PREFIXES, "data")

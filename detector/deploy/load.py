@@ -118,8 +118,9 @@ def check_targets(config: Any, allowed: tuple[str, ...] = SAFE_TARGET_PREFIXES, 
 
 
 # model arguments that fetch weights from elsewhere when the model is built (a fine-tuning source checkpoint,
-# torchvision's ImageNet downloads), and their values when the weights come from the checkpoint being loaded
-WEIGHT_SOURCES = {"init_from": None, "pretrained": False, "pretrained_backbone": False}
+# torchvision's ImageNet downloads or local copies of them), and their values when the weights come from the checkpoint being loaded
+WEIGHT_SOURCES = {"init_from": None, "pretrained": False, "pretrained_backbone": False, "weights": None,
+                  "backbone_weights": None}
 
 
 def weights_from_checkpoint_only(config: Any) -> Any:

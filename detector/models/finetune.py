@@ -1,4 +1,5 @@
-"""Fine-tuning helpers: start from another checkpoint's weights, freeze part of the network."""
+"""Fine-tuning helpers: start from another checkpoint's weights (this project's, a plain state dict, or an ultralytics
+YOLOv8 detection checkpoint, converted in memory by detector.models.yolov8_import), freeze part of the network."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from torch import nn
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Model weights from a Lightning checkpoint of this project (EMA weights) or a plain state dict,
-    loaded with `weights_only=True` (no arbitrary pickled code)."""
+    loaded with `weights_only=True` (no arbitrary pickled code), or from an ultralytics YOLOv8 detection checkpoint
+    (`yolov8n.pt`: read without running code from it, keys mapped onto the YOLOv8-style model)."""
+    from detector.models.yolov8_import import is_ultralytics_checkpoint, read_yolov8
+
+    if is_ultralytics_checkpoint(path):
+        return read_yolov8(path).state_dict
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -25,9 +31,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """Copy every tensor whose name and shape match; the rest keep their initialisation (e.g. a class
     head for a different number of classes). Returns and logs what was loaded and what was not."""
-    source = read_state_dict(path)
+    from detector.models.yolov8_import import is_ultralytics_checkpoint, read_yolov8
+
+    yolov8 = read_yolov8(path) if is_ultralytics_checkpoint(path) else None
+    source = yolov8.state_dict if yolov8 is not None else read_state_dict(path)
     target = model.state_dict()
     loaded = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
+    if yolov8 is not None:  # only the class branches depend on the number of classes
+        differ = [k for k, v in source.items() if k in target and target[k].shape != v.shape and ".cls_branches." not in k]
+        if differ:
+            raise ValueError(
+                f"init_from {path} is a YOLOv8{yolov8.scale} checkpoint, but the model's {_summary(differ)} have other "
+                f"shapes: build the model at its scale, model.scale={yolov8.scale} (with the csp backbone)"
+            )
     report = {
         "loaded": loaded,
         "shape_mismatch": [k for k, v in source.items() if k in target and target[k].shape != v.shape],

@@ -1,9 +1,11 @@
 """SSD models: output shapes, priors (8732 for SSD300) and their cache, no download by default."""
 
 import inspect
+from urllib.error import URLError
 
 import pytest
 import torch
+from torchvision.models import get_model
 
 from detector.models.heads.ssd import SSDHeadOutput
 from detector.models.priors import ssd300_default_boxes
@@ -23,6 +25,24 @@ def test_ssd300_vgg16_gives_8732_boxes_on_300px_and_caches_its_priors():
     assert model.priors([(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], (300, 300), torch.device("cpu")) is out.priors
     with pytest.raises(ValueError, match="too small"):
         model(torch.rand(1, 3, 128, 128))
+
+
+def test_ssd300_without_network_names_the_vgg_file_and_takes_a_local_copy(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def download_url_to_file(url, *args, **kwargs):
+        raise URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download_url_to_file)
+    with pytest.raises(RuntimeError, match=r"could not download .*vgg16_features-amdegroot-88682ab5.pth.* place it at "
+                                           r".*hub/checkpoints/vgg16_features-amdegroot-88682ab5.pth.*"
+                                           r"model.backbone_weights=/path/to/vgg16_features-amdegroot-88682ab5.pth"):
+        SSD300VGG16(num_classes=3, pretrained_backbone=True)
+    torch.manual_seed(0)
+    vgg = get_model("vgg16", weights=None)
+    torch.save(vgg.state_dict(), tmp_path / "vgg16.pth")
+    model = SSD300VGG16(num_classes=3, backbone_weights=str(tmp_path / "vgg16.pth"))
+    assert torch.equal(model.conv4_3[0].weight, vgg.features[0].weight)
 
 
 def test_ssd_csp_outputs_follow_the_default_box_order():

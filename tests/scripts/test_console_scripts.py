@@ -21,6 +21,7 @@ COMMANDS = {
     "detector-train": "train", "detector-evaluate": "evaluate", "detector-predict": "predict",
     "detector-export": "export", "detector-check-dataset": "check_dataset",
     "detector-visualize-assignment": "visualize_assignment",
+    "detector-convert-ultralytics": "convert_ultralytics",
 }
 
 
@@ -76,6 +77,19 @@ def test_check_dataset_command(monkeypatch, capsys, trained):
     argv = ["--format", "coco", "--path", str(data / "annotations" / "val.json"), "--images", str(data / "images" / "val")]
     assert cli.check_dataset(argv) == 0
     assert "[val] 6/6 images usable" in capsys.readouterr().out
+
+
+def test_convert_ultralytics_command_answers_help_and_refuses_with_a_message(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["detector-convert-ultralytics", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.convert_ultralytics()
+    assert exit_info.value.code == 0 and "usage: detector-convert-ultralytics [-h] source target" in capsys.readouterr().out
+    assert cli.convert_ultralytics([str(tmp_path / "missing.pt"), str(tmp_path / "out.ckpt")]) == 1
+    assert capsys.readouterr().out.startswith("error: checkpoint not found")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_ultralytics.py"), str(ROOT / "README.md"),
+                             str(tmp_path / "out.ckpt")], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1 and "error: " in result.stdout and "not a torch.save zip archive" in result.stdout
+    assert not (tmp_path / "out.ckpt").exists()
 
 
 def test_detector_evaluate_equals_the_script(trained, evaluated):

@@ -9,10 +9,19 @@ Input: images in [0, 1], as the detector receives them. torchvision's ImageNet w
 without pretrained weights, so that a model is the same function whichever way it was initialised).
 
 `pretrained=True` loads torchvision's ImageNet weights (`<Model>_Weights.DEFAULT`, through torchvision's
-weights API: downloaded once into the torch hub cache, needs internet); False starts from random weights.
+weights API: downloaded once into the torch hub cache, `torch.hub.get_dir()/checkpoints/<file name of the URL>`, which
+is read before any download); False starts from random weights. `weights=<path>` loads a local copy of such a file
+instead (no network; `pretrained` is then irrelevant). Without network access a download fails with a message that
+names the file and both places it can go.
 """
 
 from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from urllib.error import URLError
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -26,6 +35,33 @@ RESNET_DEPTHS = (18, 34, 50)
 def imagenet_weights(name: str, pretrained: bool) -> WeightsEnum | None:
     """The torchvision weights that `pretrained` selects for model `name` (its DEFAULT ImageNet weights), or None."""
     return get_model_weights(name).DEFAULT if pretrained else None
+
+
+def torchvision_model(name: str, weights: WeightsEnum | None, weights_file: str | Path | None = None,
+                      option: str = "model.backbone.weights") -> nn.Module:
+    """torchvision's model `name` with `weights` (None: random), or with the state dict of `weights_file` (a local
+    copy of a torchvision weights file: no download). A failed download raises a RuntimeError that says where to put
+    the file by hand (the torch hub cache) or which `option` takes its path."""
+    if weights_file is not None:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{option}={weights_file}: no such file")
+        model = get_model(name, weights=None)
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, pickle.UnpicklingError) as error:
+            raise ValueError(f"{option}={weights_file} is not a state dict of torchvision's {name}: {error}") from None
+        return model
+    try:
+        return get_model(name, weights=weights)
+    except (URLError, ConnectionError, TimeoutError) as error:
+        file_name = os.path.basename(urlparse(weights.url).path)
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+        raise RuntimeError(
+            f"could not download torchvision's {weights} weights for {name} from {weights.url} ({error}). Without "
+            f"network access, download that file elsewhere and either place it at {cache} (torch's hub cache, read "
+            f"before any download) or pass its path: {option}=/path/to/{file_name}"
+        ) from None
 
 
 def output_channels(stage: nn.Module) -> int:
@@ -62,11 +98,11 @@ class ResNet(ImageNetBackbone):
     (stride 4), stage2..stage5 = layer1..layer4 (strides 4, 8, 16, 32). Channels (128, 256, 512) for
     ResNet-18/34, (512, 1024, 2048) for ResNet-50."""
 
-    def __init__(self, depth: int = 18, pretrained: bool = False) -> None:
+    def __init__(self, depth: int = 18, pretrained: bool = False, weights: str | None = None) -> None:
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"ResNet depth must be one of {RESNET_DEPTHS}, got {depth}")
         name = f"resnet{depth}"
-        net = get_model(name, weights=imagenet_weights(name, pretrained))
+        net = torchvision_model(name, imagenet_weights(name, pretrained), weights)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         super().__init__(stem, net.layer1, net.layer2, net.layer3, net.layer4)
 
@@ -77,7 +113,7 @@ class MobileNetV3(ImageNetBackbone):
     (32, ending with the 1x1 conv to 960 channels, as torchvision's detection models use it).
     Channels (40, 112, 960)."""
 
-    def __init__(self, pretrained: bool = False) -> None:
+    def __init__(self, pretrained: bool = False, weights: str | None = None) -> None:
         name = "mobilenet_v3_large"
-        features = get_model(name, weights=imagenet_weights(name, pretrained)).features
+        features = torchvision_model(name, imagenet_weights(name, pretrained), weights).features
         super().__init__(features[0:2], features[2:4], features[4:7], features[7:13], features[13:17])

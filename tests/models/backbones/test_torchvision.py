@@ -2,6 +2,8 @@
 normalisation, the weights that `pretrained` selects (the download is mocked), a training step, freezing by
 part or stage count with frozen BatchNorm statistics, Unfreeze, Hydra configs, checkpoints and ONNX export."""
 
+from urllib.error import URLError
+
 import hydra
 import pytest
 import torch
@@ -88,6 +90,52 @@ def test_pretrained_selects_the_default_imagenet_weights_without_downloading(nam
     assert all(p.eq(0.5).all() for p in backbone.parameters())  # the (fake) ImageNet weights were loaded
 
 
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """An empty torch hub cache and a download that fails as it does without network access."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def download_url_to_file(url, *args, **kwargs):
+        raise URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download_url_to_file)
+    return tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+def test_without_network_the_error_says_where_to_put_the_weights_file(no_network):
+    with pytest.raises(RuntimeError) as error:
+        ResNet(18, pretrained=True)
+    message = str(error.value)
+    assert "could not download torchvision's ResNet18_Weights.IMAGENET1K_V1 weights for resnet18 from " \
+           "https://download.pytorch.org/models/resnet18-f37072fd.pth (<urlopen error" in message
+    assert f"place it at {no_network / 'resnet18-f37072fd.pth'} (torch's hub cache" in message
+    assert "model.backbone.weights=/path/to/resnet18-f37072fd.pth" in message
+    # the file placed in the cache is used, no download
+    assert not list(no_network.iterdir())  # nothing left behind by the failed download
+    source = get_model("resnet18", weights=None)
+    torch.save(source.state_dict(), no_network / "resnet18-f37072fd.pth")
+    assert torch.equal(ResNet(18, pretrained=True).stem[0].weight, source.conv1.weight)
+
+
+def test_a_local_weights_file_is_loaded_without_network(no_network, tmp_path):
+    torch.manual_seed(0)
+    source = get_model("mobilenet_v3_large", weights=None)
+    torch.save(source.state_dict(), tmp_path / "mobilenet.pth")
+    backbone = MobileNetV3(weights=str(tmp_path / "mobilenet.pth"))
+    assert torch.equal(backbone.stem[0][0].weight, source.features[0][0].weight)
+    assert torch.equal(backbone.stage5[-1][0].weight, source.features[16][0].weight)
+    with pytest.raises(FileNotFoundError, match=r"model.backbone.weights=.*gone.pth: no such file"):
+        ResNet(18, weights=str(tmp_path / "gone.pth"))
+    with pytest.raises(ValueError, match=r"model.backbone.weights=.*mobilenet.pth is not a state dict of torchvision's resnet18"):
+        ResNet(18, weights=str(tmp_path / "mobilenet.pth"))
+
+
+def test_hydra_backbone_weights_option(compose_config, no_network, tmp_path):
+    torch.save(get_model("resnet18", weights=None).state_dict(), tmp_path / "r18.pth")
+    cfg = compose_config(["model/backbone=resnet18", f"model.backbone.weights={tmp_path / 'r18.pth'}"])
+    assert isinstance(hydra.utils.instantiate(cfg.model.backbone), ResNet)
+
+
 def test_resnet_depth_is_checked():
     with pytest.raises(ValueError, match=r"ResNet depth must be one of \(18, 34, 50\), got 101"):
         ResNet(101)
@@ -170,7 +218,8 @@ def test_freeze_by_stage_count(name):
 def test_hydra_backbone_group_builds_the_detector(compose_config, tmp_path):
     cfg = compose_config(["model/backbone=mobilenet_v3_large", "data.img_size=64", "model.freeze=backbone",
                           f"paths.data_dir={tmp_path}"], return_hydra_config=True)
-    assert cfg.model.backbone == {"_target_": "detector.models.backbones.torchvision.MobileNetV3", "pretrained": False}
+    assert cfg.model.backbone == {"_target_": "detector.models.backbones.torchvision.MobileNetV3", "pretrained": False,
+                                  "weights": None}
     HydraConfig.instance().set_config(cfg)
     model = hydra.utils.instantiate(cfg.module).model
     assert isinstance(model, YOLODetector) and isinstance(model.backbone, MobileNetV3)
@@ -197,7 +246,8 @@ def test_checkpoint_of_a_pretrained_run_rebuilds_without_downloading(tmp_path, m
     config = {"model": {
         "_target_": "detector.models.YOLODetector", "num_classes": 3, "scale": "n", "image_size": 64,
         "init_from": str(tmp_path / "gone.ckpt"), "freeze": "backbone",  # the fine-tuning source need not exist
-        "backbone": {"_target_": "detector.models.backbones.torchvision.ResNet", "depth": 18, "pretrained": True},
+        "backbone": {"_target_": "detector.models.backbones.torchvision.ResNet", "depth": 18, "pretrained": True,
+                     "weights": str(tmp_path / "gone.pth")},  # nor the local weights file
     }}
     path = tmp_path / "run.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "run_config": config}, path)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -205,13 +207,16 @@ CHECK_DATASET_USAGE = """Check a dataset before training: counts of images, boxe
 (missing/unreadable images, background images, boxes of zero area or outside the image, sizes that differ
 from the annotation). Malformed label files and unknown classes are reported with the file and line/object.
 
+    python scripts/check_dataset.py path/to/data [data.class_names=[...]] [--decode] [--per-class]
     python scripts/check_dataset.py data=coco128 [data.format=coco] [data.root=...] [--decode] [--per-class]
     python scripts/check_dataset.py --format yolo --path /data/mydata/data.yaml [--split train val]
     python scripts/check_dataset.py --format coco --path annotations/train.json --images images/train
     python scripts/check_dataset.py --format voc --path data/VOCdevkit --split VOC2007/trainval VOC2012/trainval
     python scripts/check_dataset.py --format voc --path /data/fruit --split train val --classes labels.txt
 
-The first form composes the training config (any `data=...` option and `data.key=value` override) and
+The first form detects the format and layout of the folder (detector/data/layout.py: YOLO, COCO json, Pascal VOC
+xml as labelling tools export them), checks it as `data=auto data.root=path/to/data` and prints the train.py command
+for it. The second composes the training config (any `data=...` option and `data.key=value` override) and
 checks its train and val readers exactly as training would. `--decode` decodes every image fully (slower;
 finds corrupt files that a header read misses). Exit status: 0 = usable, 1 = not usable (the reason is printed).
 """
@@ -289,9 +294,15 @@ def check_dataset(argv: list[str] | None, config_dir: Path) -> int:
     """The command line (`argv`, None: sys.argv[1:]; see CHECK_DATASET_USAGE): prints the report of every split
     and returns the exit status, 0 = usable, 1 = not usable. `config_dir`: the configs/ folder of the data=... form."""
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    path = next((o for o in overrides if "=" not in o), None)
     try:
+        if path is not None:  # only a path: detect the layout, check it as data=auto
+            from detector.data.layout import detect_layout
+
+            print(detect_layout(path).summary())
+            overrides = [*path_overrides(path), *(o for o in overrides if o != path)]
         readers, info = readers_from_args(args) if args.format else readers_from_config(overrides, config_dir)
-    except Exception as error:  # a config that does not compose / instantiate
+    except Exception as error:  # a folder that is not recognised, a config that does not compose / instantiate
         print(f"ERROR: {type(error).__name__}: {error}")
         return 1
     max_bad = args.max_bad_fraction if args.max_bad_fraction is not None else info["max_bad_fraction"]
@@ -318,4 +329,15 @@ def check_dataset(argv: list[str] | None, config_dir: Path) -> int:
         names = next(iter(names_seen.values()))
         print(f"{len(names)} classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
     print("RESULT: " + ("usable" if usable else "NOT usable"))
+    if path is not None and usable:
+        print("train on it with:\n  python train.py " + " ".join(shlex.quote(o) for o in overrides))
     return 0 if usable else 1
+
+
+def path_overrides(path: str | Path) -> list[str]:
+    """The overrides that train on the dataset folder `path` (`data=auto`, its absolute path as data.root, quoted for
+    Hydra when it holds characters that its override grammar reserves)."""
+    root = os.path.abspath(os.path.expanduser(str(path)))
+    if not re.fullmatch(r"[\w./\-~+@%]+", root):
+        root = "'" + root.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return ["data=auto", f"data.root={root}"]

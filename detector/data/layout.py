@@ -18,6 +18,7 @@ A dataset without a split is split by `detector.data.split.holdout_split` (`val_
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,6 +36,8 @@ from detector.data.split import DEFAULT_VAL_FRACTION, holdout_split
 SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test",)}
 NAMES_FILES = ("classes.txt", "obj.names", "names.txt", "classes.names", "labels.txt")
 Result = tuple[list[Record], list[str], list[int]]
+
+log = logging.getLogger(__name__)
 
 
 class LayoutError(ValueError):
@@ -74,6 +77,9 @@ def read_dataset(
     layout. A dataset without a split gets `holdout_split(val_fraction or 0.2, split_seed)`; `val_fraction` given
     for a dataset with its own split is an error."""
     layout = detect_layout(root)
+    log.info("[%s] %s", split, layout.summary())
+    for note in layout.notes:
+        log.warning("%s: %s", layout.root, note)
     if layout.has_split:
         if val_fraction is not None:
             raise ValueError(
@@ -116,11 +122,21 @@ def detect_layout(root: str | Path) -> Layout:
         return next(iter(found.values()))
     images = sum(1 for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     what = f"{images} images but no annotations" if images else "no images and no annotations"
+    inside = [str(d) for d in sorted(root.iterdir()) if d.is_dir() and _recognised(d)]
     raise LayoutError(
         f"{root}: {what} that a reader recognises. Expected one of: YOLO (data.yaml, or images/ + labels/ with "
         "classes.txt), COCO json (annotations/*.json, or train/ valid/ each with _annotations.coco.json), Pascal VOC "
         "xml (Annotations/ + JPEGImages/, annotations/ + images/, or the xml beside the images). See docs/data.md"
+        + (f". A dataset was found in {', '.join(inside)}: point data.root there" if inside else "")
     )
+
+
+def _recognised(folder: Path) -> bool:
+    try:
+        detect_layout(folder)
+    except (LayoutError, ValueError, OSError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- YOLO

@@ -224,22 +224,17 @@ def _yolo(root: Path) -> Layout | None:
 
 
 def _coco_json(path: Path) -> bool:
+    """A COCO detection json: "images" and "categories" lists (files over 50 MB: "images" among their first 64 kB)."""
     if path.suffix != ".json" or not path.is_file():
         return False
     try:
-        with open(path) as f:
-            head = f.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
-    return '"images"' in head or '"categories"' in head or '"annotations"' in head or _json_keys(path)
-
-
-def _json_keys(path: Path) -> bool:
-    try:
+        if path.stat().st_size > 50_000_000:
+            with open(path) as f:
+                return '"images"' in f.read(65536)
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return False
-    return isinstance(data, dict) and "images" in data
+    return isinstance(data, dict) and isinstance(data.get("images"), list) and isinstance(data.get("categories"), list)
 
 
 def _json_split(path: Path) -> str | None:

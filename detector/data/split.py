@@ -1,9 +1,11 @@
 """A seeded, reproducible train/val split of a dataset that has none, stratified by class.
 
 Each image is put in the stratum of its rarest class (the class, among its boxes, that the fewest images of the
-dataset hold; background images form a stratum of their own), so that a rare class reaches the validation set
-whenever it has enough images. The validation count of every stratum is its share of round(N * val_fraction),
-distributed by largest remainder; inside a stratum the images are shuffled by `seed`. The result depends only on
+dataset hold; background images form a stratum of their own). The validation set takes round(N * val_fraction)
+images (at least 1, at most N - 1): first one image of every stratum of at least 2 images, the smallest strata
+first, while that total allows (so that a rare class is validated whenever it can be), then one at a time to the
+stratum furthest below its share, total * size / N, keeping an image of every stratum in training while any
+stratum has room; inside a stratum the images are shuffled by `seed`. The result depends only on
 the image paths, the labels, `val_fraction` and `seed`, never on the order in which a reader listed the images.
 """
 
@@ -41,10 +43,15 @@ def holdout_split(records: Sequence[Record], val_fraction: float, seed: int = 0)
         strata.setdefault(rarest_class(records[i], images_per_class), []).append(i)
     total = min(max(round(len(records) * val_fraction), 1), len(records) - 1)
     keys = sorted(strata)
-    exact = np.array([len(strata[k]) * total / len(records) for k in keys])
-    counts = np.floor(exact).astype(int)
-    for j in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
-        counts[j] += 1
+    sizes = np.array([len(strata[k]) for k in keys])
+    counts = np.zeros(len(keys), np.int64)
+    for j in np.argsort(sizes, kind="stable"):
+        if sizes[j] >= 2 and counts.sum() < total:
+            counts[j] = 1
+    share, cap = sizes * total / len(records), np.where(sizes >= 2, sizes - 1, sizes)
+    while counts.sum() < total:
+        room = counts < cap if (counts < cap).any() else counts < sizes
+        counts[int(np.argmax(np.where(room, share - counts, -np.inf)))] += 1
     rng = np.random.default_rng(seed)
     val = set()
     for key, count in zip(keys, counts):

@@ -330,8 +330,15 @@ def check_dataset(argv: list[str] | None, config_dir: Path) -> int:
         print(f"{len(names)} classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
     print("RESULT: " + ("usable" if usable else "NOT usable"))
     if path is not None and usable:
-        print("train on it with:\n  python train.py " + " ".join(shlex.quote(o) for o in overrides))
+        print("train on it with:\n  python train.py " + " ".join(map(_shell_word, overrides)))
     return 0 if usable else 1
+
+
+def _shell_word(word: str) -> str:
+    """`word` quoted for a POSIX shell: in double quotes when that suffices (readable: "data.root='a b'")."""
+    if shlex.quote(word) == word or set('"$`\\!') & set(word):
+        return shlex.quote(word)
+    return f'"{word}"'
 
 
 def path_overrides(path: str | Path) -> list[str]:

@@ -269,7 +269,8 @@ def _coco(root: Path) -> Layout | None:
                 [p for p in sorted(root.glob("*.json")) if _coco_json(p)]
         if not jsons:
             return None
-        by_split = {_json_split(p): p for p in jsons}
+        # instances_*.json win over other COCO files of the same split (person_keypoints_*: one class)
+        by_split = {_json_split(p): p for p in sorted(jsons, key=lambda p: p.name.startswith("instances"))}
         if "train" in by_split and "val" in by_split:
             files = {s: p for s, p in by_split.items() if s is not None}
         elif len(jsons) == 1:

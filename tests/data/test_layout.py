@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import numpy as np
@@ -237,10 +238,10 @@ def test_data_auto(compose_config, tmp_path, write_image):
     cfg = compose_config(overrides)
     assert cfg.data.num_classes == 2 and cfg.model.num_classes == 2  # resolved from the data
     datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))  # what setup("fit") reads of it
     datamodule.setup("fit")
     assert datamodule.class_names == ["cat", "dog"]
     assert len(datamodule.train_dataset) == 8 and len(datamodule.val_dataset) == 2
-    datamodule.write_split(tmp_path / "run")
     assert (tmp_path / "run" / "class_names.txt").read_text() == "cat\ndog\n"
     val = (tmp_path / "run" / "val_images.txt").read_text().split()
     assert len(val) == 2 and all(line.startswith("images/i") for line in val)

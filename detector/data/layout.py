@@ -7,7 +7,8 @@ Recognised (the first of a format that matches; more than one format in a folder
   else the class ids.
 - COCO json: `train/ valid/ test/` each with its json beside the images (Roboflow `_annotations.coco.json`),
   `annotations/*.json` (split by the file names: train.json, instances_val2017.json, ...), or one json at the root.
-  The image folder of a json is found from its first image's file_name.
+  The image folder of a json is found from its first image's file_name; a category without boxes that is the
+  supercategory of others (Roboflow's category 0, the dataset's name) is left out.
 - Pascal VOC xml: `Annotations/` + `JPEGImages/` (split by `ImageSets/Main/{train,val}.txt` when present),
   `annotations/` + `images/` (LabelImg, CVAT), `train/ valid/ test/` with xml beside the images (Roboflow), or the
   xml beside the images at the root. Class names: the sorted names of every xml.
@@ -245,9 +246,9 @@ def _json_split(path: Path) -> str | None:
     return None
 
 
-def _image_dir(annotation_file: Path, root: Path, split: str | None) -> Path:
-    """The folder that holds the images of `annotation_file`: the first candidate where its first image exists."""
-    data = json.loads(annotation_file.read_text())
+def _image_dir(data: dict, annotation_file: Path, root: Path, split: str | None) -> Path:
+    """The folder that holds the images of `annotation_file` (its content: `data`): the first candidate where its
+    first image exists."""
     first = next((image.get("file_name") for image in data.get("images", []) if isinstance(image, dict)), None)
     names = SPLIT_FOLDERS.get(split, ()) if split else ()
     candidates = [annotation_file.parent, *(root / "images" / n for n in names), root / "images",
@@ -286,7 +287,27 @@ def _coco(root: Path) -> Layout | None:
 
 
 def _read_coco(annotation_file: Path, root: Path, split: str | None, class_names: Sequence[str] | None = None) -> Result:
-    return _reorder(read_coco(_image_dir(annotation_file, root, split), annotation_file), class_names, annotation_file)
+    data = json.loads(annotation_file.read_text())
+    result = read_coco(_image_dir(data, annotation_file, root, split), annotation_file)
+    return _reorder(_drop_grouping_categories(result, data, annotation_file), class_names, annotation_file)
+
+
+def _drop_grouping_categories(result: Result, data: dict, annotation_file: Path) -> Result:
+    """Without the categories that only group others: no box, and the `supercategory` of another category (Roboflow
+    writes the dataset's name as category 0, the supercategory of the real classes)."""
+    records, names, category_ids = result
+    parents = {c.get("supercategory") for c in data["categories"] if c.get("supercategory") != c.get("name")}
+    used = {int(label) for r in records for label in (*r.labels.tolist(), *r.crowd_labels.tolist())}
+    keep = [i for i, name in enumerate(names) if i in used or name not in parents]
+    if len(keep) == len(names):
+        return result
+    log.info("%s: categories %s only group the others (no boxes): left out", annotation_file,
+             [names[i] for i in range(len(names)) if i not in keep])
+    new_label = np.full(len(names), -1, np.int64)
+    new_label[keep] = np.arange(len(keep))
+    records = [Record(r.image_path, r.image_id, r.width, r.height, r.boxes, new_label[r.labels], r.crowd,
+                      new_label[r.crowd_labels]) for r in records]
+    return records, [names[i] for i in keep], [category_ids[i] for i in keep]
 
 
 # ---------------------------------------------------------------------------------------------- VOC

@@ -38,7 +38,9 @@ def write_voc(image_dir: Path, xml_dir: Path, write_image, objects=OBJECTS) -> N
         (xml_dir / f"{stem}.xml").write_text(voc_xml(name, box))
 
 
-def write_coco(image_dir: Path, annotation_file: Path, write_image, objects=OBJECTS, file_prefix: str = "") -> None:
+def write_coco(image_dir: Path, annotation_file: Path, write_image, objects=OBJECTS, file_prefix: str = "",
+               grouping: bool = False) -> None:
+    """grouping: a category 0 "pets" that is the supercategory of the others and has no box, as Roboflow writes."""
     names = ["bird", "cat", "dog"]
     images, annotations = [], []
     for k, (stem, name, (x1, y1, x2, y2)) in enumerate(objects):
@@ -47,7 +49,8 @@ def write_coco(image_dir: Path, annotation_file: Path, write_image, objects=OBJE
         annotations.append({"id": k + 1, "image_id": k + 1, "category_id": names.index(name) + 1,
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0})
     annotation_file.parent.mkdir(parents=True, exist_ok=True)
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
+    categories = [{"id": i + 1, "name": n, "supercategory": "pets" if grouping else n} for i, n in enumerate(names)]
+    categories = [{"id": 0, "name": "pets", "supercategory": "none"}] * grouping + categories
     annotation_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
 
 
@@ -124,10 +127,11 @@ def test_voc_with_imagesets_and_roboflow_folders(tmp_path, write_image):
 def test_coco_layouts(tmp_path, write_image):
     roboflow = tmp_path / "roboflow"  # train/ valid/ test/, each with _annotations.coco.json beside the images
     for split, objects in (("train", OBJECTS[:3]), ("valid", OBJECTS[3:4]), ("test", OBJECTS[4:])):
-        write_coco(roboflow / split, roboflow / split / "_annotations.coco.json", write_image, objects)
+        write_coco(roboflow / split, roboflow / split / "_annotations.coco.json", write_image, objects, grouping=True)
     found = detect_layout(roboflow)
     assert found.format == "coco" and list(found.readers) == ["train", "val", "test"]
     assert [r.image_path for r in read_dataset(roboflow, "val")[0]] == [roboflow / "valid" / "a3.jpg"]
+    assert read_dataset(roboflow, "train")[2] == [1, 2, 3]  # the grouping category 0 is left out
     custom = tmp_path / "custom"  # the custom_coco layout: annotations/{train,val}.json, images/{train,val}/
     write_coco(custom / "images" / "train", custom / "annotations" / "train.json", write_image, OBJECTS[:3])
     write_coco(custom / "images" / "val", custom / "annotations" / "val.json", write_image, OBJECTS[3:])

@@ -168,6 +168,8 @@ def test_yolo_without_yaml(tmp_path, write_image, caplog):
     assert names == ["0", "1", "2"] and "class ids" in caplog.text
     _, names = read_all(nameless, ["bird", "cat", "dog"])  # data.class_names names them
     assert names == ["bird", "cat", "dog"]
+    with pytest.raises(ValueError, match=r"a[0-9].txt:1: class id 2 out of range 0..1"):  # too few names
+        read_all(nameless, ["bird", "cat"])
 
 
 def test_yolo_data_yaml_without_val_is_split(tmp_path, write_image):
@@ -182,6 +184,8 @@ def test_class_names_fix_the_order(tmp_path, write_image):
     write_voc(tmp_path / "images", tmp_path / "annotations", write_image)
     records, names = read_all(tmp_path, ["dog", "cat", "bird"])
     assert names == ["dog", "cat", "bird"] and boxes_by_stem(records) == expected(names)
+    with pytest.raises(ValueError, match=r"a4.xml: object 0 \('bird'\): unknown class name 'bird'"):
+        read_all(tmp_path, ["dog", "cat"])
     coco = tmp_path / "coco"
     write_coco(coco / "images", coco / "annotations.json", write_image, file_prefix="images/")
     records, names = read_all(coco, ["dog", "cat", "bird"])  # COCO: labels renumbered, category ids follow

@@ -109,21 +109,17 @@ def detect_layout(root: str | Path) -> Layout:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise LayoutError(f"data.root={root} is not a folder")
-    data_yaml = next((p for p in sorted([*root.glob("*.yaml"), *root.glob("*.yml")]) if _is_data_yaml(p)), None)
-    if data_yaml is not None:
-        return _yolo_yaml(root, data_yaml)
-    found = {name: layout for name, layout in (("yolo", _yolo(root)), ("coco", _coco(root)), ("voc", _voc(root)))
-             if layout is not None}
+    found = _layouts(root)
     if len(found) > 1:
         raise LayoutError(
-            f"{root} mixes dataset formats: " + "; ".join(f"{layout.format}: {layout.description}" for layout in found.values())
+            f"{root} mixes dataset formats: " + "; ".join(f"{layout.format}: {layout.description}" for layout in found)
             + ". Keep one format per dataset folder (or point data.root at the folder of one)"
         )
     if found:
-        return next(iter(found.values()))
+        return found[0]
     images = sum(1 for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     what = f"{images} images but no annotations" if images else "no images and no annotations"
-    inside = [str(d) for d in sorted(root.iterdir()) if d.is_dir() and _recognised(d)]
+    inside = [str(d) for d in sorted(root.iterdir()) if d.is_dir() and len(_layouts(d)) == 1]
     raise LayoutError(
         f"{root}: {what} that a reader recognises. Expected one of: YOLO (data.yaml, or images/ + labels/ with "
         "classes.txt), COCO json (annotations/*.json, or train/ valid/ each with _annotations.coco.json), Pascal VOC "
@@ -132,12 +128,13 @@ def detect_layout(root: str | Path) -> Layout:
     )
 
 
-def _recognised(folder: Path) -> bool:
-    try:
-        detect_layout(folder)
-    except (LayoutError, ValueError, OSError):
-        return False
-    return True
+def _layouts(root: Path) -> list[Layout]:
+    """The layouts found in `root`: an ultralytics data.yaml alone (it describes the dataset), else those of each
+    format that matches."""
+    data_yaml = next((p for p in sorted([*root.glob("*.yaml"), *root.glob("*.yml")]) if _is_data_yaml(p)), None)
+    if data_yaml is not None:
+        return [_yolo_yaml(root, data_yaml)]
+    return [layout for layout in (_yolo(root), _coco(root), _voc(root)) if layout is not None]
 
 
 # ---------------------------------------------------------------------------------------------- YOLO

@@ -75,8 +75,8 @@ def export() -> None:
 
 
 def check_dataset(argv: list[str] | None = None) -> int:
-    """`detector-check-dataset data=... | --format yolo|coco|voc --path ...` (--help): check a dataset; returns the
-    exit status (0 usable, 1 not)."""
+    """`detector-check-dataset path/to/data | data=... | --format yolo|coco|voc --path ...` (--help): check a dataset
+    (a path alone: its layout detected, and the train.py command printed); returns the exit status (0 usable, 1 not)."""
     from detector.data.checks import check_dataset as run
 
     return run(argv, config_dir=project_root() / "configs")

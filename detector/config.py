@@ -33,8 +33,16 @@ def loss_activation(target: str) -> str:
     return hydra.utils.get_class(target).activation
 
 
+def dataset_num_classes(root: str, class_names: Any = None) -> int:
+    """`${dataset_num_classes:${.root},${.class_names}}`: the class count of the dataset in `root` (data=auto)."""
+    from detector.data.layout import dataset_num_classes as count
+
+    return count(root, class_names)
+
+
 def register_resolvers() -> None:
-    for name, resolver in (("auto_precision", auto_precision), ("loss_activation", loss_activation)):
+    for name, resolver in (("auto_precision", auto_precision), ("loss_activation", loss_activation),
+                           ("dataset_num_classes", dataset_num_classes)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -205,13 +207,16 @@ CHECK_DATASET_USAGE = """Check a dataset before training: counts of images, boxe
 (missing/unreadable images, background images, boxes of zero area or outside the image, sizes that differ
 from the annotation). Malformed label files and unknown classes are reported with the file and line/object.
 
+    python scripts/check_dataset.py path/to/data [data.class_names=[...]] [--decode] [--per-class]
     python scripts/check_dataset.py data=coco128 [data.format=coco] [data.root=...] [--decode] [--per-class]
     python scripts/check_dataset.py --format yolo --path /data/mydata/data.yaml [--split train val]
     python scripts/check_dataset.py --format coco --path annotations/train.json --images images/train
     python scripts/check_dataset.py --format voc --path data/VOCdevkit --split VOC2007/trainval VOC2012/trainval
     python scripts/check_dataset.py --format voc --path /data/fruit --split train val --classes labels.txt
 
-The first form composes the training config (any `data=...` option and `data.key=value` override) and
+The first form detects the format and layout of the folder (detector/data/layout.py: YOLO, COCO json, Pascal VOC
+xml as labelling tools export them), checks it as `data=auto data.root=path/to/data` and prints the train.py command
+for it. The second composes the training config (any `data=...` option and `data.key=value` override) and
 checks its train and val readers exactly as training would. `--decode` decodes every image fully (slower;
 finds corrupt files that a header read misses). Exit status: 0 = usable, 1 = not usable (the reason is printed).
 """
@@ -287,9 +292,15 @@ def check_dataset(argv: list[str] | None, config_dir: Path) -> int:
     """The command line (`argv`, None: sys.argv[1:]; see CHECK_DATASET_USAGE): prints the report of every split
     and returns the exit status, 0 = usable, 1 = not usable. `config_dir`: the configs/ folder of the data=... form."""
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    path = next((o for o in overrides if "=" not in o), None)
     try:
+        if path is not None:  # only a path: detect the layout, check it as data=auto
+            from detector.data.layout import detect_layout
+
+            print(detect_layout(path).summary())
+            overrides = [*path_overrides(path), *(o for o in overrides if o != path)]
         readers, info = readers_from_args(args) if args.format else readers_from_config(overrides, config_dir)
-    except Exception as error:  # a config that does not compose / instantiate
+    except Exception as error:  # a folder that is not recognised, a config that does not compose / instantiate
         print(f"ERROR: {type(error).__name__}: {error}")
         return 1
     max_bad = args.max_bad_fraction if args.max_bad_fraction is not None else info["max_bad_fraction"]
@@ -318,6 +329,8 @@ def check_dataset(argv: list[str] | None, config_dir: Path) -> int:
     if usable and not args.no_doctor and checked:
         run_doctor(checked, names, info, args, overrides, config_dir)
     print("RESULT: " + ("usable" if usable else "NOT usable"))
+    if usable and info.get("cfg") is not None:  # the path and data=... forms: the training config's overrides
+        print("train on it with:\n  python train.py " + " ".join(map(_shell_word, overrides)))
     return 0 if usable else 1
 
 
@@ -325,7 +338,7 @@ def run_doctor(checked: dict[str, list[Record]], names: list[str], info: dict, a
                overrides: list[str], config_dir: Path) -> None:
     """Print the doctor's report (detector.data.doctor) on the first split, for the model of the training config
     (the data=... form's, else train.yaml's with the overrides and the img_size of configs/data/custom_<format>),
-    write its box-size histogram, and print the command that trains on this dataset."""
+    and write its box-size histogram."""
     from omegaconf import OmegaConf
 
     from detector.data.doctor import diagnose, model_priors, plot_sizes, report_lines
@@ -343,14 +356,12 @@ def run_doctor(checked: dict[str, list[Record]], names: list[str], info: dict, a
     model_name = model_config["_target_"].rsplit(".", 1)[-1]
     print(f"\ndoctor: [{split}] {len(diagnosis.sizes)} boxes, for {model_name} at data.img_size={img_size}")
     print("\n".join(report_lines(diagnosis, names)))
-    root = Path(str(info["root"])) if info.get("cfg") is None else None
+    root = Path(str(info["root"])) if info.get("root") else None  # a dataset folder, or a file in it (--format)
     name = info["data"] if root is None else (root if root.is_dir() else root.parent).resolve().name
     out = Path(args.out) if args.out else config_dir.parent / "logs" / "check_dataset" / name
     path = plot_sizes(diagnosis, out / f"box_sizes_{split.replace('/', '_')}.png",
                       title=f"{info['data']} [{split}] at img_size {img_size}")
     print(f"box-size histogram: {path}")
-    if info.get("cfg") is not None:
-        print("train on it:  python train.py " + " ".join(overrides))
 
 
 def compose_train_config(overrides: list[str], config_dir: Path):
@@ -362,3 +373,19 @@ def compose_train_config(overrides: list[str], config_dir: Path):
     register_resolvers()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
+
+
+def _shell_word(word: str) -> str:
+    """`word` quoted for a POSIX shell: in double quotes when that suffices (readable: "data.root='a b'")."""
+    if shlex.quote(word) == word or set('"$`\\!') & set(word):
+        return shlex.quote(word)
+    return f'"{word}"'
+
+
+def path_overrides(path: str | Path) -> list[str]:
+    """The overrides that train on the dataset folder `path` (`data=auto`, its absolute path as data.root, quoted for
+    Hydra when it holds characters that its override grammar reserves)."""
+    root = os.path.abspath(os.path.expanduser(str(path)))
+    if not re.fullmatch(r"[\w./\-~+@%]+", root):
+        root = "'" + root.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return ["data=auto", f"data.root={root}"]

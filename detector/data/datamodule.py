@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import albumentations as A
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from detector.data.checks import DatasetReport, check_records
 from detector.data.dataset import DetectionDataset, Record, collate
 from detector.data.sampler import EpochSampler
+from detector.data.split import write_image_list
 
 Reader = Callable[[], tuple[list[Record], list[str], list[int]]]
 
@@ -24,7 +26,8 @@ class DetectionDataModule(L.LightningDataModule):
 
     Every split goes through `detector.data.checks.check_records` in `setup` (missing/unreadable images
     skipped and counted, boxes clipped/dropped and counted; more than `max_bad_fraction` bad images stops
-    the run); the reports are kept in `self.reports`.
+    the run); the reports are kept in `self.reports`. When training (`setup("fit")` under a Trainer), the class
+    names and the train and val image lists are written into the run directory (`write_split`).
     mosaic_prob: share of training samples that are 4-image mosaics (`set_mosaic(False)` / the
         `detector.training.callbacks.CloseMosaic` callback turn it off for the last epochs).
     min_box_size: drop training boxes that augmentation leaves thinner than this many pixels.
@@ -34,6 +37,8 @@ class DetectionDataModule(L.LightningDataModule):
     seed: base seed of the augmentations and of the shuffling (the run's `seed`).
     root, format: where the data lives and its label format, as the data configs name them (the readers
         receive them by interpolation; kept here for reference).
+    val_fraction, split_seed: the split of a dataset that has none (`data=auto`; the readers receive them by
+        interpolation, see `detector.data.split`; kept here for reference).
     class_names: when a list, the class names the readers must return (checked); a string (a file or
         "collect", for the VOC reader) is not checked here.
     """
@@ -46,6 +51,7 @@ class DetectionDataModule(L.LightningDataModule):
         max_bad_fraction: float = 0.05, verify_images: bool = True, persistent_workers: bool = True,
         prefetch_factor: int | None = None, root: str | None = None, format: str | None = None,
         class_names: Sequence[str] | str | None = None, min_box_size: float = 1.0, seed: int = 0,
+        val_fraction: float | None = None, split_seed: int = 0,
     ) -> None:
         super().__init__()
         self.train_reader, self.val_reader, self.prepare = train_reader, val_reader, prepare
@@ -57,6 +63,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.max_bad_fraction, self.verify_images = max_bad_fraction, verify_images
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
         self.root, self.format = root, format
+        self.val_fraction, self.split_seed = val_fraction, split_seed
         self.seed = seed
         self.expected_class_names = list(class_names) if class_names is not None and not isinstance(class_names, str) else None
         self.reports: dict[str, DatasetReport] = {}
@@ -78,6 +85,18 @@ class DetectionDataModule(L.LightningDataModule):
                 raise ValueError(
                     f"train and val class names differ: {self.train_dataset.class_names} vs {self.val_dataset.class_names}"
                 )
+            rank_zero_info(f"{len(self.class_names)} classes: {', '.join(self.class_names)}")
+            if self.trainer is not None and self.trainer.default_root_dir:
+                self.write_split(Path(self.trainer.default_root_dir))
+
+    @rank_zero_only
+    def write_split(self, folder: Path) -> None:
+        """Write the class names (one per line, in label order) and the train and val image lists (paths relative to
+        `root` when under it) into `folder`, the run directory: class_names.txt, train_images.txt, val_images.txt."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "class_names.txt").write_text("".join(f"{name}\n" for name in self.class_names))
+        for split, dataset in (("train", self.train_dataset), ("val", self.val_dataset)):
+            write_image_list(folder / f"{split}_images.txt", dataset.records, self.root)
 
     def _dataset(self, reader: Reader, split: str, augmentations: Sequence[A.BasicTransform]) -> DetectionDataset:
         records, names, category_ids = reader()

@@ -24,7 +24,7 @@ def data_config(monkeypatch, *overrides: str):
         return compose(config_name="train", overrides=list(overrides)).data
 
 
-@pytest.mark.parametrize("name", [n for n in DATA_CONFIGS if not n.startswith("custom_")])
+@pytest.mark.parametrize("name", [n for n in DATA_CONFIGS if not n.startswith("custom_") and n != "auto"])
 def test_data_config_instantiates(monkeypatch, name):
     cfg = data_config(monkeypatch, f"data={name}")
     datamodule = instantiate(cfg)
@@ -32,7 +32,7 @@ def test_data_config_instantiates(monkeypatch, name):
     assert all(type(a).__module__.startswith("albumentations") for a in datamodule.train_augmentations)
 
 
-@pytest.mark.parametrize("name", ["custom_yolo", "custom_coco", "custom_voc"])
+@pytest.mark.parametrize("name", ["custom_yolo", "custom_coco", "custom_voc", "auto"])
 def test_templates_need_a_root(monkeypatch, tmp_path, name):
     cfg = data_config(monkeypatch, f"data={name}")
     with pytest.raises(MissingMandatoryValue):

@@ -89,7 +89,7 @@ def test_check_dataset_prints_the_doctor_and_the_train_command(tmp_path, capsys)
     assert check_dataset(argv, ROOT / "configs") == 0
     out = capsys.readouterr().out
     assert "doctor: [train]" in out and "boxes that contain no anchor point at strides 8, 16, 32" in out
-    assert "train on it:  python train.py data=shapes_tiny" in out
+    assert "train on it with:\n  python train.py data=shapes_tiny " in out
     assert (tmp_path / "doctor" / "box_sizes_train.png").is_file()
     assert check_dataset(argv + ["model=ssd_csp_n"], ROOT / "configs") == 0
     assert "boxes whose best prior IoU < 0.5" in capsys.readouterr().out

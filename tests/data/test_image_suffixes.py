@@ -22,6 +22,6 @@ def test_voc_finds_an_image_with_another_suffix_in_either_case(tmp_path):
     images.mkdir()
     (images / "000001.TIFF").write_bytes(b"")
     (images / "000002.png").write_bytes(b"")
-    assert _image_path(tmp_path, "000001", None) == images / "000001.TIFF"
-    assert _image_path(tmp_path, "000002", "missing.jpg") == images / "000002.png"
-    assert _image_path(tmp_path, "000003", None) == images / "000003.jpg"  # missing: the default
+    assert _image_path(images, "000001", None) == images / "000001.TIFF"
+    assert _image_path(images, "000002", "missing.jpg") == images / "000002.png"
+    assert _image_path(images, "000003", None) == images / "000003.jpg"  # missing: the default

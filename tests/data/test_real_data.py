@@ -86,11 +86,11 @@ def test_datamodule_gives_a_training_batch_on_coco128(coco128):
     assert len(gt.getImgIds()) == 128 and len(gt.getAnnIds()) == 898
 
 
-def test_check_dataset_script_on_coco128(coco128, capsys):
+def test_check_dataset_script_on_coco128(coco128, capsys, tmp_path):
     spec = importlib.util.spec_from_file_location("check_dataset", REPO / "scripts" / "check_dataset.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["data=coco128", f"data.root={coco128}", "data.format=coco"]) == 0
+    assert module.main(["data=coco128", f"data.root={coco128}", "data.format=coco", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[train] 128/128 images usable, 929 boxes (10 crowd/ignore), 71/80 classes present, 2 background images" in out
     assert "[val] 128/128 images usable, 898 boxes" in out and "RESULT: usable" in out

@@ -74,7 +74,8 @@ def test_check_dataset_command(monkeypatch, capsys, trained):
         cli.check_dataset()
     assert exit_info.value.code == 0 and "usage: detector-check-dataset" in capsys.readouterr().out
     data = trained["data"]
-    argv = ["--format", "coco", "--path", str(data / "annotations" / "val.json"), "--images", str(data / "images" / "val")]
+    argv = ["--format", "coco", "--path", str(data / "annotations" / "val.json"), "--images", str(data / "images" / "val"),
+            "--out", str(trained["tmp"] / "doctor")]
     assert cli.check_dataset(argv) == 0
     assert "[val] 6/6 images usable" in capsys.readouterr().out
 

@@ -1,6 +1,7 @@
 """Pascal VOC reader: `<root>/<year>/Annotations/<id>.xml` + `JPEGImages/<id>.jpg`, image lists in
 `ImageSets/Main/<split>.txt`; several (year, split) lists are concatenated (e.g. VOC2007 trainval +
-VOC2012 trainval).
+VOC2012 trainval). The folder names are parameters, for the layouts labelling tools export: `images/` +
+`annotations/` (LabelImg, CVAT) or the xml beside the images (`annotations="."`, `images="."`: LabelImg, Roboflow).
 
 VOC coordinates are 1-based inclusive pixel indices; with `one_based=True` (default, as detectron2 and
 torchvision's references do) a box (xmin, ymin, xmax, ymax) becomes the continuous xyxy box
@@ -35,31 +36,34 @@ Split = str | Sequence[str | None] | None
 
 def read_voc(
     root: str | Path, splits: Sequence[Split] = (("VOC2007", "trainval"),), class_names: Sequence[str] | str | None = None,
-    difficult: str = "ignore", one_based: bool = True,
+    difficult: str = "ignore", one_based: bool = True, annotations: str = "Annotations", images: str = "JPEGImages",
 ) -> tuple[list[Record], list[str], list[int]]:
     """Records of the concatenated (year, split) lists, class names, category ids 1..C.
 
     root: the VOCdevkit folder (holding VOC2007/, VOC2012/), or a single VOC-layout dataset folder.
     splits: [[year_dir, split], ...]; a plain "split" (or [".", split]) means `root` itself holds
-        Annotations/ JPEGImages/ ImageSets/; split None means every xml in Annotations/.
+        Annotations/ JPEGImages/ ImageSets/; split None means every xml in Annotations/ and every image in
+        JPEGImages/ (an image without an xml is a background image).
     class_names: None = the 20 VOC classes; a list; the path of a text file with one name per line;
         or "collect" = the sorted names found in every xml under the listed folders (give them explicitly
         when train and val must agree for sure).
+    annotations, images: the xml and image folders inside each year folder ("." = the year folder itself).
     """
     if difficult not in DIFFICULT_MODES:
         raise ValueError(f"difficult={difficult!r}; expected one of {DIFFICULT_MODES}")
     root = Path(root)
     entries = [_normalise_split(s) for s in splits]
-    ids = [(root / year, image_id) for year, split in entries for image_id in _split_ids(root / year, split)]
+    ids = [(root / year, image_id) for year, split in entries
+           for image_id in _split_ids(root / year, split, annotations, images)]
     if not ids:
         raise ValueError(f"{root}: the splits {list(splits)} list no images")
-    names = _class_names(class_names, sorted({root / year for year, _ in entries}))
+    names = _class_names(class_names, sorted({root / year / annotations for year, _ in entries}))
     label_of = {name: i for i, name in enumerate(names)}
-    parsed = [_parse_xml(folder, image_id, label_of, difficult, one_based) for folder, image_id in ids]
+    parsed = [_parse_xml(folder / annotations / f"{image_id}.xml", label_of, difficult, one_based) for folder, image_id in ids]
     missing_xml = sum(p is None for p in parsed)
     if missing_xml:
         log.warning("%s: %d of %d listed images have no annotation xml (treated as background images)", root, missing_xml, len(ids))
-    paths = [_image_path(folder, image_id, (p or {}).get("filename")) for (folder, image_id), p in zip(ids, parsed)]
+    paths = [_image_path(folder / images, image_id, (p or {}).get("filename")) for (folder, image_id), p in zip(ids, parsed)]
     records = []
     for path, image_id, p in zip(paths, image_ids_from_stems(paths), parsed):
         p = p or {"width": 0, "height": 0, "boxes": [], "labels": [], "crowd": [], "crowd_labels": []}
@@ -80,15 +84,21 @@ def _normalise_split(split: Split) -> tuple[str, str | None]:
     return str(split[0]), None if split[1] is None else str(split[1])
 
 
-def _split_ids(folder: Path, split: str | None) -> list[str]:
+def _split_ids(folder: Path, split: str | None, annotations: str, images: str) -> list[str]:
     if split is None:
-        annotations = folder / "Annotations"
-        if not annotations.is_dir():
-            raise FileNotFoundError(f"{annotations} does not exist")
-        return sorted(p.stem for p in annotations.glob("*.xml"))
+        annotation_dir = folder / annotations
+        if not annotation_dir.is_dir():
+            raise FileNotFoundError(f"{annotation_dir} does not exist")
+        xml_ids = {p.stem for p in annotation_dir.glob("*.xml")}
+        image_dir = folder / images
+        image_ids = {p.stem for p in image_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES} if image_dir.is_dir() else set()
+        return sorted(xml_ids | image_ids)
     split_file = folder / "ImageSets" / "Main" / f"{split}.txt"
     if not split_file.is_file():
-        raise FileNotFoundError(f"VOC split file {split_file} does not exist")
+        raise FileNotFoundError(
+            f"VOC split file {split_file} does not exist (a dataset without split files: "
+            f"python train.py data=auto data.root={folder} makes a seeded train/val split)"
+        )
     return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
 
 
@@ -96,15 +106,7 @@ def _class_names(class_names: Sequence[str] | str | None, folders: list[Path]) -
     if class_names is None:
         return list(VOC_CLASSES)
     if isinstance(class_names, str) and class_names == "collect":
-        found = set()
-        for folder in folders:
-            for xml in sorted((folder / "Annotations").glob("*.xml")):
-                for obj in _xml_root(xml).iter("object"):
-                    found.add((obj.findtext("name") or "").strip())
-        found.discard("")
-        if not found:
-            raise ValueError(f"no object names found in {[str(f / 'Annotations') for f in folders]}")
-        return sorted(found)
+        return collect_class_names(folders)
     if isinstance(class_names, (str, Path)):
         names = [line.strip() for line in Path(class_names).read_text().splitlines() if line.strip()]
     else:
@@ -112,6 +114,19 @@ def _class_names(class_names: Sequence[str] | str | None, folders: list[Path]) -
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"class names must be distinct and non-empty, got {names}")
     return names
+
+
+def collect_class_names(annotation_dirs: Sequence[Path]) -> list[str]:
+    """The sorted object names of every xml in the folders."""
+    found = set()
+    for folder in annotation_dirs:
+        for xml in sorted(Path(folder).glob("*.xml")):
+            for obj in _xml_root(xml).iter("object"):
+                found.add((obj.findtext("name") or "").strip())
+    found.discard("")
+    if not found:
+        raise ValueError(f"no object names found in the xml files of {[str(f) for f in annotation_dirs]}")
+    return sorted(found)
 
 
 def _xml_root(xml: Path) -> ET.Element:
@@ -130,8 +145,7 @@ def _number(obj: ET.Element, tag: str, xml: Path, what: str) -> float:
         raise ValueError(f"{xml}: {what}: missing or non-numeric <{tag}> ({text!r})") from None
 
 
-def _parse_xml(folder: Path, image_id: str, label_of: dict[str, int], difficult: str, one_based: bool) -> dict | None:
-    xml = folder / "Annotations" / f"{image_id}.xml"
+def _parse_xml(xml: Path, label_of: dict[str, int], difficult: str, one_based: bool) -> dict | None:
     if not xml.is_file():
         return None
     root = _xml_root(xml)
@@ -160,8 +174,7 @@ def _parse_xml(folder: Path, image_id: str, label_of: dict[str, int], difficult:
     return out
 
 
-def _image_path(folder: Path, image_id: str, filename: str | None) -> Path:
-    images = folder / "JPEGImages"
+def _image_path(images: Path, image_id: str, filename: str | None) -> Path:
     default = images / f"{image_id}.jpg"
     if default.is_file():
         return default

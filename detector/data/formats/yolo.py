@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,13 +148,53 @@ def read_yolo(data_yaml: str | Path, split: str = "train", num_threads: int = 8)
     images = list_images(spec.split_sources(split))
     if not images:
         raise ValueError(f"{spec.path}: split '{split}' has no images ({spec.split_sources(split)})")
+    records = _records(images, [label_path(p) for p in images], len(spec.names), num_threads, f"{spec.path} split {split}")
+    return records, spec.names, spec.category_ids
+
+
+def read_yolo_folder(
+    image_dir: str | Path, label_dir: str | Path, names: Sequence[str] | str | None = None, num_threads: int = 8,
+) -> tuple[list[Record], list[str], list[int]]:
+    """A YOLO dataset without data.yaml: every image under `image_dir`, its labels at the same relative path under
+    `label_dir` (the same folder for labels beside the images). `names`: a list, the path of a names file (one
+    name per line: classes.txt, obj.names), or None = the class ids as names ("0", "1", ... up to the largest id
+    in the labels, with a warning). Category ids 1..C."""
+    image_dir, label_dir = Path(image_dir), Path(label_dir)
+    images = list_images([image_dir])
+    if not images:
+        raise ValueError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    label_files = [label_dir / p.relative_to(image_dir).with_suffix(".txt") for p in images]
+    if names is None:
+        largest = max((largest_class_id(f) for f in label_files if f.is_file()), default=-1)
+        names = [str(i) for i in range(largest + 1)]
+        log.warning("%s: no class names (no data.yaml, no classes.txt / obj.names): using the class ids %s as names; "
+                    "give them with data.class_names=[...]", label_dir, names)
+    elif isinstance(names, (str, Path)):
+        names = read_names_file(names)
+    names = [str(n) for n in names]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{label_dir}: class names must be distinct and non-empty, got {names}")
+    return _records(images, label_files, len(names), num_threads, str(label_dir)), names, list(range(1, len(names) + 1))
+
+
+def read_names_file(path: str | Path) -> list[str]:
+    """Class names, one per line (classes.txt, obj.names); blank lines skipped."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def largest_class_id(path: Path) -> int:
+    """The largest class id of a label file (-1 when empty); malformed lines are reported by `parse_label_file`."""
+    ids = [int(float(line.split()[0])) for line in path.read_text().splitlines()
+           if line.split() and line.split()[0].replace(".", "", 1).isdigit()]
+    return max(ids, default=-1)
+
+
+def _records(images: list[Path], label_files: list[Path], num_classes: int, num_threads: int, where: str) -> list[Record]:
     sizes = _image_sizes(images, num_threads)
-    image_ids = image_ids_from_stems(images)
     records, missing_labels = [], 0
-    for image_path, size, image_id in zip(images, sizes, image_ids):
-        labels_file = label_path(image_path)
+    for image_path, labels_file, size, image_id in zip(images, label_files, sizes, image_ids_from_stems(images)):
         if labels_file.is_file():
-            xywh, classes = parse_label_file(labels_file, len(spec.names))
+            xywh, classes = parse_label_file(labels_file, num_classes)
         else:
             missing_labels += 1
             xywh, classes = np.zeros((0, 4)), np.zeros(0, np.int64)
@@ -164,8 +205,8 @@ def read_yolo(data_yaml: str | Path, split: str = "train", num_threads: int = 8)
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).astype(np.float32).reshape(-1, 4)
         records.append(Record(image_path, image_id, width, height, boxes, classes))
     if missing_labels:
-        log.info("%s split %s: %d of %d images have no label file (background images)", spec.path, split, missing_labels, len(images))
-    return records, spec.names, spec.category_ids
+        log.info("%s: %d of %d images have no label file (background images)", where, missing_labels, len(images))
+    return records
 
 
 def read_data_yaml(data_yaml: str | Path, split: str = "train", format: str = "yolo") -> tuple[list[Record], list[str], list[int]]:

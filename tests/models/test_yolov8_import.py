@@ -297,7 +297,11 @@ def test_a_converted_checkpoint_goes_through_evaluate_predict_export_and_fine_tu
     [(path, _)] = ultralytics_checkpoints(tmp_path, ("yolov8n.yaml", 5, "half"))
     converted = tmp_path / "yolov8n.ckpt"
     assert "YOLOv8n, 5 classes" in run("scripts/convert_ultralytics.py", path, converted)
-    data = [f"paths.data_dir={trained['data'].parent}", "data.num_workers=0"]
+    from ..conftest import TRAINED_IMG_SIZE, TRAINED_NUM_VAL
+
+    # the fixture's dataset as it was generated (other prepare settings would regenerate it under the other tests)
+    data = [f"paths.data_dir={trained['data'].parent}", "data.num_workers=0", "data.prepare.num_train=12",
+            f"data.prepare.num_val={TRAINED_NUM_VAL}", f"data.prepare.image_size={TRAINED_IMG_SIZE}"]
     run("scripts/evaluate.py", f"ckpt_path={converted}", "data=shapes", *data, "img_size=64", "device=cpu",
         f"hydra.run.dir={tmp_path / 'evaluate'}")
     assert json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())["coco"]

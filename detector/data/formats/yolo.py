@@ -47,8 +47,15 @@ class DataYaml:
         return [self._resolve(v) for v in (value if isinstance(value, list) else [value])]
 
     def _resolve(self, value: str) -> Path:
+        """An entry relative to the root; Roboflow's exports write `../train/images` for the `train/images` beside
+        the yaml: such an entry that does not exist is taken without its leading `../` (as ultralytics does)."""
         path = Path(str(value)).expanduser()
-        return path if path.is_absolute() else self.root / path
+        if path.is_absolute():
+            return path
+        resolved = self.root / path
+        if not resolved.exists() and str(value).startswith("../") and (self.root / str(value)[3:]).exists():
+            return self.root / str(value)[3:]
+        return resolved
 
 
 def load_data_yaml(data_yaml: str | Path) -> DataYaml:

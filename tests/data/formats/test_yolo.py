@@ -137,3 +137,18 @@ def test_read_data_yaml_coco_format_matches_yolo(yolo_root):
     assert from_coco[0].labels.tolist() == from_yolo[0].labels.tolist() == [1]
     with pytest.raises(ValueError, match="unknown label format"):
         read_data_yaml(yolo_root / "data.yaml", "val", format="voc")
+
+
+def test_roboflow_yaml_paths_one_level_up_are_found_beside_the_yaml(tmp_path, write_image):
+    # Roboflow's YOLO export: data.yaml beside train/ valid/, its entries written as ../train/images
+    for split in ("train", "valid"):
+        write_image(tmp_path / split / "images" / "a.jpg", 40, 20)
+        (tmp_path / split / "labels").mkdir(parents=True)
+        (tmp_path / split / "labels" / "a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 2\nnames: [a, b]\n")
+    records, names, _ = read_yolo(tmp_path / "data.yaml", "val")
+    assert names == ["a", "b"] and records[0].image_path == tmp_path / "valid" / "images" / "a.jpg"
+    np.testing.assert_allclose(records[0].boxes, [[10, 5, 30, 15]])
+    (tmp_path / "data.yaml").write_text("train: ../elsewhere/images\nnames: [a, b]\n")
+    with pytest.raises(FileNotFoundError, match="elsewhere/images is neither a folder"):
+        read_yolo(tmp_path / "data.yaml", "train")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from detector.data.checks import check_dataset
@@ -83,6 +84,7 @@ def test_tiny_shapes_are_tiny_and_the_default_shapes_keep_their_stamp(tmp_path):
     assert (tmp_path / "default/GENERATED").read_text() == "04347c04be9b34269918dc8331b417ce07e92e4e"
 
 
+@pytest.mark.slow
 def test_check_dataset_prints_the_doctor_and_the_train_command(tmp_path, capsys):
     argv = ["data=shapes_tiny", f"paths.data_dir={tmp_path}", "data.prepare.num_train=3", "data.prepare.num_val=1",
             "data.prepare.image_size=64", "data.img_size=64", "--out", str(tmp_path / "doctor")]

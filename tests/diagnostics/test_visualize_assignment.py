@@ -49,12 +49,14 @@ def _run(tmp_path, *overrides: str) -> list[str]:
     return (out / "summary.txt").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_one_figure_with_a_row_per_assigner(tmp_path):
     lines = _run(tmp_path, "assigner=tal,tal_small,atss,simota")
     for name in ("tal", "tal_small", "atss", "simota"):
         assert any(line.strip().startswith(f"{name}: GT 0 ") for line in lines), lines
 
 
+@pytest.mark.slow
 def test_anchor_based_model_draws_its_prior_boxes(tmp_path):
     lines = _run(tmp_path, "model=ssd_csp_n", "split=train")
     assert any(line.strip().startswith("ssd: GT 0 ") for line in lines), lines
@@ -65,6 +67,7 @@ def test_help_prints_the_usage(capsys):
     assert "assigner=tal,atss,simota" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_drawn_with_its_own_model(trained, tmp_path):
     from ..conftest import TRAINED_IMG_SIZE, TRAINED_NUM_VAL
 

@@ -32,7 +32,6 @@ probabilities underflow the two can give different soft targets.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 import torch
@@ -110,14 +109,7 @@ class TaskAlignedAssigner(Assigner):
     def candidate_boxes(self, gt_boxes: torch.Tensor, priors: Priors) -> torch.Tensor:
         """The boxes whose inside decides the candidates: the GT boxes, with `small_objects` their sides shorter
         than the second-finest stride widened to it about the centre."""
-        if not self.small_objects:
-            return gt_boxes
-        level_starts = [0, *itertools.accumulate(priors.level_sizes[:-1])]
-        level_strides = sorted(set(priors.strides[level_starts, 0].tolist()))
-        min_side = level_strides[1] if len(level_strides) > 1 else level_strides[0]
-        centre, size = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2, gt_boxes[..., 2:] - gt_boxes[..., :2]
-        size = size.clamp(min=min_side)
-        return torch.cat((centre - size / 2, centre + size / 2), -1)
+        return widen_small_boxes(gt_boxes, priors) if self.small_objects else gt_boxes
 
     def _candidates(self, points: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor, eps: float = 1e-9):
         """(image, GT, anchor) index triples with the anchor point strictly inside the (real) GT box.
@@ -151,3 +143,14 @@ class TaskAlignedAssigner(Assigner):
         row = torch.cat([r for r, _ in found]) if found else rows.new_zeros(0)
         anchor = torch.cat([a for _, a in found]) if found else rows.new_zeros(0)
         return row // num_gt, row % num_gt, anchor
+
+
+def widen_small_boxes(boxes: torch.Tensor, priors: Priors) -> torch.Tensor:
+    """(..., 4) xyxy boxes with their sides shorter than the second-finest stride of `priors` (the finest on a
+    one-level head) widened to it about the centre: TAL's small-object rule (ultralytics 8.4), also the
+    dataset doctor's (detector.data.doctor)."""
+    strides = sorted(set(priors.level_strides()))
+    min_side = strides[1] if len(strides) > 1 else strides[0]
+    centre, size = (boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]
+    size = size.clamp(min=min_side)
+    return torch.cat((centre - size / 2, centre + size / 2), -1)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from detector.assigners.tal import widen_small_boxes
 from detector.data.dataset import Record
 from detector.data.transforms import letterbox_scale
 from detector.models.priors import Priors
@@ -67,26 +68,19 @@ def points_inside(boxes: np.ndarray, stride: float, grid: int) -> np.ndarray:
     return counts[0] * counts[1]
 
 
-def widen_small(boxes: np.ndarray, side: float) -> np.ndarray:
-    """Sides shorter than `side` widened to it about the centre (TAL's small-object option)."""
-    centre, size = (boxes[:, :2] + boxes[:, 2:]) / 2, np.maximum(boxes[:, 2:] - boxes[:, :2], side)
-    return np.concatenate([centre - size / 2, centre + size / 2], 1)
-
-
 def diagnose(records: Sequence[Record], num_classes: int, img_size: int, priors: Priors, iou_threshold: float = 0.5) -> Diagnosis:
     """The doctor's findings on `records` for a model whose head output has `priors` at `img_size`."""
     per_image = [letterboxed_boxes(r, img_size) for r in records]
     boxes = np.concatenate(per_image) if per_image else np.zeros((0, 4))
     sizes = np.sqrt(np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1))
-    starts = np.cumsum((0, *priors.level_sizes[:-1]))
-    strides = [float(priors.strides[s, 0]) for s in starts]
+    strides = priors.level_strides()
     diagnosis = Diagnosis(img_size, strides, [], sizes)
     if priors.boxes is None:
         grids = [round(math.sqrt(n)) for n in priors.level_sizes]  # square input: a grid of g x g points per level
         inside = lambda b: sum(points_inside(b, s, g) for s, g in zip(strides, grids))  # noqa: E731
         diagnosis.no_anchor_point = int((inside(boxes) == 0).sum())
-        widen = strides[1] if len(strides) > 1 else strides[0]
-        diagnosis.no_anchor_point_widened = int((inside(widen_small(boxes, widen)) == 0).sum())
+        widened = widen_small_boxes(torch.as_tensor(boxes), priors).numpy()
+        diagnosis.no_anchor_point_widened = int((inside(widened) == 0).sum())
     else:
         prior_boxes = priors.boxes.float()
         areas = ((prior_boxes[:, 2:] - prior_boxes[:, :2]).prod(1)).sqrt()

@@ -83,12 +83,6 @@ def summarize_gts(assignment: Assignment, output: object, gt_boxes: torch.Tensor
     return summaries
 
 
-def level_strides(priors: Priors) -> list[float]:
-    """The stride of each level of `priors`."""
-    starts = np.cumsum((0, *priors.level_sizes[:-1]))
-    return [float(priors.strides[start, 0]) for start in starts]
-
-
 def draw_assignments(
     image: np.ndarray, gt_boxes: torch.Tensor, results: dict[str, tuple[Assignment, object]], path: str | Path,
     title: str = "",
@@ -112,7 +106,7 @@ def draw_assignments(
         foreground, gt_index = assignment.foreground[0].cpu(), assignment.gt_index[0].cpu()
         quality = assignment.scores[0].max(-1).values.float().cpu()
         top = float(quality[foreground].max()) if foreground.any() else 1.0
-        starts = np.cumsum((0, *priors.level_sizes))
+        starts, strides = [*priors.level_starts(), len(priors.points)], priors.level_strides()
         for column, ax in enumerate(axes[row]):
             ax.set_axis_off()
             if column >= len(priors.level_sizes):
@@ -132,8 +126,7 @@ def draw_assignments(
                     x1, y1, x2, y2 = priors.boxes[anchor].tolist()
                     ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.5 * scale,
                                            ec=colours[int(gt_index[anchor])], ls="--"))
-            stride = float(priors.strides[starts[column], 0])
-            ax.set_title(f"{name} | stride {stride:g} | {len(chosen)} positives", fontsize=8)
+            ax.set_title(f"{name} | stride {strides[column]:g} | {len(chosen)} positives", fontsize=8)
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
@@ -205,7 +198,7 @@ def visualize_command(argv: list[str], config_dir: Path) -> int:
                                 title=f"{cfg.split} image {sample['image_id']}")
         lines.append(f"{path.name}:")
         for name, (assignment, output) in per_assigner.items():
-            strides = level_strides(output.priors)
+            strides = output.priors.level_strides()
             for summary in summarize_gts(assignment, output, sample["boxes"], sample["labels"]):
                 lines.append(f"  {name}: {summary.line(class_names, strides)}")
     (output_dir / "summary.txt").write_text("\n".join(lines) + "\n")

@@ -6,6 +6,7 @@ Every head, assigner, coder and post-processing step takes its priors from here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -24,6 +25,14 @@ class Priors(NamedTuple):
     strides: torch.Tensor
     boxes: torch.Tensor | None
     level_sizes: tuple[int, ...]
+
+    def level_starts(self) -> list[int]:
+        """The index of the first prior of each level."""
+        return [0, *itertools.accumulate(self.level_sizes[:-1])]
+
+    def level_strides(self) -> list[float]:
+        """The stride of each level, in level order."""
+        return self.strides[self.level_starts(), 0].tolist()
 
 
 def anchor_points(

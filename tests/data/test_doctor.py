@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from detector.assigners.tal import widen_small_boxes
 from detector.data.checks import check_dataset
 from detector.data.dataset import Record
-from detector.data.doctor import diagnose, points_inside, report_lines, widen_small
+from detector.data.doctor import diagnose, points_inside, report_lines
 from detector.data.formats.synthetic import generate_shapes
 from detector.models.priors import Priors, anchor_points
 
@@ -27,7 +28,8 @@ def test_points_strictly_inside_a_box():
     boxes = np.array([[0, 0, 8, 8], [5, 5, 11, 11], [0, 0, 16, 16], [4, 4, 12, 12], [-10, -10, 100, 100.]])
     # points of stride 8 at 4, 12, 20, 28 (grid 4); a point on the border is not inside
     assert points_inside(boxes, 8, 4).tolist() == [1, 0, 4, 0, 16]
-    assert widen_small(np.array([[5, 5, 11, 11.]]), 16).tolist() == [[0, 0, 16, 16]]
+    # TAL's rule, which the doctor uses: sides under the second stride (16 here) widened to it
+    assert widen_small_boxes(torch.tensor([[5, 5, 11, 11.]]), anchor_free_priors(32)).tolist() == [[0, 0, 16, 16]]
 
 
 def anchor_free_priors(size: int, strides=(8, 16)) -> Priors:

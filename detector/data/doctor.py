@@ -168,12 +168,12 @@ def report_lines(diagnosis: Diagnosis, class_names: Sequence[str]) -> list[str]:
 
 def plot_sizes(diagnosis: Diagnosis, path: str | Path, title: str = "") -> Path:
     """PNG: the histogram of box sizes (log bins) with the strides (dashed) and prior sizes (dotted)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # the Agg canvas: no pyplot, no global backend change
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from detector.evaluation.plots import save_figure
 
-    figure, ax = plt.subplots(figsize=(7, 3.5))
+    figure = Figure(figsize=(7, 3.5))
+    ax = figure.add_subplot()
     sizes = diagnosis.sizes[diagnosis.sizes > 0]
     top = max(float(sizes.max()) if len(sizes) else 1.0, diagnosis.img_size)
     ax.hist(sizes, bins=np.geomspace(1, top * 1.01, 40), color="tab:blue", alpha=0.8)
@@ -185,12 +185,7 @@ def plot_sizes(diagnosis: Diagnosis, path: str | Path, title: str = "") -> Path:
     ax.set_xlabel(f"box size sqrt(w*h), px at img_size {diagnosis.img_size} (red: strides, green: prior boxes)")
     ax.set_ylabel("boxes")
     ax.set_title(title, fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 @torch.no_grad()

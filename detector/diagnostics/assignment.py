@@ -90,17 +90,18 @@ def draw_assignments(
     """One row per assigner (`results`: name -> (assignment, head output) of the same image), one panel per level:
     the GT boxes in one colour each, and each positive of a GT in its colour, sized by its soft target (anchor
     points as dots on anchor-free heads, prior boxes as rectangles on anchor-based heads). Writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # the Agg canvas: no pyplot, no global backend change
     from matplotlib.patches import Rectangle
 
+    from detector.evaluation.plots import save_figure
+
     gt = gt_boxes.cpu().numpy().reshape(-1, 4)
-    colours = plt.get_cmap("tab20")(np.arange(max(len(gt), 1)) % 20)
+    colours = colormaps["tab20"](np.arange(max(len(gt), 1)) % 20)
     rows = list(results.items())
     columns = max(len(output.priors.level_sizes) for _, output in results.values())
-    figure, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 3.4 * len(rows)), squeeze=False)
+    figure = Figure(figsize=(3.2 * columns, 3.4 * len(rows)), layout="tight")
+    axes = figure.subplots(len(rows), columns, squeeze=False)
     for row, (name, (assignment, output)) in enumerate(rows):
         priors: Priors = output.priors
         foreground, gt_index = assignment.foreground[0].cpu(), assignment.gt_index[0].cpu()
@@ -129,12 +130,7 @@ def draw_assignments(
             ax.set_title(f"{name} | stride {strides[column]:g} | {len(chosen)} positives", fontsize=8)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 VISUALIZE_USAGE = """Draw what assigners do on a few images of a dataset: per GT box its positive anchors, one panel per level.

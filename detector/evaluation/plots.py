@@ -14,6 +14,14 @@ MAX_LEGEND_CLASSES = 20
 MAX_ANNOTATED_CLASSES = 30
 
 
+def save_figure(figure: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write `figure` to `path` (its folder created) with a tight bounding box; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
 def pr_curves(evaluator, category_ids: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Recall points (R,) and, for "iou50" and "iou50-95", precision (K, R) per class in `category_ids` order
     (NaN for a class without ground truth) from a finished COCOeval (area all, 100 detections)."""
@@ -58,9 +66,7 @@ def plot_pr_curves(evaluator, class_names: Sequence[str], category_ids: Sequence
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower left", fontsize=8 if legend else 9)
-        path = out_dir / f"pr_curve_{name}.png"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir / f"pr_curve_{name}.png", dpi))
     return paths
 
 
@@ -90,7 +96,4 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
                     text = f"{values[i, j]:.2f}" if normalize else f"{int(matrix[i, j])}"
                     ax.text(j, i, text, ha="center", va="center", fontsize=7,
                             color="white" if values[i, j] > 0.5 * vmax else "black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    return save_figure(fig, path, dpi)

@@ -168,16 +168,16 @@ def visualize_command(argv: list[str], config_dir: Path) -> int:
             cfg = compose("visualize_assignment", overrides=overrides + ([f"assigner={name}"] if name else []),
                           return_hydra_config=True)
             check_combination(cfg)
-            torch.manual_seed(cfg.seed)
-            if cfg.ckpt_path:
-                model, _, meta = load_detector(cfg.ckpt_path, device=cfg.device)
-                if meta["num_classes"] != cfg.data.num_classes:
-                    raise SystemExit(f"error: the checkpoint has {meta['num_classes']} classes, data.num_classes is "
-                                     f"{cfg.data.num_classes}: pass the data it was trained on (data=...)")
-            else:
-                model = build_model(OmegaConf.to_container(cfg.model, resolve=True)).to(cfg.device)
             criterion = hydra.utils.instantiate(cfg.criterion).to(cfg.device)
-            if not results:
+            if not results:  # the model and the images: the same for every assigner
+                if cfg.ckpt_path:
+                    model, _, meta = load_detector(cfg.ckpt_path, device=cfg.device)
+                    if meta["num_classes"] != cfg.data.num_classes:
+                        raise SystemExit(f"error: the checkpoint has {meta['num_classes']} classes, data.num_classes "
+                                         f"is {cfg.data.num_classes}: pass the data it was trained on (data=...)")
+                else:
+                    torch.manual_seed(cfg.seed)
+                    model = build_model(OmegaConf.to_container(cfg.model, resolve=True)).to(cfg.device)
                 datamodule = hydra.utils.instantiate(cfg.data)
                 dataset = datamodule.unaugmented_dataset(cfg.split)
                 indices = range(cfg.first_image, min(cfg.first_image + cfg.num_images, len(dataset)))

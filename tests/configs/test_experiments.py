@@ -87,3 +87,21 @@ def test_voc_box_loss_preset(compose_config):
         run_cfg = compose_config(["experiment=voc_box_loss", f"loss/box={option}"], return_hydra_config=True)
         criterion = hydra.utils.instantiate(run_cfg.module.criterion)
         assert f"{type(criterion.box_loss).__module__}.{type(criterion.box_loss).__name__}" == run_cfg.loss.box._target_
+
+
+def test_tiny_objects_preset(compose_config):
+    """TAL's overlap x the box loss, CIoU or NWD, on the tiny shapes; every cell and the documented Inner-IoU
+    variant build a criterion whose assigner and box loss are the ones named."""
+    cfg = compose_config(["experiment=ablate_tiny_objects"], return_hydra_config=True)
+    params = dict(cfg.hydra.sweeper.params)
+    assert params == {"seed": "0,1,2", "assigner/overlap": "ciou,nwd", "loss/box": "ciou,nwd"}
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.task_name == "ablate_tiny_objects"
+    assert cfg.hydra.runtime.choices.data == "shapes_tiny"
+    assert cfg.ablation.baseline == "assigner/overlap=ciou loss/box=ciou"
+    cells = [(o, b, []) for o in ("ciou", "nwd") for b in ("ciou", "nwd")] + [("ciou", "inner_ciou", ["loss.box.ratio=1.13"])]
+    for overlap, box, extra in cells:
+        run_cfg = compose_config(["experiment=ablate_tiny_objects", f"assigner/overlap={overlap}", f"loss/box={box}", *extra])
+        criterion = hydra.utils.instantiate(run_cfg.module.criterion)
+        assert criterion.assigner.overlap.func.__name__ == overlap
+        assert f"{type(criterion.box_loss).__module__}.{type(criterion.box_loss).__name__}" == run_cfg.loss.box._target_
+        assert getattr(criterion.box_loss, "ratio", 1.13) == 1.13

@@ -110,6 +110,7 @@ def test_600_gt_boxes_in_one_image_train_with_finite_loss_and_gradients():
     assert next(model.backbone.parameters()).grad.abs().sum() > 0  # the gradient reaches the first layer
 
 
+@pytest.mark.slow
 def test_600_gt_boxes_through_the_dataset_and_a_lightning_run(compose_config, write_image, tmp_path):
     size = 256
     crowded = crowd_boxes(600, size, size, seed=1)
@@ -144,7 +145,7 @@ def extreme_yolo(tmp_path, write_image) -> Path:
     return write_yolo(tmp_path / "ds", write_image, {"train": images, "val": images})
 
 
-@pytest.mark.parametrize("mosaic_prob", [0.0, 1.0])
+@pytest.mark.parametrize("mosaic_prob", [0.0, pytest.param(1.0, marks=pytest.mark.slow)])
 def test_extreme_aspect_ratios_keep_valid_boxes_through_augmentation_and_train(
     compose_config, extreme_yolo, mosaic_prob, tmp_path,
 ):

@@ -93,6 +93,7 @@ def test_convert_ultralytics_command_answers_help_and_refuses_with_a_message(mon
     assert not (tmp_path / "out.ckpt").exists()
 
 
+@pytest.mark.slow  # the whole deploy command twice; the fast tier runs the scripts once
 def test_detector_evaluate_equals_the_script(trained, evaluated):
     out = trained["tmp"] / "console_evaluate"
     result = run_console("detector-evaluate", [f"ckpt_path={trained['ckpt']}", f"hydra.run.dir={out}", "device=cpu"],
@@ -105,6 +106,7 @@ def test_detector_evaluate_equals_the_script(trained, evaluated):
     assert (out / "evaluate.log").is_file() and (evaluated["dir"] / "evaluate.log").is_file()
 
 
+@pytest.mark.slow  # the whole deploy command twice; the fast tier runs the scripts once
 def test_detector_predict_equals_the_script(trained, predicted):
     out = trained["tmp"] / "console_predict"
     run_console("detector-predict", [
@@ -114,6 +116,7 @@ def test_detector_predict_equals_the_script(trained, predicted):
     assert (out / "predictions.json").read_text() == (predicted["dir"] / "predictions.json").read_text()
 
 
+@pytest.mark.slow  # the whole deploy command twice; the fast tier runs the scripts once
 def test_detector_export_and_the_script_write_the_same_metadata(trained):
     pytest.importorskip("onnx")
     outputs = {}

@@ -268,10 +268,13 @@ class Comparison:
 
 def paired_test(values: dict[int, float], baseline: dict[int, float], confidence: float = 0.95) -> Comparison:
     """Paired t-test of `values` against `baseline`, both keyed by seed (only common finite seeds count):
-    d_i = x_i - b_i, t = mean(d) / (sd(d) / sqrt(n)), p = 2 * P(T_{n-1} > |t|) (= scipy.stats.ttest_rel).
-    Zero spread of the differences gives p = 1 when they are all 0, else p = 0 (t = +-inf)."""
+    d_i = x_i - b_i, t = mean(d) / (sd(d) / sqrt(n)), p = 2 * P(T_{n-1} > |t|), computed by
+    `scipy.stats.ttest_rel` (scipy is required by this module). Zero spread of the differences gives p = 1 when
+    they are all 0, else p = 0 (t = +-inf), without calling scipy (which returns NaN, resp. warns)."""
     seeds = sorted(s for s in values if s in baseline and not math.isnan(values[s]) and not math.isnan(baseline[s]))
-    d = np.asarray([values[s] - baseline[s] for s in seeds], dtype=float)
+    x = np.asarray([values[s] for s in seeds], dtype=float)
+    b = np.asarray([baseline[s] for s in seeds], dtype=float)
+    d = x - b
     n = len(d)
     if n == 0:
         return Comparison(0, [], math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
@@ -284,8 +287,8 @@ def paired_test(values: dict[int, float], baseline: dict[int, float], confidence
     if se == 0:
         t, p = (0.0, 1.0) if diff == 0 else (math.copysign(math.inf, diff), 0.0)
     else:
-        t = diff / se
-        p = float(2 * _stats.t.sf(abs(t), n - 1))
+        result = _stats.ttest_rel(x, b)
+        t, p = float(result.statistic), float(result.pvalue)
     return Comparison(n, seeds, diff, sd, diff - half, diff + half, t, p)
 
 

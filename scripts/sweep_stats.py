@@ -5,7 +5,8 @@ status, Hydra overrides, seed, best-epoch COCO stats, per-epoch history. This mo
 
 - reads them back (`collect_runs`), together with the jobs that never wrote one: a job directory without
   metrics.json ("incomplete": killed, out of memory, time limit) and, for Hydra's basic sweeper, a job of the
-  sweep's cartesian product without a directory at all ("missing");
+  sweep's cartesian product without a directory at all ("missing"; the grids of every launch into the directory,
+  `read_launches`);
 - groups runs into configurations (the job's overrides minus `seed`, or the values of `group_by` keys);
 - summarises each configuration over seeds (`summarize`): mean, sample sd, 95% confidence interval of the
   mean with the t distribution (n - 1 degrees of freedom);
@@ -20,8 +21,10 @@ explains the statistics. Needs scipy (the t distribution): `pip install -e ".[sw
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +63,8 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     baseline_hint: str | None = None  # `ablation.baseline` of the run's config (experiment presets set it)
     configuration: str = ""  # set by `summarize`
+    sweep_dir: Path | None = None  # the multirun directory it was collected from
+    hydra_overrides: tuple[str, ...] = ()  # the launch's Hydra overrides (`hydra.overrides.hydra`: launcher, ...)
 
     @property
     def name(self) -> str:
@@ -111,6 +116,7 @@ def read_run(directory: Path) -> Run:
     directory = Path(directory)
     hydra_overrides = _load_yaml(directory / ".hydra" / "overrides.yaml")
     config = _load_yaml(directory / ".hydra" / "config.yaml")
+    hydra_record = _load_yaml(directory / ".hydra" / "hydra.yaml")
     baseline_hint = None
     if isinstance(config, dict) and isinstance(config.get("ablation"), dict):
         baseline_hint = config["ablation"].get("baseline")
@@ -127,7 +133,8 @@ def read_run(directory: Path) -> Run:
         seed = _seed_from(overrides)
     if seed is None and isinstance(config, dict) and isinstance(config.get(SEED_KEY), int):
         seed = config[SEED_KEY]
-    run = Run(directory, overrides, "incomplete", seed=seed, baseline_hint=baseline_hint)
+    run = Run(directory, overrides, "incomplete", seed=seed, baseline_hint=baseline_hint,
+              hydra_overrides=_hydra_overrides(hydra_record))
     if data is None:
         last = _last_error_line(directory)
         run.reason = "no metrics.json (killed: time limit, out of memory; still running; or crashed before train())"
@@ -152,27 +159,88 @@ def read_run(directory: Path) -> Run:
     return run
 
 
-def expected_jobs(sweep_dir: Path) -> list[tuple[str, ...]] | None:
-    """The override lists of every job of a basic-sweeper multirun (the cartesian product Hydra launched),
-    rebuilt from `<sweep_dir>/multirun.yaml`; None when that is not possible (other sweepers, no file)."""
-    config = _load_yaml(Path(sweep_dir) / "multirun.yaml")
-    if not isinstance(config, dict):
-        return None
-    hydra_cfg = config.get("hydra") or {}
-    sweeper = hydra_cfg.get("sweeper") or {}
-    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
-        return None
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+def _hydra_overrides(record: Any) -> tuple[str, ...]:
+    """`hydra.overrides.hydra` of a multirun.yaml or a job's .hydra/hydra.yaml ({} or None: none)."""
+    hydra_cfg = (record or {}).get("hydra") if isinstance(record, dict) else None
+    overrides = ((hydra_cfg or {}).get("overrides") or {}).get("hydra") or []
+    return tuple(str(o) for o in overrides)
 
-        params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-        arguments = list((hydra_cfg.get("overrides") or {}).get("task") or [])
-        overrides = OverridesParser.create().parse_overrides(params + arguments)
-        batches = BasicSweeper.split_arguments(overrides, None)
-    except Exception:  # noqa: BLE001 - e.g. a glob sweep needing the config loader: no "missing" detection
+
+def expand_grid(arguments: Sequence[str]) -> list[tuple[str, ...]]:
+    """The jobs Hydra's basic sweeper launches for these overrides (its `params`, then the command line), in its
+    order: each override is parsed with Hydra's public override parser; a sweep (`a=1,2`, `range(0,3)`) gives one
+    value per job, a later override of the same key replaces the earlier one in its place, and the jobs are the
+    cartesian product. ValueError for what the basic sweeper refuses (interval sweeps) or cannot parse without
+    the config (glob sweeps)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(list(arguments)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ValueError(f"the basic sweeper does not support {override.input_line}")
+    return [tuple(job) for job in itertools.product(*choices.values())]
+
+
+@dataclass
+class Launch:
+    """One `python train.py -m ...` into a sweep directory, as recorded in its multirun.yaml."""
+
+    record: Path  # multirun.yaml, or multirun.<k>.yaml for an earlier launch (detector/sweeps.py)
+    jobs: list[tuple[str, ...]] | None  # the task overrides of every job; None: not a basic-sweeper grid
+    hydra_overrides: tuple[str, ...]
+
+
+def launch_records(sweep_dir: Path) -> list[Path]:
+    """The `multirun*.yaml` files of a sweep directory in launch order: `multirun.<k>.yaml` (k = 0, 1, ...: kept by
+    detector/sweeps.py when another launch went into the same directory; the same function is there, this module
+    does not import the package), then `multirun.yaml`, the latest."""
+    sweep_dir = Path(sweep_dir)
+    archived = sorted((int(m.group(1)), p) for p in sweep_dir.glob("multirun.*.yaml")
+                      if (m := re.match(r"^multirun\.(\d+)\.yaml$", p.name)))
+    latest = sweep_dir / "multirun.yaml"
+    return [p for _, p in archived] + ([latest] if latest.is_file() else [])
+
+
+def read_launches(sweep_dir: Path) -> list[Launch]:
+    """The launches into a sweep directory, first to last (`launch_records`)."""
+    launches = []
+    for path in launch_records(Path(sweep_dir)):
+        config = _load_yaml(path)
+        if not isinstance(config, dict):
+            continue
+        hydra_cfg = config.get("hydra") or {}
+        sweeper = hydra_cfg.get("sweeper") or {}
+        jobs = None
+        if str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+            arguments = list((hydra_cfg.get("overrides") or {}).get("task") or [])
+            try:
+                jobs = expand_grid(params + arguments)
+            except Exception:  # noqa: BLE001 - e.g. a glob sweep needing the config loader: no "missing" detection
+                jobs = None
+        launches.append(Launch(path, jobs, _hydra_overrides(config)))
+    return launches
+
+
+def expected_jobs(sweep_dir: Path) -> list[tuple[str, ...]] | None:
+    """The override lists of every job that the basic-sweeper launches into `sweep_dir` meant to run (the
+    cartesian product Hydra launched, over all launches, each job once), rebuilt from its multirun*.yaml; None
+    when that is not possible (other sweepers, no file)."""
+    grids = [launch.jobs for launch in read_launches(sweep_dir) if launch.jobs is not None]
+    if not grids:
         return None
-    return [tuple(job) for batch in batches for job in batch]
+    seen: set[frozenset[str]] = set()
+    jobs = []
+    for job in itertools.chain.from_iterable(grids):
+        if frozenset(job) not in seen:
+            seen.add(frozenset(job))
+            jobs.append(job)
+    return jobs
 
 
 def _run_directories(root: Path) -> list[Path]:
@@ -200,11 +268,16 @@ def collect_runs(sweep_dirs: Sequence[Path | str]) -> tuple[list[Run], list[Run]
         if not root.is_dir():
             raise SweepError(f"not a directory: {root}")
         runs = [read_run(d) for d in _run_directories(root)]
+        for run in runs:
+            run.sweep_dir = root
         seen = {frozenset(r.overrides) for r in runs}
-        for job in expected_jobs(root) or []:
-            if frozenset(job) not in seen:
-                runs.append(Run(None, job, "missing", "no job directory: the job never started "
-                                "(sweep interrupted, or composition failed)", seed=_seed_from(job)))
+        for launch in read_launches(root):
+            for job in launch.jobs or []:
+                if frozenset(job) not in seen:
+                    seen.add(frozenset(job))
+                    runs.append(Run(None, job, "missing", "no job directory: the job never started "
+                                    "(sweep interrupted, or composition failed)", seed=_seed_from(job),
+                                    sweep_dir=root, hydra_overrides=launch.hydra_overrides))
         ordered.extend(runs)
     best: dict[Any, Run] = {}
     superseded: list[Run] = []
@@ -348,13 +421,19 @@ def group_runs(runs: Sequence[Run], group_by: Sequence[str] | None = None) -> tu
     if defining:
         shared = set(defining[0]).intersection(*map(set, defining[1:]))
         common = tuple(o for o in defining[0] if o in shared)
+    # one order of the keys for every run (their first appearance), so that a job launched later with its
+    # overrides in another order (a preset's sweeper params come first) joins the same configuration
+    rank: dict[str, int] = {}
+    for overrides in defining:
+        for o in overrides:
+            rank.setdefault(override_key(o), len(rank))
     configurations: dict[tuple[str, ...], Configuration] = {}
     for run, overrides in zip(runs, defining):
         if group_by:
             values = {override_key(o): o for o in overrides}
             key = tuple(values.get(k, f"{k}=(default)") for k in group_by)
         else:
-            key = tuple(o for o in overrides if o not in common)
+            key = tuple(sorted((o for o in overrides if o not in common), key=lambda o: rank[override_key(o)]))
         label = " ".join(key) if key else "(base)"
         run.configuration = label
         configurations.setdefault(key, Configuration(label, key, [])).runs.append(run)

@@ -1,5 +1,5 @@
-"""Launching more jobs into an existing sweep directory: the job-folder numbering of detector/sweeps.py, on a real
-Hydra multirun of a trivial app (no training)."""
+"""Adding jobs to a sweep directory: the grid of every launch (multirun*.yaml) expanded as Hydra's basic sweeper
+does, and the job-folder numbering of detector/sweeps.py (a real Hydra multirun of a trivial app, no training)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,66 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detector.sweeps import launch_records
+import pytest
+
+from sweep_stats import collect_runs, expand_grid, expected_jobs, launch_records, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("arguments", [
+    ["loss=ciou,giou", "seed=0,1,2", "trainer.max_epochs=3"],
+    ["seed=0,1", "loss/box=iou,ciou", "experiment=ablate_box_loss", "seed=5,6"],  # a later seed= replaces the first
+    ["seed=range(0,3)", "+trainer.x=1", "trainer.devices=[0,1]", "x='a,b'", "lr=0.1,0.2"],
+    ["a=1"],
+])
+def test_grid_expansion_equals_hydras_basic_sweeper(arguments):
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    [batch] = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
+    assert expand_grid(arguments) == [tuple(job) for job in batch]
+
+
+def multirun_yaml(task: list[str], params: dict[str, str] | None = None, hydra: list[str] = ()) -> str:
+    lines = ["hydra:", "  sweeper:", "    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper"]
+    lines += ["    params:"] + [f"      {k}: {v}" for k, v in (params or {}).items()] if params else ["    params: null"]
+    lines += ["  overrides:", "    hydra:"] + [f"    - {o}" for o in hydra] + ["    task:"] + [f"    - {o}" for o in task]
+    return "\n".join(lines) + "\n"
+
+
+def test_expected_jobs_are_the_union_of_every_launch_in_order(tmp_path):
+    (tmp_path / "multirun.yaml").write_text(multirun_yaml(["loss=giou,diou", "seed=3"]))
+    (tmp_path / "multirun.0.yaml").write_text(multirun_yaml(["loss=ciou,giou", "seed=1"], params={"seed": "0,1"}))
+    (tmp_path / "multirun.1.yaml").write_text(multirun_yaml(["loss=giou", "seed=1"]))  # a rerun: nothing new
+    (tmp_path / "multirun.x.yaml").write_text("not a launch record")
+    assert [p.name for p in launch_records(tmp_path)] == ["multirun.0.yaml", "multirun.1.yaml", "multirun.yaml"]
+    # the preset's seed param is replaced by the command line's seed=1 (Hydra's order: params first)
+    assert expected_jobs(tmp_path) == [("seed=1", "loss=ciou"), ("seed=1", "loss=giou"), ("loss=giou", "seed=3"),
+                                       ("loss=diou", "seed=3")]
+
+
+def test_the_two_launch_record_functions_agree(tmp_path):
+    from detector import sweeps
+
+    for name in ("multirun.yaml", "multirun.0.yaml", "multirun.10.yaml", "multirun.2.yaml", "multirun.a.yaml"):
+        (tmp_path / name).write_text("")
+    assert sweeps.launch_records(tmp_path) == launch_records(tmp_path)
+    assert [p.name for p in launch_records(tmp_path)][-2:] == ["multirun.10.yaml", "multirun.yaml"]
+
+
+def test_a_job_with_its_overrides_in_another_order_joins_its_configuration(tmp_path):
+    """A preset's sweeper params come first in a job's overrides: a job launched later from the command line may
+    list the same overrides in another order."""
+    from .conftest import write_job
+
+    write_job(tmp_path / "0", ["loss=ciou", "seed=0", "lr=1"], 0, 0.40)
+    write_job(tmp_path / "1", ["loss=giou", "seed=0", "lr=1"], 0, 0.41)
+    write_job(tmp_path / "2", ["lr=1", "seed=1", "loss=giou"], 1, 0.44)
+    write_job(tmp_path / "3", ["seed=1", "loss=ciou", "lr=1"], 1, 0.42)
+    summary = summarize(collect_runs([tmp_path])[0])
+    assert [(c.label, len(c.runs)) for c in summary.configurations] == [("loss=ciou", 2), ("loss=giou", 2)]
+    assert summary.configurations[1].comparisons["map"].n == 2
 
 
 APP = '''
@@ -53,7 +110,7 @@ def test_a_second_launch_into_a_sweep_dir_continues_the_job_numbers(tmp_path):
     assert {p.name: (p / "done.txt").read_text() for p in sweep.iterdir() if p.name.isdigit()} == {
         "0": "1", "1": "2", "2": "3", "3": "4", "4": "5"}
     assert [p.name for p in launch_records(sweep)] == ["multirun.0.yaml", "multirun.yaml"]
-    assert "- x=1,2" in (sweep / "multirun.0.yaml").read_text() and "- x=3,4,5" in (sweep / "multirun.yaml").read_text()
+    assert expected_jobs(sweep) == [("x=1",), ("x=2",), ("x=3",), ("x=4",), ("x=5",)]
     assert "hydra.sweep.subdir=${offset_job_num:2}" in (sweep / "2" / ".hydra" / "hydra.yaml").read_text()
     # an explicit subdir is the user's choice: left alone
     launch("x=6", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=extra")

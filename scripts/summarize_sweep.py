@@ -10,7 +10,11 @@ the --group-by keys), and writes into <first dir>/summary/ (or --out):
   bars.png     mean per metric and configuration with 95% CI error bars
   curves.png   training loss and val mAP50-95 per epoch of every configuration, overlaid
 
-The Markdown table is also printed. See docs/ablations.md for the statistics.
+The Markdown table is also printed.
+
+--resume-command prints only the commands that relaunch the sweep's missing and failed jobs (their original
+overrides, the same sweep directory, new job folders) and writes nothing: review them, or pipe them to `sh`.
+See docs/ablations.md for the statistics.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 from pathlib import Path
 
 try:  # the statistics (scripts/sweep_stats.py, beside this file) need scipy, an optional extra
-    from sweep_stats import SweepError, collect_runs, summarize, to_markdown, write_all
+    from sweep_stats import SweepError, collect_runs, resume_commands, summarize, to_markdown, write_all
 except ModuleNotFoundError as error:
     if error.name != "scipy":
         raise
@@ -39,11 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first sweep dir>/summary)")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
+    parser.add_argument("--resume-command", action="store_true",
+                        help="print only the commands that relaunch the missing and failed jobs into their sweep "
+                             "directory (one per line; `| sh` runs them) and write nothing")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
 
     try:
         runs, superseded = collect_runs(args.sweep_dirs)
+        if args.resume_command:
+            return print_resume_commands(runs)
         group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
         summary = summarize(runs, baseline=args.baseline, group_by=group_by, confidence=args.confidence,
                             alpha=args.alpha, sweep_dirs=args.sweep_dirs, superseded=superseded)
@@ -53,6 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_all(summary, args.out or args.sweep_dirs[0] / "summary", plots=not args.no_plots)
     print(to_markdown(summary))
     print("Written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def print_resume_commands(runs) -> int:
+    """The relaunch commands on stdout after a `#` line that counts the jobs; what cannot be relaunched on stderr."""
+    if not runs:
+        print("error: no runs found (no metrics.json, .hydra/ or multirun.yaml under the given directories)",
+              file=sys.stderr)
+        return 2
+    commands, skipped = resume_commands(runs)
+    todo = [r for r in runs if r.status != "ok"]
+    done = len(runs) - len(todo)
+    if not todo:
+        print(f"# nothing to resume: all {len(runs)} jobs are done")
+        return 0
+    counts = ", ".join(f"{sum(r.status == s for r in todo)} {s}" for s in ("failed", "incomplete", "missing")
+                       if any(r.status == s for r in todo))
+    print(f"# {done} of {len(runs)} jobs done; relaunching {len(todo) - len(skipped)} ({counts}); "
+          "run from the repository root, after the sweep has stopped")
+    for command in commands:
+        print(command)
+    for run in skipped:
+        print(f"cannot relaunch {run.name}: no overrides recorded (.hydra/overrides.yaml)", file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,8 @@ status, Hydra overrides, seed, best-epoch COCO stats, per-epoch history. This mo
   mean with the t distribution (n - 1 degrees of freedom);
 - compares each configuration with a baseline by a paired t-test on the runs matched by seed (same seed =
   same initial weights and data order, so the seed-to-seed spread common to both largely cancels);
+- builds the `python train.py -m ...` commands that relaunch a sweep's missing and failed jobs into the same
+  directory (`resume_commands`);
 - writes the tables (`to_markdown`, `write_csv`) and plots (`plot_bars`, `plot_curves`).
 
 `scripts/summarize_sweep.py` is the command line (it imports this module from its own folder); docs/ablations.md
@@ -25,6 +27,7 @@ import itertools
 import json
 import math
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -518,6 +521,101 @@ def summarize(
                    source, problems, list(superseded), warnings, confidence, alpha)
 
 
+# ---------------------------------------------------------------------------------------- commands
+
+TRAIN = "python train.py -m"  # run from the repository root
+OFFSET_RESOLVER = "offset_job_num"  # detector.sweeps.RESOLVER (not imported: this part needs no detector package)
+
+
+def _repeated_hydra_overrides(hydra_overrides: Iterable[str]) -> tuple[str, ...]:
+    """The Hydra overrides of a launch that a relaunch repeats (the launcher and its settings), without the sweep
+    dir (given anew), the mode (`-m` says it) and the job-folder offset detector.sweeps set for that launch."""
+    kept = []
+    for o in hydra_overrides:
+        key = override_key(o)
+        if key in ("hydra.sweep.dir", "hydra.mode") or (key == "hydra.sweep.subdir" and OFFSET_RESOLVER in o):
+            continue
+        kept.append(o)
+    return tuple(kept)
+
+
+def _merge_along(blocks: list[list[list[str]]], k: int) -> list[list[list[str]]]:
+    """Merge the blocks that are equal except at position k (their values at k are joined)."""
+    merged: dict[tuple, list[list[str]]] = {}
+    for block in blocks:
+        key = tuple(tuple(sorted(values)) for i, values in enumerate(block) if i != k)
+        if key in merged:
+            merged[key][k] += [o for o in block[k] if o not in merged[key][k]]
+        else:
+            merged[key] = [list(values) for values in block]
+    return list(merged.values())
+
+
+def _blocks(jobs: Sequence[tuple[str, ...]]) -> list[list[list[str]]]:
+    """Jobs with the same keys in the same order -> cartesian blocks (per position, a list of `key=value`
+    overrides) that cover exactly these jobs, as few as found by merging along the varying positions in every
+    order (up to 4 varying positions; one order beyond). At equal count, the seeds of a configuration stay
+    together (the orders that merge along the seeds first are tried first)."""
+    blocks = [[[o] for o in job] for job in jobs]
+    varying = [k for k in range(len(jobs[0])) if len({job[k] for job in jobs}) > 1] if jobs else []
+    varying.sort(key=lambda k: override_key(jobs[0][k]) != SEED_KEY)
+    orders = itertools.permutations(varying) if len(varying) <= 4 else [tuple(varying)]
+    best = blocks
+    for order in orders:
+        candidate = blocks
+        for k in order:
+            candidate = _merge_along(candidate, k)
+        if len(candidate) < len(best):
+            best = candidate
+    return best
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    """[3, 4, 5, 6] -> `range(3,7)` (Hydra's sweep syntax) for 4 or more consecutive seeds, else `3,4`."""
+    seeds = sorted(seeds)
+    if len(seeds) >= 4 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"range({seeds[0]},{seeds[-1] + 1})"
+    return ",".join(map(str, seeds))
+
+
+def _sweep_override(position: list[str]) -> str:
+    """[`seed=3`, `seed=4`] -> `seed=3,4` (seeds sorted by number; 4 or more consecutive ones as `range(a,b)`)."""
+    key = position[0].split("=", 1)[0]
+    values = [override_value(o) for o in position]
+    if override_key(position[0]) == SEED_KEY and all(v.lstrip("-").isdigit() for v in values):
+        return f"{key}={_seed_list([int(v) for v in values])}"
+    return f"{key}={','.join(values)}"
+
+
+def launch_commands(jobs: Sequence[tuple[Path, tuple[str, ...], tuple[str, ...]]]) -> list[str]:
+    """(sweep dir, Hydra overrides, task overrides) of each job -> the fewest `python train.py -m ...` commands
+    (Hydra's basic sweeper launches cartesian products) that launch exactly these jobs into their sweep dir.
+    detector.sweeps numbers the new job folders after the existing ones."""
+    groups: dict[tuple, list[tuple[str, ...]]] = {}
+    for sweep_dir, hydra_overrides, overrides in jobs:
+        key = (Path(sweep_dir).resolve(), _repeated_hydra_overrides(hydra_overrides),
+               tuple(o.split("=", 1)[0] for o in overrides))
+        if overrides not in groups.setdefault(key, []):
+            groups[key].append(tuple(overrides))
+    commands = []
+    for (sweep_dir, hydra_overrides, _keys), group in groups.items():
+        for block in _blocks(group):
+            arguments = [_sweep_override(position) for position in block]
+            arguments += [*hydra_overrides, f"hydra.sweep.dir={sweep_dir}"]
+            commands.append(f"{TRAIN} " + " ".join(shlex.quote(a) for a in arguments))
+    return commands
+
+
+def resume_commands(runs: Sequence[Run]) -> tuple[list[str], list[Run]]:
+    """The commands that relaunch every run that is not `ok` (failed, incomplete, missing; runs superseded by a
+    successful rerun are not in `runs`) with its original overrides into its own sweep directory, and the runs
+    that cannot be relaunched (no overrides recorded)."""
+    todo = [r for r in runs if r.status != "ok"]
+    ready = [r for r in todo if r.overrides and r.sweep_dir is not None]
+    commands = launch_commands([(r.sweep_dir, r.hydra_overrides, r.overrides) for r in ready])
+    return commands, [r for r in todo if r not in ready]
+
+
 # ------------------------------------------------------------------------------------------ output
 
 
@@ -607,6 +705,8 @@ def to_markdown(summary: Summary, compared: Sequence[str] = ("map", "map_50")) -
         for r in summary.problems:
             lines.append(f"| `{_md_escape(r.name)}` | `{_md_escape(r.configuration)}` | {r.seed} | {r.status} | "
                          f"{_md_escape(r.reason)} |")
+        lines += ["", "`python scripts/summarize_sweep.py <sweep dirs> --resume-command` prints the commands that "
+                  "relaunch them into their sweep directory."]
     else:
         lines.append("None.")
     if summary.superseded:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +27,9 @@ def tiny(tmp_path: Path) -> list[str]:
     ]
 
 
-def run(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
+def run(args: list[str], timeout: int = 400, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     # one intra-op thread: on a busy 2-core machine, 2 spinning threads make the few steps about 10x slower
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     result = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True,
                             timeout=timeout, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -79,3 +81,40 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on_with_the_joblib_launc
     out = run(["scripts/summarize_sweep.py", str(sweep), "--baseline", "loss.weights.box=7.5", "--no-plots"], timeout=120).stdout
     problems = out.split("## Missing or failed runs (1)")[1]
     assert "loss.weights.box=nan" in problems and "| failed | NonFiniteLossError: 1 consecutive steps" in problems
+
+
+@pytest.mark.slow
+def test_a_preempted_sweep_is_resumed_into_its_own_directory(tmp_path):
+    """A 4-job multirun, then the state a preemption of parallel jobs leaves: jobs 0 and 2 done, job 1 killed
+    before writing its metrics.json, job 3 never started (its folder gone). --resume-command relaunches the two
+    (seed 1 of both losses: one command) into the same sweep directory; their folders come after the existing
+    ones, the finished jobs are not touched, and the summary then counts 4 of 4. (A metrics.json cut off while
+    being written counts as failed and is relaunched too: tests/sweeps/test_summarize.py.)"""
+    tiny_args = [*tiny(tmp_path), "data.batch_size=4", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
+    run(["train.py", "-m", "loss/box=ciou,giou", "seed=0,1", *tiny_args])
+    sweep = tmp_path / "multirun"
+    finished = {job: (sweep / job / "metrics.json").read_text() for job in ("0", "2")}
+    (sweep / "1" / "metrics.json").unlink()
+    shutil.rmtree(sweep / "3")
+    env = {"PYTHONPATH": str(ROOT)}  # the scripts import this checkout's package
+
+    out = run(["scripts/summarize_sweep.py", str(sweep), "--resume-command"], timeout=120, env=env).stdout
+    assert out.startswith("# 2 of 4 jobs done; relaunching 2 (1 incomplete, 1 missing)")
+    [command] = [shlex.split(line) for line in out.splitlines() if not line.startswith("#")]
+    assert command[:3] == ["python", "train.py", "-m"] and "seed=1" in command and "loss/box=ciou,giou" in command
+    assert f"hydra.sweep.dir={sweep.resolve()}" in command
+    run(command[1:])
+    assert {job: (sweep / job / "metrics.json").read_text() for job in ("0", "2")} == finished
+    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3", "4"]
+    assert not (sweep / "1" / "metrics.json").exists()  # the killed job's folder is left as it was
+    assert [json.loads((sweep / job / "metrics.json").read_text())["overrides"][:2] for job in ("3", "4")] == [
+        ["loss/box=ciou", "seed=1"], ["loss/box=giou", "seed=1"]]
+    assert (sweep / "multirun.0.yaml").is_file()  # the first launch's grid, kept
+
+    out = run(["scripts/summarize_sweep.py", str(sweep), "--no-plots"], timeout=120, env=env).stdout
+    assert "- Runs: 4 (4 ok, 0 failed, 0 incomplete, 0 missing)" in out and "## Missing or failed runs (0)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `loss/box=")]
+    assert len(rows) == 2 and all("| 2 / 2 |" in row for row in rows) and "(n=2)" in rows[1]
+    assert "Superseded by a rerun (1)" in out  # the killed run, replaced
+    resumed = run(["scripts/summarize_sweep.py", str(sweep), "--resume-command"], timeout=120, env=env).stdout
+    assert resumed.startswith("# nothing to resume: all 4 jobs are done")

@@ -1,18 +1,21 @@
 """Adding jobs to a sweep directory: the grid of every launch (multirun*.yaml) expanded as Hydra's basic sweeper
-does, and the job-folder numbering of detector/sweeps.py (a real Hydra multirun of a trivial app, no training)."""
+does, the relaunch commands of --resume-command, and the job-folder numbering of detector/sweeps.py (a real Hydra
+multirun of a trivial app, no training)."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from sweep_stats import collect_runs, expand_grid, expected_jobs, launch_records, summarize
+from sweep_stats import collect_runs, expand_grid, expected_jobs, launch_records, resume_commands, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "summarize_sweep.py"
 
 
 @pytest.mark.parametrize("arguments", [
@@ -68,6 +71,50 @@ def test_a_job_with_its_overrides_in_another_order_joins_its_configuration(tmp_p
     summary = summarize(collect_runs([tmp_path])[0])
     assert [(c.label, len(c.runs)) for c in summary.configurations] == [("loss=ciou", 2), ("loss=giou", 2)]
     assert summary.configurations[1].comparisons["map"].n == 2
+
+
+def test_resume_commands_relaunch_exactly_the_failed_incomplete_and_missing_jobs(fabricated_sweep):
+    runs, _ = collect_runs([fabricated_sweep])
+    commands, skipped = resume_commands(runs)
+    d = fabricated_sweep.resolve()
+    # diou seed 2 failed, siou seed 1 incomplete, siou seed 2 never started: two cartesian blocks
+    assert commands == [f"python train.py -m loss=diou seed=2 trainer.max_epochs=3 hydra.sweep.dir={d}",
+                        f"python train.py -m loss=siou seed=1,2 trainer.max_epochs=3 hydra.sweep.dir={d}"]
+    assert skipped == []
+    # what the commands launch, parsed back as Hydra will: exactly the jobs that are not ok
+    relaunched = set()
+    for command in commands:
+        arguments = shlex.split(command)[3:]
+        assert arguments[-1] == f"hydra.sweep.dir={d}"
+        relaunched |= {frozenset(job) for job in expand_grid(arguments[:-1])}
+    assert relaunched == {frozenset(r.overrides) for r in runs if r.status != "ok"}
+
+
+def test_resume_commands_keep_the_launcher_and_drop_the_old_sweep_settings(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    hydra = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.mode=MULTIRUN",
+             f"hydra.sweep.dir={sweep}"]
+    (sweep / "multirun.yaml").write_text(multirun_yaml(["model=yolov8", "seed=0,1", "data.img_size=${oc.env:SZ}"],
+                                                       hydra=hydra + ["hydra.sweep.subdir=${offset_job_num:4}"]))
+    [command], _ = resume_commands(collect_runs([sweep])[0])
+    # an interpolation in the form Hydra records it in the jobs' overrides (escaped), which it parses back to the
+    # same value; single-quoted for the shell
+    assert shlex.split(command) == [
+        "python", "train.py", "-m", "model=yolov8", "seed=0,1", r"data.img_size=$\{oc.env\:SZ\}",
+        "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={sweep.resolve()}"]
+    assert r"'data.img_size=$\{oc.env\:SZ\}'" in command
+
+
+def test_resume_command_cli(fabricated_sweep, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(SCRIPT), str(fabricated_sweep), "--resume-command"], check=False,
+                            capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("# 9 of 12 jobs done; relaunching 3 (1 failed, 1 incomplete, 1 missing)")
+    assert lines[1:] == resume_commands(collect_runs([fabricated_sweep])[0])[0]
+    assert not (fabricated_sweep / "summary").exists()  # writes nothing
 
 
 APP = '''

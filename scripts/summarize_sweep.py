@@ -10,7 +10,9 @@ the --group-by keys), and writes into <first dir>/summary/ (or --out):
   bars.png     mean per metric and configuration with 95% CI error bars
   curves.png   training loss and val mAP50-95 per epoch of every configuration, overlaid
 
-The Markdown table is also printed.
+The Markdown table is also printed, with a power section: per comparison with the baseline, the minimal
+detectable effect at 80% power, the seeds needed for --target-delta (else for the observed difference), Holm's
+correction, and the `python train.py -m ...` commands that add the missing seeds to the same sweep directory.
 
 --resume-command prints only the commands that relaunch the sweep's missing and failed jobs (their original
 overrides, the same sweep directory, new job folders) and writes nothing: review them, or pipe them to `sh`.
@@ -43,19 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first sweep dir>/summary)")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
+    parser.add_argument("--target-delta", type=float, default=None, metavar="D",
+                        help="the smallest difference that matters, in the table's units (AP x 100, e.g. 1 = one "
+                             "mAP point): the seeds needed to detect it with 80%% power, and whether a comparison "
+                             "that is not significant had the power to see it (default: the observed difference)")
     parser.add_argument("--resume-command", action="store_true",
                         help="print only the commands that relaunch the missing and failed jobs into their sweep "
                              "directory (one per line; `| sh` runs them) and write nothing")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
+    if args.target_delta is not None and not args.target_delta > 0:
+        parser.error("--target-delta must be positive")
 
     try:
         runs, superseded = collect_runs(args.sweep_dirs)
         if args.resume_command:
             return print_resume_commands(runs)
         group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
+        target = None if args.target_delta is None else args.target_delta / 100  # AP points -> fractions
         summary = summarize(runs, baseline=args.baseline, group_by=group_by, confidence=args.confidence,
-                            alpha=args.alpha, sweep_dirs=args.sweep_dirs, superseded=superseded)
+                            alpha=args.alpha, sweep_dirs=args.sweep_dirs, superseded=superseded, target_delta=target)
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

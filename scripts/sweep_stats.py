@@ -5,15 +5,17 @@ status, Hydra overrides, seed, best-epoch COCO stats, per-epoch history. This mo
 
 - reads them back (`collect_runs`), together with the jobs that never wrote one: a job directory without
   metrics.json ("incomplete": killed, out of memory, time limit) and, for Hydra's basic sweeper, a job of the
-  sweep's cartesian product without a directory at all ("missing"; the grids of every launch into the directory,
-  `read_launches`);
+  sweep's cartesian product without a directory at all ("missing");
 - groups runs into configurations (the job's overrides minus `seed`, or the values of `group_by` keys);
 - summarises each configuration over seeds (`summarize`): mean, sample sd, 95% confidence interval of the
   mean with the t distribution (n - 1 degrees of freedom);
 - compares each configuration with a baseline by a paired t-test on the runs matched by seed (same seed =
-  same initial weights and data order, so the seed-to-seed spread common to both largely cancels);
-- builds the `python train.py -m ...` commands that relaunch a sweep's missing and failed jobs into the same
-  directory (`resume_commands`);
+  same initial weights and data order, so the seed-to-seed spread common to both largely cancels), with
+  Holm-corrected p-values over the comparisons of the table (`holm`), and says what the sweep could detect: the
+  minimal detectable effect at 80% power (`minimal_detectable_effect`) and the seeds needed for a target
+  difference (`seeds_needed`), both from the noncentral t distribution;
+- builds the `python train.py -m ...` commands that add seeds to a sweep (`add_seed_commands`) or relaunch its
+  missing and failed jobs (`resume_commands`) into the same directory;
 - writes the tables (`to_markdown`, `write_csv`) and plots (`plot_bars`, `plot_curves`).
 
 `scripts/summarize_sweep.py` is the command line (it imports this module from its own folder); docs/ablations.md
@@ -43,6 +45,8 @@ METRICS: dict[str, str] = {
 }
 DEFAULT_BASELINE = "ciou"  # any override set to ciou: loss/box=ciou (or the older loss=ciou)
 SEED_KEY = "seed"
+POWER = 0.8  # the power of the minimal detectable effect and of the seeds needed
+MAX_SEEDS = 200  # seeds_needed gives up beyond this many pairs
 _STATUS_RANK = {"ok": 3, "failed": 2, "incomplete": 1, "missing": 0}
 
 
@@ -337,9 +341,29 @@ class Comparison:
     high: float
     t: float
     p: float  # two-sided; NaN for n < 2
+    # set by `summarize`: the power analysis of this comparison (NaN / None where n < 2)
+    p_holm: float = math.nan  # Holm-corrected over the comparisons of the same metric in the table
+    mde: float = math.nan  # minimal detectable effect at POWER (same units as diff)
+    target: float = math.nan  # the difference `seeds_needed` is computed for: --target-delta, else |diff|
+    target_source: str = ""  # "target" (--target-delta) or "observed" (|diff|)
+    seeds_needed: int | None = None  # pairs needed for POWER at `target`; None: not computable or > MAX_SEEDS
 
     def significant(self, alpha: float = 0.05) -> bool:
         return not math.isnan(self.p) and self.p < alpha
+
+    def significant_holm(self, alpha: float = 0.05) -> bool:
+        return not math.isnan(self.p_holm) and self.p_holm < alpha
+
+    def verdict(self, alpha: float = 0.05) -> str:
+        """`untested` (n < 2), `significant` (after Holm), `no effect >= target` (not significant, but the
+        sweep had 80% power for --target-delta: MDE <= target), else `undecided`."""
+        if self.n < 2 or math.isnan(self.p):
+            return "untested"
+        if self.significant_holm(alpha):
+            return "significant"
+        if self.target_source == "target" and self.mde <= self.target:
+            return "no effect >= target"
+        return "undecided"
 
 
 def paired_test(values: dict[int, float], baseline: dict[int, float], confidence: float = 0.95) -> Comparison:
@@ -366,6 +390,78 @@ def paired_test(values: dict[int, float], baseline: dict[int, float], confidence
         result = _stats.ttest_rel(x, b)
         t, p = float(result.statistic), float(result.pvalue)
     return Comparison(n, seeds, diff, sd, diff - half, diff + half, t, p)
+
+
+# ---------------------------------------------------------------------------------------------- power
+
+
+def paired_power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at level alpha with n pairs when the true mean difference is `delta`
+    and the differences have standard deviation `sd`: P(|T| > t_{1-alpha/2, n-1}) where T follows the
+    noncentral t distribution with n - 1 degrees of freedom and noncentrality delta * sqrt(n) / sd (exact; both
+    tails counted). NaN for n < 2."""
+    if n < 2 or math.isnan(delta) or math.isnan(sd):
+        return math.nan
+    if sd == 0:
+        return 1.0 if delta != 0 else alpha
+    df = n - 1
+    crit = float(_stats.t.ppf(1 - alpha / 2, df))
+    nc = abs(delta) * math.sqrt(n) / sd
+    upper = float(_stats.nct.sf(crit, df, nc))
+    lower = float(_stats.nct.cdf(-crit, df, nc))  # the wrong-sign tail: tiny, and NaN in scipy where it underflows
+    if math.isnan(upper):
+        upper = 1.0 - float(_stats.nct.cdf(crit, df, nc))
+    return upper + (0.0 if math.isnan(lower) else lower)
+
+
+def minimal_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
+    """The minimal detectable effect (MDE): the true mean difference that the two-sided paired t-test with n
+    pairs detects with probability `power` at level alpha, when the differences have standard deviation sd.
+
+    Exact: the root in delta of `paired_power(delta, sd, n, alpha) = power` (noncentral t, scipy.stats.nct;
+    brentq); this is what the summary prints. The usual approximation (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd
+    / sqrt(n), which treats the noncentral t as a shifted central t, is within 2% from 4 pairs on and too small
+    with fewer: for sd 1 it gives 1.662 against 1.682 exact with n 5, 3.10 against 3.26 with n 3, 9.96 against
+    11.55 with n 2. NaN for n < 2 or an unknown sd; 0 for sd 0."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    from scipy.optimize import brentq
+
+    df = n - 1
+    high = (float(_stats.t.ppf(1 - alpha / 2, df)) + float(_stats.t.ppf(power, df))) / math.sqrt(n)
+    while paired_power(high, 1.0, n, alpha) < power:
+        high *= 2
+    effect = brentq(lambda e: paired_power(e, 1.0, n, alpha) - power, 0.0, high, xtol=1e-12, rtol=1e-12)
+    return float(effect) * sd
+
+
+def seeds_needed(delta: float, sd: float, alpha: float = 0.05, power: float = POWER,
+                 max_n: int = MAX_SEEDS) -> int | None:
+    """The smallest number of pairs n >= 2 with `paired_power(delta, sd, n, alpha) >= power`: the seeds a paired
+    comparison needs to detect a true difference `delta` when its differences have standard deviation sd (the
+    observed one, itself uncertain with few seeds). None when delta is 0 or NaN, or when more than max_n pairs
+    would be needed."""
+    if math.isnan(delta) or math.isnan(sd) or delta == 0:
+        return None
+    for n in range(2, max_n + 1):
+        if paired_power(delta, sd, n, alpha) >= power:
+            return n
+    return None
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni step-down adjusted p-values: with the k finite p-values sorted, p_(1) <= ... <= p_(k),
+    the i-th adjusted value is max_{j <= i} min(1, (k - j + 1) * p_(j)); rejecting where it is < alpha controls
+    the family-wise error rate at alpha. NaN stays NaN and does not count in k."""
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 # ---------------------------------------------------------------------------------------- summary
@@ -401,6 +497,7 @@ class Summary:
     warnings: list[str]
     confidence: float
     alpha: float
+    target_delta: float | None = None  # a fraction (0.01 = 1 AP point)
 
     @property
     def runs(self) -> list[Run]:
@@ -479,8 +576,13 @@ def find_configuration(spec: str, configurations: Sequence[Configuration]) -> Co
 def summarize(
     runs: Sequence[Run], baseline: str | None = None, group_by: Sequence[str] | None = None,
     confidence: float = 0.95, alpha: float = 0.05, sweep_dirs: Sequence[Path] = (), superseded: Sequence[Run] = (),
+    target_delta: float | None = None,
 ) -> Summary:
     """Statistics of every configuration and its paired comparison with the baseline.
+
+    Each comparison also gets its Holm-corrected p-value (over the comparisons of the same metric), its minimal
+    detectable effect at 80% power and the pairs needed for 80% power at `target_delta` (a fraction, like the
+    metrics: 0.01 = 1 AP point), or at the observed |difference| when no target is given.
 
     baseline: as in `find_configuration`; None = the `ablation.baseline` written in the runs' config by the
     experiment presets if they agree, else the configuration with an override set to `ciou` (`loss/box=ciou`). An explicit baseline that matches nothing is an error;
@@ -511,6 +613,18 @@ def summarize(
         if reference is not None and configuration is not reference:
             configuration.comparisons = {
                 m: paired_test(configuration.by_seed(m), reference.by_seed(m), confidence) for m in METRICS}
+    compared = [c for c in configurations if c.comparisons]
+    for metric in METRICS:
+        tests = [c.comparisons[metric] for c in compared]
+        for test, adjusted in zip(tests, holm([k.p for k in tests])):
+            test.p_holm = adjusted
+            test.mde = minimal_detectable_effect(test.sd, test.n, alpha)
+            if target_delta is not None:
+                test.target, test.target_source = abs(target_delta), "target"
+            else:
+                test.target, test.target_source = abs(test.diff), "observed"
+            if test.n >= 2:
+                test.seeds_needed = seeds_needed(test.target, test.sd, alpha)
     for configuration in configurations:
         if configuration.comparisons and configuration.comparisons["map"].n < configuration.stats["map"].n:
             unpaired = sorted(set(configuration.by_seed("map")) - set(configuration.comparisons["map"].seeds))
@@ -518,7 +632,7 @@ def summarize(
                             "same seed and are left out of the paired test")
     problems = [r for r in runs if r.status != "ok"]
     return Summary(list(map(Path, sweep_dirs)), configurations, common, reference, spec if reference else None,
-                   source, problems, list(superseded), warnings, confidence, alpha)
+                   source, problems, list(superseded), warnings, confidence, alpha, target_delta)
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -616,6 +730,49 @@ def resume_commands(runs: Sequence[Run]) -> tuple[list[str], list[Run]]:
     return commands, [r for r in todo if r not in ready]
 
 
+def _with_seed(overrides: Sequence[str], seed: int) -> tuple[str, ...]:
+    if any(override_key(o) == SEED_KEY for o in overrides):
+        return tuple(f"{o.split('=', 1)[0]}={seed}" if override_key(o) == SEED_KEY else o for o in overrides)
+    return (*overrides, f"{SEED_KEY}={seed}")
+
+
+@dataclass
+class SeedPlan:
+    """New seeds for the configurations of undecided comparisons (and the baseline, to pair them with)."""
+
+    seeds: dict[str, list[int]]  # configuration label -> its new seeds
+    commands: list[str]
+
+
+def add_seed_commands(summary: Summary, metric: str = "map") -> SeedPlan:
+    """For each undecided comparison on `metric` whose needed pairs are known, the seeds it lacks, numbered after
+    the largest seed of the sweep, for the configuration and for the baseline (which gets the most any comparison
+    needs); and the commands that launch them into the first sweep directory (or the runs' own), with each
+    configuration's original overrides."""
+    undecided = [c for c in summary.configurations
+                 if c.comparisons and c.comparisons[metric].verdict(summary.alpha) == "undecided"
+                 and c.comparisons[metric].seeds_needed is not None
+                 and c.comparisons[metric].seeds_needed > c.comparisons[metric].n]
+    if not undecided or summary.baseline is None:
+        return SeedPlan({}, [])
+    seeds = [r.seed for r in summary.runs + summary.superseded if r.seed is not None]
+    first = max(seeds) + 1 if seeds else 0
+    extra = {c.label: c.comparisons[metric].seeds_needed - c.comparisons[metric].n for c in undecided}
+    extra[summary.baseline.label] = max(extra.values())
+    plan, jobs = {}, []
+    for configuration in [summary.baseline, *undecided]:
+        template = next((r for r in configuration.ok_runs + configuration.runs if r.overrides), None)
+        if template is None:
+            continue
+        sweep_dir = summary.sweep_dirs[0] if summary.sweep_dirs else template.sweep_dir
+        if sweep_dir is None:
+            continue
+        new = list(range(first, first + extra[configuration.label]))
+        plan[configuration.label] = new
+        jobs += [(sweep_dir, template.hydra_overrides, _with_seed(template.overrides, s)) for s in new]
+    return SeedPlan(plan, launch_commands(jobs))
+
+
 # ------------------------------------------------------------------------------------------ output
 
 
@@ -652,6 +809,78 @@ def _diff_cells(configuration: Configuration, metric: str, alpha: float) -> tupl
     return f"{sign}{_pct(c.diff)} [{_pct(c.low)}, {_pct(c.high)}]", f"{_p(c.p)} {mark} (n={c.n})"
 
 
+def _holm_cell(configuration: Configuration, metric: str, alpha: float) -> str:
+    if configuration.comparisons is None or configuration.comparisons[metric].n == 0:
+        return ""
+    c = configuration.comparisons[metric]
+    if math.isnan(c.p_holm):
+        return "n/a"
+    return f"{_p(c.p_holm)} {'*' if c.significant_holm(alpha) else 'n.s.'}"
+
+
+def _seed_span(seeds: Sequence[int]) -> str:
+    """[3, 4, 5] -> `3-5`; [3] -> `3`."""
+    return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "") + _pct(value)
+
+
+def power_lines(summary: Summary, metric: str = "map") -> list[str]:
+    """The power section: per comparison its MDE, the pairs it needs and its verdict; the add-seeds commands."""
+    compared = [c for c in summary.configurations if c.comparisons and c.comparisons[metric].n > 0]
+    if summary.baseline is None or not compared:
+        return []
+    name = METRICS[metric]
+    if summary.target_delta is not None:
+        target = f"the target difference {_pct(abs(summary.target_delta))} (`--target-delta`)"
+    else:
+        target = ("the observed |Δ| (no `--target-delta`: a noisy guide; give the smallest difference that matters, "
+                  "in AP points, with `--target-delta`)")
+    lines = [f"## Power ({name})", "",
+             f"Two-sided paired t-test at α = {summary.alpha:g} and {POWER:.0%} power (exact noncentral t), from the "
+             "observed sd of the paired differences sd(d): **MDE** is the smallest true difference these pairs "
+             f"detect with {POWER:.0%} probability; **pairs needed**: the seeds that detect {target}. Verdicts "
+             "use the Holm-corrected p.", ""]
+    for c in compared:
+        k = c.comparisons[metric]
+        if k.n < 2:
+            lines.append(f"- `{_md_escape(c.label)}`: 1 pair: no test, no power estimate (relaunch its missing and "
+                         "failed seeds first: `--resume-command`)")
+            continue
+        verdict = k.verdict(summary.alpha)
+        text = (f"- `{_md_escape(c.label)}`: Δ {_signed(k.diff)}, sd(d) {_pct(k.sd)}, {k.n} pairs; p {_p(k.p)}, "
+                f"Holm {_p(k.p_holm)} → ")
+        if verdict == "significant":
+            text += "**significant**"
+        elif verdict == "no effect >= target":
+            text += f"**no difference ≥ {_pct(k.target)}** (MDE ≤ target)"
+        else:
+            text += "**undecided**"
+        text += f"; MDE {_pct(k.mde)}"
+        if verdict == "undecided":
+            what = _pct(k.target) if k.target_source == "target" else f"the observed |Δ| {_pct(k.target)}"
+            if k.seeds_needed is None:
+                text += f"; {what} would need more than {MAX_SEEDS} pairs"
+            elif k.seeds_needed > k.n:
+                more = k.seeds_needed - k.n
+                text += f"; {what} needs {k.seeds_needed} pairs ({more} more seed{'s' if more > 1 else ''})"
+            else:
+                text += (f"; {what} needs {k.seeds_needed} pairs, which it has: not significant only after Holm's "
+                         "correction")
+        lines.append(text)
+    lines.append("")
+    plan = add_seed_commands(summary, metric)
+    if plan.commands:
+        added = "; ".join(f"`{_md_escape(label)}` {_seed_span(seeds)}" for label, seeds in plan.seeds.items())
+        lines += [f"Seeds to add ({added}), into the same sweep directory (the new jobs are numbered after its last "
+                  "job folder, and this summary then includes them):", "", "```bash", *plan.commands, "```", ""]
+    elif not any(c.comparisons[metric].verdict(summary.alpha) == "undecided" for c in compared):
+        lines += ["No undecided comparison.", ""]
+    return lines
+
+
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -671,23 +900,25 @@ def to_markdown(summary: Summary, compared: Sequence[str] = ("map", "map_50")) -
         lines.append(f"- Baseline: `{summary.baseline.label}` ({summary.baseline_source})")
     legend = (f"COCO AP x 100: mean ± sd over seeds [{conf}% CI of the mean, t distribution]. "
               f"Δ: mean paired difference to the baseline over the seeds both ran [{conf}% CI]; "
-              f"p: two-sided paired t-test; `*` p < {summary.alpha:g}, `n.s.` not significant (p ≥ {summary.alpha:g}).")
+              f"p: two-sided paired t-test; `*` p < {summary.alpha:g}, `n.s.` not significant (p ≥ {summary.alpha:g}); "
+              "Holm: p corrected for the comparisons of the column (Holm–Bonferroni).")
     lines += ["", legend, ""]
     header = ["configuration", "ok / runs", *METRICS.values()]
     for metric in compared:
-        header += [f"Δ {METRICS[metric]}", f"p ({METRICS[metric]})"]
+        header += [f"Δ {METRICS[metric]}", f"p ({METRICS[metric]})", f"Holm ({METRICS[metric]})"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in summary.configurations:
         row = [f"`{_md_escape(c.label)}`", f"{len(c.ok_runs)} / {len(c.runs)}"]
         row += [_cell(c.stats[m]) for m in METRICS]
         for metric in compared:
-            row += list(_diff_cells(c, metric, summary.alpha))
+            row += [*_diff_cells(c, metric, summary.alpha), _holm_cell(c, metric, summary.alpha)]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     tested = [n for n in summary.pair_counts if n >= 2]
     if summary.baseline is not None and tested:
         lines.append("Paired test: runs matched by seed (same initial weights and data order); n = pairs. "
-                     "No correction for multiple comparisons.")
+                     "Holm: step-down correction over the comparisons of the column (family-wise error ≤ α); "
+                     "`*` in p alone is not corrected for multiple comparisons.")
         few = [n for n in tested if n <= 3]
         if few:
             crit = ", ".join(f"{_stats.t.ppf(1 - summary.alpha / 2, n - 1):.2f} for n = {n}" for n in few)
@@ -695,6 +926,7 @@ def to_markdown(summary: Summary, compared: Sequence[str] = ("map", "map_50")) -
                          f"exceed t_crit x its standard error, t_crit = {crit}); `n.s.` means the sweep cannot tell, "
                          "not that the configurations are equal.")
         lines.append("")
+    lines += power_lines(summary, compared[0]) if compared else []
     for warning in summary.warnings:
         lines.append(f"Warning: {warning}")
     if summary.warnings:
@@ -726,7 +958,8 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
         columns += [f"{m}_mean", f"{m}_sd", f"{m}_ci_low", f"{m}_ci_high"]
     for m in METRICS:
         columns += [f"{m}_diff", f"{m}_diff_ci_low", f"{m}_diff_ci_high", f"{m}_t", f"{m}_p", f"{m}_pairs",
-                    f"{m}_significant"]
+                    f"{m}_significant", f"{m}_p_holm", f"{m}_significant_holm", f"{m}_diff_sd", f"{m}_mde",
+                    f"{m}_target", f"{m}_pairs_needed", f"{m}_verdict"]
     with open(summary_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -738,8 +971,10 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
                 row += [_num(e.mean), _num(e.sd), _num(e.low), _num(e.high)]
             for m in METRICS:
                 k = c.comparisons[m] if c.comparisons else None
-                row += ([_num(k.diff), _num(k.low), _num(k.high), _num(k.t), _num(k.p), k.n, k.significant(summary.alpha)]
-                        if k else [""] * 7)
+                row += ([_num(k.diff), _num(k.low), _num(k.high), _num(k.t), _num(k.p), k.n, k.significant(summary.alpha),
+                         _num(k.p_holm), k.significant_holm(summary.alpha), _num(k.sd), _num(k.mde), _num(k.target),
+                         "" if k.seeds_needed is None else k.seeds_needed, k.verdict(summary.alpha)]
+                        if k else [""] * 14)
             writer.writerow(row)
     with open(runs_csv, "w", newline="") as f:
         writer = csv.writer(f)

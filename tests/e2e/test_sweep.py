@@ -27,9 +27,9 @@ def tiny(tmp_path: Path) -> list[str]:
     ]
 
 
-def run(args: list[str], timeout: int = 400, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
     # one intra-op thread: on a busy 2-core machine, 2 spinning threads make the few steps about 10x slower
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True,
                             timeout=timeout, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -96,9 +96,8 @@ def test_a_preempted_sweep_is_resumed_into_its_own_directory(tmp_path):
     finished = {job: (sweep / job / "metrics.json").read_text() for job in ("0", "2")}
     (sweep / "1" / "metrics.json").unlink()
     shutil.rmtree(sweep / "3")
-    env = {"PYTHONPATH": str(ROOT)}  # the scripts import this checkout's package
 
-    out = run(["scripts/summarize_sweep.py", str(sweep), "--resume-command"], timeout=120, env=env).stdout
+    out = run(["scripts/summarize_sweep.py", str(sweep), "--resume-command"], timeout=120).stdout
     assert out.startswith("# 2 of 4 jobs done; relaunching 2 (1 incomplete, 1 missing)")
     [command] = [shlex.split(line) for line in out.splitlines() if not line.startswith("#")]
     assert command[:3] == ["python", "train.py", "-m"] and "seed=1" in command and "loss/box=ciou,giou" in command
@@ -111,10 +110,10 @@ def test_a_preempted_sweep_is_resumed_into_its_own_directory(tmp_path):
         ["loss/box=ciou", "seed=1"], ["loss/box=giou", "seed=1"]]
     assert (sweep / "multirun.0.yaml").is_file()  # the first launch's grid, kept
 
-    out = run(["scripts/summarize_sweep.py", str(sweep), "--no-plots"], timeout=120, env=env).stdout
+    out = run(["scripts/summarize_sweep.py", str(sweep), "--no-plots"], timeout=120).stdout
     assert "- Runs: 4 (4 ok, 0 failed, 0 incomplete, 0 missing)" in out and "## Missing or failed runs (0)" in out
     rows = [line for line in out.splitlines() if line.startswith("| `loss/box=")]
     assert len(rows) == 2 and all("| 2 / 2 |" in row for row in rows) and "(n=2)" in rows[1]
     assert "Superseded by a rerun (1)" in out  # the killed run, replaced
-    resumed = run(["scripts/summarize_sweep.py", str(sweep), "--resume-command"], timeout=120, env=env).stdout
+    resumed = run(["scripts/summarize_sweep.py", str(sweep), "--resume-command"], timeout=120).stdout
     assert resumed.startswith("# nothing to resume: all 4 jobs are done")

@@ -107,9 +107,8 @@ def test_resume_commands_keep_the_launcher_and_drop_the_old_sweep_settings(tmp_p
 
 
 def test_resume_command_cli(fabricated_sweep, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, str(SCRIPT), str(fabricated_sweep), "--resume-command"], check=False,
-                            capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("# 9 of 12 jobs done; relaunching 3 (1 failed, 1 incomplete, 1 missing)")

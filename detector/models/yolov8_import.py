@@ -23,6 +23,7 @@ another architecture (YOLO11, YOLOv8-p2/p6, ...) is refused with the reason.
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detector.models.safe_pickle import StandIn, load_without_code, module_state_dict, referenced_globals
+from detector.models.safe_pickle import StandIn, check_checkpoint, load_without_code, module_state_dict
 from detector.models.scales import SCALES, Scale
 
 STAND_IN_PREFIXES = ("ultralytics.", "torch.nn.modules.")
@@ -86,8 +87,11 @@ class YOLOv8Weights:
 
 
 def is_ultralytics_checkpoint(path: str | Path) -> bool:
-    """Whether `path` is a torch.save zip file whose pickle names ultralytics classes (read without unpickling)."""
-    return any(name.startswith("ultralytics.") for name in referenced_globals(path))
+    """Whether `path` is a torch.save zip file whose pickle names ultralytics classes, from the checking pass of
+    `check_checkpoint` (no tensor data read; a file that fails its checks raises its CheckpointError)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    return any(name.startswith("ultralytics.") for name in check_checkpoint(path, STAND_IN_PREFIXES))
 
 
 def _submodule(root: StandIn, path: str) -> StandIn:

@@ -259,8 +259,9 @@ def test_what_cannot_be_mapped_is_refused_with_the_reason(checkpoints, change, m
 
 
 def test_an_ultralytics_file_that_names_os_system_is_refused_before_it_runs(tmp_path, monkeypatch):
-    """A pickle that names an ultralytics class (so init_from reads it as one) and os.system: refused by name, nothing
-    runs. The class comes from stand-in modules registered for the save only (ultralytics itself is not imported)."""
+    """A pickle that names an ultralytics class and os.system: refused by name, by the check that tells an ultralytics
+    file from others as by init_from, and nothing runs. The class comes from stand-in modules registered for the save
+    only (ultralytics itself is not imported)."""
 
     class DetectionModel:
         def __init__(self, marker: Path) -> None:
@@ -276,9 +277,9 @@ def test_an_ultralytics_file_that_names_os_system_is_refused_before_it_runs(tmp_
     marker = tmp_path / "ran"
     torch.save({"model": DetectionModel(marker), "kind": DetectionModel}, tmp_path / "evil.pt")
     monkeypatch.undo()
-    assert is_ultralytics_checkpoint(tmp_path / "evil.pt")
-    with pytest.raises(UnsafePickleError, match=r"references (posix|nt)\.system"):
-        YOLODetector(3, "n", init_from=str(tmp_path / "evil.pt"))
+    for read in (is_ultralytics_checkpoint, lambda path: YOLODetector(3, "n", init_from=str(path))):
+        with pytest.raises(UnsafePickleError, match=r"evil.pt: refusing to load: .*references (posix|nt)\.system"):
+            read(tmp_path / "evil.pt")
     assert not marker.exists()
 
 

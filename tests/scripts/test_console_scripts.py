@@ -86,7 +86,7 @@ def test_convert_ultralytics_command_answers_help_and_refuses_with_a_message(mon
         cli.convert_ultralytics()
     assert exit_info.value.code == 0 and "usage: detector-convert-ultralytics [-h] source target" in capsys.readouterr().out
     assert cli.convert_ultralytics([str(tmp_path / "missing.pt"), str(tmp_path / "out.ckpt")]) == 1
-    assert capsys.readouterr().out.startswith("error: checkpoint not found")
+    assert capsys.readouterr().out.startswith(f"error: {tmp_path / 'missing.pt'}: no such file")
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_ultralytics.py"), str(ROOT / "README.md"),
                              str(tmp_path / "out.ckpt")], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1 and "error: " in result.stdout and "not a torch.save zip archive" in result.stdout

@@ -17,7 +17,8 @@ The DFL projection `model.22.dfl.conv.weight` (fixed 0..reg_max-1, not trained) 
 computes the same expectation. Before any weight is taken the layout is verified (layer types and inputs,
 SiLU activations, BatchNorm eps, conv strides/padding/groups, the residual flags of the bottlenecks, SPPF's
 pooling), then every tensor's name and shape; a checkpoint of another task (segment, pose, obb, classify) or
-another architecture (YOLO11, YOLOv8-p2/p6, ...) is refused with the reason.
+another architecture (YOLO11, YOLOv8-p2/p6, ...) is refused with the reason, as a YOLOv8ImportError (a
+CheckpointError: `<file>: <reason>`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from detector.models.safe_pickle import StandIn, check_checkpoint, load_without_code, module_state_dict
+from detector.models.safe_pickle import (
+    CheckpointError,
+    StandIn,
+    check_checkpoint,
+    checkpoint_file,
+    load_without_code,
+    module_state_dict,
+)
 from detector.models.scales import SCALES, Scale
 
 STAND_IN_PREFIXES = ("ultralytics.", "torch.nn.modules.")
@@ -57,7 +65,7 @@ OTHER_TASKS = {
 STEM_WIDTHS = {16: "n", 32: "s", 48: "m", 64: "l", 80: "x"}  # model.0 output channels at each scale
 
 
-class YOLOv8ImportError(ValueError):
+class YOLOv8ImportError(CheckpointError):
     """A checkpoint that cannot be mapped onto the YOLOv8-style model (task, layout, shapes)."""
 
 
@@ -235,27 +243,30 @@ def _img_size(checkpoint: dict, model: StandIn) -> int:
 
 
 def read_yolov8(path: str | Path) -> YOLOv8Weights:
-    """The weights of a YOLOv8 detection checkpoint of ultralytics, with this project's keys (see module doc)."""
+    """The weights of a YOLOv8 detection checkpoint of ultralytics, with this project's keys (see module doc); any
+    failure is a CheckpointError naming the file."""
     return yolov8_weights(load_without_code(path, STAND_IN_PREFIXES), str(path))
 
 
 def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     """`read_yolov8` of a checkpoint already read by `load_without_code` (`path` names it in messages)."""
+    with checkpoint_file(path):
+        return _weights(checkpoint, path)
+
+
+def _weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     from detector.models.yolo import YOLODetector
 
     if not isinstance(checkpoint, dict):
-        raise YOLOv8ImportError(f"{path}: not an ultralytics checkpoint (a {type(checkpoint).__name__}, not a dict)")
+        raise YOLOv8ImportError(f"not an ultralytics checkpoint (a {type(checkpoint).__name__}, not a dict)")
     model = checkpoint.get("ema") or checkpoint.get("model")
     if not isinstance(model, StandIn) or not isinstance(model.state, dict):
-        raise YOLOv8ImportError(f"{path}: no pickled model under 'ema' or 'model' (keys {sorted(checkpoint)})")
+        raise YOLOv8ImportError(f"no pickled model under 'ema' or 'model' (keys {sorted(map(str, checkpoint))})")
     layers = _submodule(model, "model").state["_modules"]
     head = layers[str(len(layers) - 1)]
     _check_task(checkpoint, model, head)
     scale = _scale(model, layers)
-    try:
-        _check_layout(layers)
-    except YOLOv8ImportError as error:
-        raise YOLOv8ImportError(f"{path}: {error}") from None
+    _check_layout(layers)
     num_classes, reg_max = int(_attribute(head, "nc")), int(_attribute(head, "reg_max", 16))
     class_names = _class_names(model, num_classes)
 
@@ -267,28 +278,27 @@ def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     for conv in convs:
         activation = _submodule(model, conv).state.get("_modules", {}).get("act")
         if getattr(activation, "name", None) != "SiLU":
-            raise YOLOv8ImportError(f"{path}: {conv} activation is {getattr(activation, 'name', activation)}, "
-                                    "YOLOv8 uses SiLU")
+            raise YOLOv8ImportError(f"{conv} activation is {getattr(activation, 'name', activation)}, YOLOv8 uses SiLU")
     state: dict[str, torch.Tensor] = {}
     for src, dst in pairs:
-        _check_leaf(_submodule(model, src), ours.get_submodule(dst), f"{path}: {src}")
+        _check_leaf(_submodule(model, src), ours.get_submodule(dst), src)
         for name in ours.get_submodule(dst).state_dict():
             key = f"{src}.{name}"
             if key not in theirs:
-                raise YOLOv8ImportError(f"{path}: the checkpoint has no {key} (for {dst}.{name})")
+                raise YOLOv8ImportError(f"the checkpoint has no {key} (for {dst}.{name})")
             tensor = theirs[key]
             if tensor.shape != our_shapes[f"{dst}.{name}"]:
-                raise YOLOv8ImportError(f"{path}: {key} has shape {tuple(tensor.shape)}, {dst}.{name} of the YOLOv8{scale} "
+                raise YOLOv8ImportError(f"{key} has shape {tuple(tensor.shape)}, {dst}.{name} of the YOLOv8{scale} "
                                         f"model {tuple(our_shapes[f'{dst}.{name}'])}")
             state[f"{dst}.{name}"] = tensor.float() if tensor.is_floating_point() else tensor
     projection = theirs.get("model.22.dfl.conv.weight")
     if projection is not None and not torch.equal(projection.float().flatten(), torch.arange(reg_max, dtype=torch.float32)):
-        raise YOLOv8ImportError(f"{path}: the DFL projection is not 0..{reg_max - 1}")
+        raise YOLOv8ImportError(f"the DFL projection is not 0..{reg_max - 1}")
     mapped = {f"{src}.{name}" for src, dst in pairs for name in ours.get_submodule(dst).state_dict()}
     unmapped = sorted(set(theirs) - mapped - {"model.22.dfl.conv.weight"})
     missing = sorted(set(our_shapes) - set(state))
     if unmapped or missing:
-        raise YOLOv8ImportError(f"{path}: tensors without a counterpart: theirs {unmapped[:6]}, ours {missing[:6]}")
+        raise YOLOv8ImportError(f"tensors without a counterpart: theirs {unmapped[:6]}, ours {missing[:6]}")
 
     train_args = checkpoint.get("train_args") if isinstance(checkpoint.get("train_args"), dict) else {}
     source = {"format": "ultralytics", "file": str(path), "version": checkpoint.get("version"),
@@ -314,9 +324,11 @@ def project_checkpoint(weights: YOLOv8Weights) -> dict[str, Any]:
 
 
 def convert_checkpoint(source: str | Path, target: str | Path) -> YOLOv8Weights:
-    """Read the ultralytics checkpoint `source`, write this project's checkpoint `target`; returns the weights."""
+    """Read the ultralytics checkpoint `source`, write this project's checkpoint `target`; returns the weights. Any
+    failure is a CheckpointError naming the file it concerns."""
     weights = read_yolov8(source)
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(project_checkpoint(weights), target)
+    with checkpoint_file(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(project_checkpoint(weights), target)
     return weights

@@ -16,9 +16,9 @@ else its `model` entry (a pickled `DetectionModel`, often half precision). Its 2
 The DFL projection `model.22.dfl.conv.weight` (fixed 0..reg_max-1, not trained) has no counterpart: our decoding
 computes the same expectation. Before any weight is taken the layout is verified (layer types and inputs,
 SiLU activations, BatchNorm eps, conv strides/padding/groups, the residual flags of the bottlenecks, SPPF's
-pooling), then every tensor's name and shape; a checkpoint of another task (segment, pose, obb, classify) or
-another architecture (YOLO11, YOLOv8-p2/p6, ...) is refused with the reason, as a YOLOv8ImportError (a
-CheckpointError: `<file>: <reason>`).
+pooling), then every tensor's name and shape; a checkpoint of another task (segment, pose, obb, classify), of
+another architecture (YOLO11, YOLOv8-p2/p6, ...) or saved after `model.fuse()` (no BatchNorm left) is refused with
+the reason, as a YOLOv8ImportError (a CheckpointError: `<file>: <reason>`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from detector.jsonsafe import plain_json
 from detector.models.safe_pickle import (
     CheckpointError,
     StandIn,
@@ -275,6 +276,11 @@ def _weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     theirs = module_state_dict(model)
     our_shapes = {k: v.shape for k, v in ours.state_dict().items()}
     pairs, convs = _module_pairs(SCALES[scale])
+    if _attribute(_submodule(model, "model.0"), "_modules", {}).get("bn") is None:
+        raise YOLOv8ImportError(
+            "its Conv layers have no BatchNorm: it was saved after model.fuse(), which folds each BatchNorm into its "
+            "convolution; save the unfused model instead (the training checkpoint best.pt or last.pt, which "
+            "ultralytics writes unfused)")
     for conv in convs:
         activation = _submodule(model, conv).state.get("_modules", {}).get("act")
         if getattr(activation, "name", None) != "SiLU":
@@ -304,7 +310,9 @@ def _weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     source = {"format": "ultralytics", "file": str(path), "version": checkpoint.get("version"),
               "date": checkpoint.get("date"), "task": train_args.get("task", "detect"), "scale": scale,
               "entry": "ema" if checkpoint.get("ema") is not None else "model"}
-    return YOLOv8Weights(state, scale, class_names, _img_size(checkpoint, model), reg_max, source)
+    # metadata of any type (a datetime, a numpy scalar record) as plain JSON data: the converted file is saved
+    # with it and read back with weights_only=True
+    return YOLOv8Weights(state, scale, class_names, _img_size(checkpoint, model), reg_max, plain_json(source))
 
 
 def project_checkpoint(weights: YOLOv8Weights) -> dict[str, Any]:

@@ -9,6 +9,9 @@
     detector-convert-ultralytics = python scripts/convert_ultralytics.py  (a YOLOv8 .pt -> a checkpoint of ours)
 
 The same command lines (`detector-train loss=giou`, `detector-evaluate ckpt_path=... --help`), the same output.
+A checkpoint file that cannot be read (missing, refused by detector.models.safe_pickle's checks, not convertible)
+ends every command with one line, `error: <file>: <reason>` on stderr, and exit status 2 (`_checkpoint_errors`);
+`--debug` (detector-convert-ultralytics) or HYDRA_FULL_ERROR=1 (the Hydra commands) shows the traceback instead.
 The Hydra apps compose the repository's configs/ folder: $PROJECT_ROOT/configs when PROJECT_ROOT is set (the
 scripts set it to their checkout), else the one beside the installed package (`pip install -e <repository>`);
 `paths.root_dir` (data/, logs/) is that folder's parent.
@@ -16,11 +19,41 @@ scripts set it to their checkout), else the one beside the installed package (`p
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from detector.config import config_dir, project_root
+
+
+def _checkpoint_error(error: BaseException | None) -> BaseException | None:
+    """The CheckpointError that `error` is or was raised from (Hydra wraps errors in an InstantiationException)."""
+    from detector.models.safe_pickle import CheckpointError
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, CheckpointError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def _checkpoint_errors(debug: bool) -> Iterator[None]:
+    """Every command runs in this: a checkpoint file that cannot be read ends it with `error: <file>: <reason>` on
+    stderr and exit status 2, without a traceback; with `debug` the error goes on (its traceback shown)."""
+    try:
+        yield
+    except Exception as error:
+        cause = _checkpoint_error(error)
+        if cause is None or debug:
+            raise
+        print("error: " + " ".join(str(cause).splitlines()), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _run_hydra_app(task: Callable[[Any], Any], config_name: str) -> None:
@@ -33,7 +66,13 @@ def _run_hydra_app(task: Callable[[Any], Any], config_name: str) -> None:
     except FileNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
     os.environ.setdefault("PROJECT_ROOT", str(configs.parent))  # paths.root_dir
-    hydra.main(version_base="1.3", config_path=str(configs), config_name=config_name)(task)()
+
+    @functools.wraps(task)  # Hydra finds the task's module through __wrapped__
+    def run(cfg: Any) -> Any:
+        with _checkpoint_errors(debug=os.environ.get("HYDRA_FULL_ERROR") == "1"):
+            return task(cfg)
+
+    hydra.main(version_base="1.3", config_path=str(configs), config_name=config_name)(run)()
 
 
 def _train_task(cfg) -> float:
@@ -92,8 +131,9 @@ def visualize_assignment(argv: list[str] | None = None) -> int:
 
 
 def convert_ultralytics(argv: list[str] | None = None) -> int:
-    """`detector-convert-ultralytics yolov8n.pt out.ckpt`: an ultralytics YOLOv8 detection checkpoint -> a checkpoint
-    of this project (detector.models.yolov8_import); returns the exit status (0 written, 1 refused)."""
+    """`detector-convert-ultralytics yolov8n.pt out.ckpt [--debug]`: an ultralytics YOLOv8 detection checkpoint -> a
+    checkpoint of this project (detector.models.yolov8_import); returns 0 once written, and a file that cannot be
+    read, converted or written exits with status 2 and `error: <file>: <reason>` on stderr."""
     import argparse
 
     from detector.models.yolov8_import import convert_checkpoint
@@ -106,12 +146,10 @@ def convert_ultralytics(argv: list[str] | None = None) -> int:
                     "ultralytics' released checkpoints) is yours to respect.")
     parser.add_argument("source", help="the ultralytics .pt file")
     parser.add_argument("target", help="the checkpoint to write (e.g. yolov8n.ckpt)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a refusal (exit status 2)")
     args = parser.parse_args(argv)
-    try:
+    with _checkpoint_errors(args.debug):
         weights = convert_checkpoint(args.source, args.target)
-    except (OSError, ValueError) as error:  # YOLOv8ImportError and UnsafePickleError are ValueErrors
-        print(f"error: {error}")
-        return 1
     names = ", ".join(weights.class_names[:5]) + (", ..." if weights.num_classes > 5 else "")
     print(f"{args.source}: YOLOv8{weights.scale}, {weights.num_classes} classes ({names}), {weights.img_size} px, "
           f"{len(weights.state_dict)} tensors from '{weights.source['entry']}'\nwrote {args.target}\n"

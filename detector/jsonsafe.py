@@ -1,7 +1,9 @@
-"""Plain, strict JSON data from what the metrics and reports hold (metrics.json, evaluation.json)."""
+"""Plain, strict JSON data from what the metrics and reports hold (metrics.json, evaluation.json) and from the
+metadata of imported checkpoints."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import Any
 
@@ -21,3 +23,19 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def plain_json(value: Any) -> Any:
+    """`json_safe`, and every value that JSON has no type for as text (dates and times in ISO format, anything else
+    its `str()`): metadata copied from a file of unknown content into one that `torch.load(weights_only=True)` and
+    `json.dumps` take."""
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    value = json_safe(value)
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)

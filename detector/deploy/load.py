@@ -7,7 +7,8 @@ tensors (see `LitDetector.on_save_checkpoint`):
     current_model_state  the raw (non-averaged) weights, when the EMA callback was on
     run_config           the resolved training config as a plain dict (model, data, postprocess, ...)
     class_names, category_ids, img_size
-so `torch.load(path, weights_only=True)` reads it: no pickled classes, no code runs on load.
+so `torch.load(path, weights_only=True)` reads it: no pickled classes, no code runs on load (after the checks of
+`detector.models.safe_pickle.check_checkpoint`: a hostile file is refused before its data is read).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 
 from detector.config import loss_activation
 from detector.models.build import build_model
+from detector.models.safe_pickle import CheckpointError, checkpoint_file, load_weights_only
 from detector.postprocess.postprocessors import Postprocessor
 
 POSTPROCESS_KEYS = ("conf_threshold", "iou_threshold", "max_detections", "max_candidates", "nms", "one2one")
@@ -37,18 +39,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, read with `weights_only=True` (tensors and plain containers only)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle.UnpicklingError names the offending global
-        raise RuntimeError(
-            f"{path} cannot be read with torch.load(weights_only=True): {error}\n"
-            "Checkpoints of this project hold plain types only; a checkpoint from elsewhere may need "
-            "torch.serialization.add_safe_globals([...]) for the classes named above (only if you trust it)."
-        ) from error
+    """The checkpoint dict, read by `load_weights_only` (the file checked first, then `torch.load(weights_only=True)`:
+    tensors and plain data only); a CheckpointError naming the file otherwise."""
+    from detector.models.yolov8_import import is_ultralytics_checkpoint
+
+    with checkpoint_file(ckpt_path):
+        if is_ultralytics_checkpoint(ckpt_path):
+            raise CheckpointError("an ultralytics checkpoint: convert it first (detector-convert-ultralytics <it> "
+                                  "<out.ckpt>) and use the converted file")
+        checkpoint = load_weights_only(ckpt_path)
+        if not isinstance(checkpoint, dict):
+            raise CheckpointError(f"not a checkpoint of this project (a {type(checkpoint).__name__}, not a dict)")
+    return checkpoint
 
 
 # module paths of checkpoints written before the package was grouped by stage (December 2026) -> today's
@@ -150,55 +152,55 @@ def load_detector(
     meta: class_names, category_ids, img_size, num_classes, run_config, ema (bool: EMA weights were stored),
         weights, epoch, global_step, ckpt_path, device, postprocess (the settings in use).
     """
-    checkpoint = read_checkpoint(ckpt_path)
-    config = checkpoint.get("run_config") or run_config
-    beside = Path(ckpt_path).resolve().parent.parent / "config_resolved.yaml"  # <run dir>/checkpoints/x.ckpt
-    if config is None and beside.is_file():
-        config = beside
-    if isinstance(config, (str, Path)):
-        config = OmegaConf.load(config)
-    if config is None:
-        raise KeyError(
-            f"{ckpt_path} has no run_config (written before checkpoints stored it) and there is no {beside}; "
-            "pass run_config= (the run's config_resolved.yaml) to rebuild the model"
-        )
-    config = upgrade_run_config(OmegaConf.to_container(OmegaConf.create(config), resolve=True))
     unknown = set(postprocess_overrides) - set(POSTPROCESS_KEYS)
     if unknown:
         raise TypeError(f"unknown postprocess settings {sorted(unknown)}; known: {POSTPROCESS_KEYS}")
-
-    has_ema = "current_model_state" in checkpoint
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', not {weights!r}")
-    state = checkpoint["current_model_state"] if weights == "raw" and has_ema else checkpoint["state_dict"]
-    model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    check_targets(config["model"], where="model")
-    check_targets(config.get("postprocess") or {}, where="postprocess")
-    # eager: a run's `model.compile` is not applied here
-    model = build_model(weights_from_checkpoint_only(config["model"]))
-    model.load_state_dict(model_state)
+    with checkpoint_file(ckpt_path):  # whatever fails from here to the rebuilt model is the checkpoint's
+        checkpoint = read_checkpoint(ckpt_path)
+        config = checkpoint.get("run_config") or run_config
+        beside = Path(ckpt_path).resolve().parent.parent / "config_resolved.yaml"  # <run dir>/checkpoints/x.ckpt
+        if config is None and beside.is_file():
+            config = beside
+        if isinstance(config, (str, Path)):
+            config = OmegaConf.load(config)
+        if config is None:
+            raise CheckpointError(f"no run_config (written before checkpoints stored it) and there is no {beside}; "
+                                  "pass run_config= (the run's config_resolved.yaml) to rebuild the model")
+        config = upgrade_run_config(OmegaConf.to_container(OmegaConf.create(config), resolve=True))
+
+        has_ema = "current_model_state" in checkpoint
+        state = checkpoint["current_model_state"] if weights == "raw" and has_ema else checkpoint["state_dict"]
+        model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        check_targets(config["model"], where="model")
+        check_targets(config.get("postprocess") or {}, where="postprocess")
+        # eager: a run's `model.compile` is not applied here
+        model = build_model(weights_from_checkpoint_only(config["model"]))
+        model.load_state_dict(model_state)
+
+        # the training config's post-processor (resolved), with the overrides
+        # that it has as settings (an SSDPostprocessor has no `nms`, for example)
+        default = {"_target_": "detector.postprocess.postprocessors.Postprocessor"}
+        postprocess_cfg = dict(config.get("postprocess") or default)
+        target = hydra.utils.get_class(postprocess_cfg["_target_"])
+        accepted = set(postprocess_cfg) | set(inspect.signature(target).parameters)
+        for key, value in postprocess_overrides.items():
+            if value is None:
+                continue
+            if key not in accepted:
+                warnings.warn(f"postprocess.{key} ignored: not a setting of {target.__name__}", stacklevel=2)
+                continue
+            postprocess_cfg[key] = value
+        postprocessor = hydra.utils.instantiate(postprocess_cfg)
+
+        num_classes = int(config["model"]["num_classes"])
+        class_names = list(checkpoint.get("class_names") or [str(i) for i in range(num_classes)])
+        category_ids = list(checkpoint.get("category_ids") or range(1, num_classes + 1))
+        img_size = int(checkpoint.get("img_size") or config["model"].get("image_size")
+                       or config.get("data", {}).get("img_size") or 640)
     device = resolve_device(device)
     model.to(device).eval()
-
-    # the training config's post-processor (resolved), with the overrides
-    # that it has as settings (an SSDPostprocessor has no `nms`, for example)
-    postprocess_cfg = dict(config.get("postprocess") or {"_target_": "detector.postprocess.postprocessors.Postprocessor"})
-    target = hydra.utils.get_class(postprocess_cfg["_target_"])
-    accepted = set(postprocess_cfg) | set(inspect.signature(target).parameters)
-    for key, value in postprocess_overrides.items():
-        if value is None:
-            continue
-        if key not in accepted:
-            warnings.warn(f"postprocess.{key} ignored: not a setting of {target.__name__}", stacklevel=2)
-            continue
-        postprocess_cfg[key] = value
-    postprocessor = hydra.utils.instantiate(postprocess_cfg)
-
-    num_classes = int(config["model"]["num_classes"])
-    class_names = list(checkpoint.get("class_names") or [str(i) for i in range(num_classes)])
-    category_ids = list(checkpoint.get("category_ids") or range(1, num_classes + 1))
-    img_size = int(checkpoint.get("img_size") or config["model"].get("image_size")
-                   or config.get("data", {}).get("img_size") or 640)
     meta = {
         "ckpt_path": str(ckpt_path), "class_names": class_names, "category_ids": category_ids,
         "num_classes": num_classes, "img_size": img_size, "run_config": config, "ema": has_ema,

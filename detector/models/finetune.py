@@ -4,46 +4,56 @@ YOLOv8 detection checkpoint, converted in memory by detector.models.yolov8_impor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
+from detector.models.safe_pickle import CheckpointError, checkpoint_file, load_weights_only
+
+if TYPE_CHECKING:
+    from detector.models.yolov8_import import YOLOv8Weights
+
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights from a Lightning checkpoint of this project (EMA weights) or a plain state dict,
-    loaded with `weights_only=True` (no arbitrary pickled code), or from an ultralytics YOLOv8 detection checkpoint
-    (`yolov8n.pt`: read without running code from it, keys mapped onto the YOLOv8-style model)."""
+    """Model weights from a Lightning checkpoint of this project (EMA weights) or a plain state dict, read by
+    `load_weights_only` (checked first, no pickled code), or from an ultralytics YOLOv8 detection checkpoint
+    (`yolov8n.pt`: read without running code from it, keys mapped onto the YOLOv8-style model). Any failure is a
+    CheckpointError naming the file."""
+    return _read_weights(path)[0]
+
+
+def _read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], YOLOv8Weights | None]:
+    """(`read_state_dict(path)`, the YOLOv8Weights of an ultralytics checkpoint, else None)."""
     from detector.models.yolov8_import import is_ultralytics_checkpoint, read_yolov8
 
-    if is_ultralytics_checkpoint(path):
-        return read_yolov8(path).state_dict
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: neither a Lightning checkpoint nor a state dict of tensors")
+    with checkpoint_file(path):
+        if is_ultralytics_checkpoint(path):
+            weights = read_yolov8(path)
+            return weights.state_dict, weights
+        checkpoint = load_weights_only(path)
+        state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError("neither a Lightning checkpoint nor a state dict of tensors")
     prefix = "model."
     if any(k.startswith(prefix) for k in state):  # a LitDetector checkpoint: keep the network's weights
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
+    return state, None
 
 
 def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """Copy every tensor whose name and shape match; the rest keep their initialisation (e.g. a class
     head for a different number of classes). Returns and logs what was loaded and what was not."""
-    from detector.models.yolov8_import import is_ultralytics_checkpoint, read_yolov8
-
-    yolov8 = read_yolov8(path) if is_ultralytics_checkpoint(path) else None
-    source = yolov8.state_dict if yolov8 is not None else read_state_dict(path)
+    source, yolov8 = _read_weights(path)
     target = model.state_dict()
     loaded = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
     if yolov8 is not None:  # only the class branches depend on the number of classes
         differ = [k for k, v in source.items() if k in target and target[k].shape != v.shape and ".cls_branches." not in k]
         if differ:
-            raise ValueError(
-                f"init_from {path} is a YOLOv8{yolov8.scale} checkpoint, but the model's {_summary(differ)} have other "
-                f"shapes: build the model at its scale, model.scale={yolov8.scale} (with the csp backbone)"
-            )
+            raise CheckpointError(
+                f"init_from: a YOLOv8{yolov8.scale} checkpoint, but the model's {_summary(differ)} have other "
+                f"shapes: build the model at its scale, model.scale={yolov8.scale} (with the csp backbone)", path)
     report = {
         "loaded": loaded,
         "shape_mismatch": [k for k, v in source.items() if k in target and target[k].shape != v.shape],

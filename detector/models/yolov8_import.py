@@ -16,13 +16,15 @@ else its `model` entry (a pickled `DetectionModel`, often half precision). Its 2
 The DFL projection `model.22.dfl.conv.weight` (fixed 0..reg_max-1, not trained) has no counterpart: our decoding
 computes the same expectation. Before any weight is taken the layout is verified (layer types and inputs,
 SiLU activations, BatchNorm eps, conv strides/padding/groups, the residual flags of the bottlenecks, SPPF's
-pooling), then every tensor's name and shape; a checkpoint of another task (segment, pose, obb, classify) or
-another architecture (YOLO11, YOLOv8-p2/p6, ...) is refused with the reason.
+pooling), then every tensor's name and shape; a checkpoint of another task (segment, pose, obb, classify), of
+another architecture (YOLO11, YOLOv8-p2/p6, ...) or saved after `model.fuse()` (no BatchNorm left) is refused with
+the reason, as a YOLOv8ImportError (a CheckpointError: `<file>: <reason>`).
 """
 
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from detector.models.safe_pickle import StandIn, load_without_code, module_state_dict, referenced_globals
+from detector.jsonsafe import plain_json
+from detector.models.safe_pickle import (
+    CheckpointError,
+    StandIn,
+    check_checkpoint,
+    checkpoint_file,
+    load_without_code,
+    module_state_dict,
+)
 from detector.models.scales import SCALES, Scale
 
 STAND_IN_PREFIXES = ("ultralytics.", "torch.nn.modules.")
@@ -56,7 +66,7 @@ OTHER_TASKS = {
 STEM_WIDTHS = {16: "n", 32: "s", 48: "m", 64: "l", 80: "x"}  # model.0 output channels at each scale
 
 
-class YOLOv8ImportError(ValueError):
+class YOLOv8ImportError(CheckpointError):
     """A checkpoint that cannot be mapped onto the YOLOv8-style model (task, layout, shapes)."""
 
 
@@ -86,8 +96,11 @@ class YOLOv8Weights:
 
 
 def is_ultralytics_checkpoint(path: str | Path) -> bool:
-    """Whether `path` is a torch.save zip file whose pickle names ultralytics classes (read without unpickling)."""
-    return any(name.startswith("ultralytics.") for name in referenced_globals(path))
+    """Whether `path` is a torch.save zip file whose pickle names ultralytics classes, from the checking pass of
+    `check_checkpoint` (no tensor data read; a file that fails its checks raises its CheckpointError)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    return any(name.startswith("ultralytics.") for name in check_checkpoint(path, STAND_IN_PREFIXES))
 
 
 def _submodule(root: StandIn, path: str) -> StandIn:
@@ -231,27 +244,30 @@ def _img_size(checkpoint: dict, model: StandIn) -> int:
 
 
 def read_yolov8(path: str | Path) -> YOLOv8Weights:
-    """The weights of a YOLOv8 detection checkpoint of ultralytics, with this project's keys (see module doc)."""
+    """The weights of a YOLOv8 detection checkpoint of ultralytics, with this project's keys (see module doc); any
+    failure is a CheckpointError naming the file."""
     return yolov8_weights(load_without_code(path, STAND_IN_PREFIXES), str(path))
 
 
 def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     """`read_yolov8` of a checkpoint already read by `load_without_code` (`path` names it in messages)."""
+    with checkpoint_file(path):
+        return _weights(checkpoint, path)
+
+
+def _weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     from detector.models.yolo import YOLODetector
 
     if not isinstance(checkpoint, dict):
-        raise YOLOv8ImportError(f"{path}: not an ultralytics checkpoint (a {type(checkpoint).__name__}, not a dict)")
+        raise YOLOv8ImportError(f"not an ultralytics checkpoint (a {type(checkpoint).__name__}, not a dict)")
     model = checkpoint.get("ema") or checkpoint.get("model")
     if not isinstance(model, StandIn) or not isinstance(model.state, dict):
-        raise YOLOv8ImportError(f"{path}: no pickled model under 'ema' or 'model' (keys {sorted(checkpoint)})")
+        raise YOLOv8ImportError(f"no pickled model under 'ema' or 'model' (keys {sorted(map(str, checkpoint))})")
     layers = _submodule(model, "model").state["_modules"]
     head = layers[str(len(layers) - 1)]
     _check_task(checkpoint, model, head)
     scale = _scale(model, layers)
-    try:
-        _check_layout(layers)
-    except YOLOv8ImportError as error:
-        raise YOLOv8ImportError(f"{path}: {error}") from None
+    _check_layout(layers)
     num_classes, reg_max = int(_attribute(head, "nc")), int(_attribute(head, "reg_max", 16))
     class_names = _class_names(model, num_classes)
 
@@ -260,37 +276,43 @@ def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
     theirs = module_state_dict(model)
     our_shapes = {k: v.shape for k, v in ours.state_dict().items()}
     pairs, convs = _module_pairs(SCALES[scale])
+    if _attribute(_submodule(model, "model.0"), "_modules", {}).get("bn") is None:
+        raise YOLOv8ImportError(
+            "its Conv layers have no BatchNorm: it was saved after model.fuse(), which folds each BatchNorm into its "
+            "convolution; save the unfused model instead (the training checkpoint best.pt or last.pt, which "
+            "ultralytics writes unfused)")
     for conv in convs:
         activation = _submodule(model, conv).state.get("_modules", {}).get("act")
         if getattr(activation, "name", None) != "SiLU":
-            raise YOLOv8ImportError(f"{path}: {conv} activation is {getattr(activation, 'name', activation)}, "
-                                    "YOLOv8 uses SiLU")
+            raise YOLOv8ImportError(f"{conv} activation is {getattr(activation, 'name', activation)}, YOLOv8 uses SiLU")
     state: dict[str, torch.Tensor] = {}
     for src, dst in pairs:
-        _check_leaf(_submodule(model, src), ours.get_submodule(dst), f"{path}: {src}")
+        _check_leaf(_submodule(model, src), ours.get_submodule(dst), src)
         for name in ours.get_submodule(dst).state_dict():
             key = f"{src}.{name}"
             if key not in theirs:
-                raise YOLOv8ImportError(f"{path}: the checkpoint has no {key} (for {dst}.{name})")
+                raise YOLOv8ImportError(f"the checkpoint has no {key} (for {dst}.{name})")
             tensor = theirs[key]
             if tensor.shape != our_shapes[f"{dst}.{name}"]:
-                raise YOLOv8ImportError(f"{path}: {key} has shape {tuple(tensor.shape)}, {dst}.{name} of the YOLOv8{scale} "
+                raise YOLOv8ImportError(f"{key} has shape {tuple(tensor.shape)}, {dst}.{name} of the YOLOv8{scale} "
                                         f"model {tuple(our_shapes[f'{dst}.{name}'])}")
             state[f"{dst}.{name}"] = tensor.float() if tensor.is_floating_point() else tensor
     projection = theirs.get("model.22.dfl.conv.weight")
     if projection is not None and not torch.equal(projection.float().flatten(), torch.arange(reg_max, dtype=torch.float32)):
-        raise YOLOv8ImportError(f"{path}: the DFL projection is not 0..{reg_max - 1}")
+        raise YOLOv8ImportError(f"the DFL projection is not 0..{reg_max - 1}")
     mapped = {f"{src}.{name}" for src, dst in pairs for name in ours.get_submodule(dst).state_dict()}
     unmapped = sorted(set(theirs) - mapped - {"model.22.dfl.conv.weight"})
     missing = sorted(set(our_shapes) - set(state))
     if unmapped or missing:
-        raise YOLOv8ImportError(f"{path}: tensors without a counterpart: theirs {unmapped[:6]}, ours {missing[:6]}")
+        raise YOLOv8ImportError(f"tensors without a counterpart: theirs {unmapped[:6]}, ours {missing[:6]}")
 
     train_args = checkpoint.get("train_args") if isinstance(checkpoint.get("train_args"), dict) else {}
     source = {"format": "ultralytics", "file": str(path), "version": checkpoint.get("version"),
               "date": checkpoint.get("date"), "task": train_args.get("task", "detect"), "scale": scale,
               "entry": "ema" if checkpoint.get("ema") is not None else "model"}
-    return YOLOv8Weights(state, scale, class_names, _img_size(checkpoint, model), reg_max, source)
+    # metadata of any type (a datetime, a numpy scalar record) as plain JSON data: the converted file is saved
+    # with it and read back with weights_only=True
+    return YOLOv8Weights(state, scale, class_names, _img_size(checkpoint, model), reg_max, plain_json(source))
 
 
 def project_checkpoint(weights: YOLOv8Weights) -> dict[str, Any]:
@@ -310,9 +332,11 @@ def project_checkpoint(weights: YOLOv8Weights) -> dict[str, Any]:
 
 
 def convert_checkpoint(source: str | Path, target: str | Path) -> YOLOv8Weights:
-    """Read the ultralytics checkpoint `source`, write this project's checkpoint `target`; returns the weights."""
+    """Read the ultralytics checkpoint `source`, write this project's checkpoint `target`; returns the weights. Any
+    failure is a CheckpointError naming the file it concerns."""
     weights = read_yolov8(source)
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(project_checkpoint(weights), target)
+    with checkpoint_file(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(project_checkpoint(weights), target)
     return weights

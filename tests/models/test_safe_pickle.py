@@ -12,11 +12,13 @@ import torch
 from torch import nn
 
 from detector.models.safe_pickle import (
+    CheckpointError,
     StandIn,
     UnsafePickleError,
+    check_checkpoint,
+    load_weights_only,
     load_without_code,
     module_state_dict,
-    referenced_globals,
 )
 
 MODULES = ("torch.nn.modules.",)
@@ -73,14 +75,19 @@ def test_a_pickled_module_is_a_record_whose_state_dict_is_the_modules(tmp_path):
     (builtins.exec, ("open({marker!r}, 'w')",)),
     (subprocess.call, (["touch", "{marker}"],)),
     (torch.load, ("{marker}",)),  # torch functions other than the tensor rebuilds are refused too
+    (builtins.__import__, ("os",)),
 ])
-def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, function, args):
+@pytest.mark.parametrize("reader", ["without_code", "weights_only"])
+def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, function, args, reader):
     marker = tmp_path / "ran"
     args = tuple(a.format(marker=str(marker)) if isinstance(a, str) else
                  [x.format(marker=str(marker)) for x in a] if isinstance(a, list) else a for a in args)
     torch.save({"model": RunsCommand(function, *args)}, tmp_path / "evil.pt")
     with pytest.raises(UnsafePickleError, match=r"evil.pt: refusing to load: its pickle references \S+, which is neither"):
-        load_without_code(tmp_path / "evil.pt", MODULES)
+        if reader == "without_code":
+            load_without_code(tmp_path / "evil.pt", MODULES)
+        else:  # this project's checkpoints: checked by the same reader before torch.load(weights_only=True)
+            load_weights_only(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -90,17 +97,25 @@ def test_classes_outside_the_allowed_prefixes_are_refused_by_name(tmp_path):
         load_without_code(tmp_path / "conv.pt", ("ultralytics.",))
 
 
-def test_referenced_globals_are_listed_without_unpickling(tmp_path):
-    torch.save({"model": RunsCommand(os.system, "true"), "x": torch.ones(2)}, tmp_path / "evil.pt")
-    names = referenced_globals(tmp_path / "evil.pt")
-    assert {"posix.system", "torch._utils._rebuild_tensor_v2"} <= names or {"nt.system"} <= names
-    (tmp_path / "text.pt").write_text("not a zip")
-    assert referenced_globals(tmp_path / "text.pt") == set()
+def test_the_check_lists_the_globals_a_pickle_names_and_reads_no_tensor_data(tmp_path, monkeypatch):
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())
+    torch.save({"model": model, "x": torch.ones(2)}, tmp_path / "m.pt")
+
+    def no_data(*_):
+        raise AssertionError("the check read tensor data")
+
+    monkeypatch.setattr(torch, "frombuffer", no_data)
+    names = check_checkpoint(tmp_path / "m.pt", MODULES)
+    assert {"torch.nn.modules.container.Sequential", "torch.nn.modules.conv.Conv2d",
+            "torch._utils._rebuild_tensor_v2", "collections.OrderedDict"} <= names
+    torch.save({"model": RunsCommand(os.system, "true")}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafePickleError, match=r"references (posix|nt)\.system"):
+        check_checkpoint(tmp_path / "evil.pt", MODULES)
 
 
 def test_files_that_are_not_torch_zip_archives_are_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match=r"missing.pt: no such file$"):
         load_without_code(tmp_path / "missing.pt", MODULES)
     (tmp_path / "legacy.pt").write_bytes(b"\x80\x02not a zip")
-    with pytest.raises(ValueError, match="not a torch.save zip archive"):
+    with pytest.raises(CheckpointError, match=r"legacy.pt: not a torch.save zip archive"):
         load_without_code(tmp_path / "legacy.pt", MODULES)

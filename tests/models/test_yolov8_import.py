@@ -33,6 +33,8 @@ from detector.models.yolov8_import import (
 )
 from detector.postprocess.postprocessors import Postprocessor
 
+from .fake_ultralytics import fuse, save_ultralytics_checkpoint, ultralytics_layout
+
 # argv: a json list of checkpoints to make, each {yaml, nc, out, precision: half|float, images: .pt or null, outputs,
 # conf, iou}. Builds each model with random weights (batch-norm affine parameters and statistics too, so that every
 # tensor matters), saves it as ultralytics' trainer does, and evaluates the saved weights (after the same precision
@@ -259,8 +261,9 @@ def test_what_cannot_be_mapped_is_refused_with_the_reason(checkpoints, change, m
 
 
 def test_an_ultralytics_file_that_names_os_system_is_refused_before_it_runs(tmp_path, monkeypatch):
-    """A pickle that names an ultralytics class (so init_from reads it as one) and os.system: refused by name, nothing
-    runs. The class comes from stand-in modules registered for the save only (ultralytics itself is not imported)."""
+    """A pickle that names an ultralytics class and os.system: refused by name, by the check that tells an ultralytics
+    file from others as by init_from, and nothing runs. The class comes from stand-in modules registered for the save
+    only (ultralytics itself is not imported)."""
 
     class DetectionModel:
         def __init__(self, marker: Path) -> None:
@@ -276,9 +279,9 @@ def test_an_ultralytics_file_that_names_os_system_is_refused_before_it_runs(tmp_
     marker = tmp_path / "ran"
     torch.save({"model": DetectionModel(marker), "kind": DetectionModel}, tmp_path / "evil.pt")
     monkeypatch.undo()
-    assert is_ultralytics_checkpoint(tmp_path / "evil.pt")
-    with pytest.raises(UnsafePickleError, match=r"references (posix|nt)\.system"):
-        YOLODetector(3, "n", init_from=str(tmp_path / "evil.pt"))
+    for read in (is_ultralytics_checkpoint, lambda path: YOLODetector(3, "n", init_from=str(path))):
+        with pytest.raises(UnsafePickleError, match=r"evil.pt: refusing to load: .*references (posix|nt)\.system"):
+            read(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -314,3 +317,56 @@ def test_a_converted_checkpoint_goes_through_evaluate_predict_export_and_fine_tu
     log = run("train.py", f"model.init_from={converted}", *data, "data.img_size=64", "data.batch_size=3",
               "trainer.max_epochs=1", "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path / 'finetune'}")
     assert "loaded 354/354 tensors" in log
+
+
+@pytest.fixture(scope="module")
+def fake_checkpoints(tmp_path_factory) -> dict:
+    """Without ultralytics: our YOLOv8n (3 classes, random batch-norm parameters and statistics, so that every tensor
+    matters) in ultralytics' module tree (tests/models/fake_ultralytics.py), saved as its trainer saves it, with a
+    datetime as its date and a numpy scalar as its version; and the same model fused."""
+    import datetime
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = YOLODetector(3, "n")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.2, 0.2), module.running_var.uniform_(0.5, 1.5)
+    folder = tmp_path_factory.mktemp("fake_ultralytics")
+    return {"ours": model,
+            "n": save_ultralytics_checkpoint(folder / "n.pt", ultralytics_layout(model, "n"),
+                                             date=datetime.datetime(2026, 1, 2, 3, 4, 5), version=np.float64(8.3)),
+            "fused": save_ultralytics_checkpoint(folder / "fused.pt", fuse(ultralytics_layout(model, "n")))}
+
+
+def test_a_checkpoint_pickled_as_ultralytics_pickles_one_imports_its_weights(fake_checkpoints):
+    """Our weights saved in half precision in ultralytics' layout come back as every one of our tensors, rounded to
+    half precision."""
+    assert is_ultralytics_checkpoint(fake_checkpoints["n"]) and "ultralytics" not in sys.modules
+    weights = read_yolov8(fake_checkpoints["n"])
+    assert (weights.scale, weights.class_names, weights.img_size) == ("n", ["class0", "class1", "class2"], 64)
+    expected = fake_checkpoints["ours"].state_dict()
+    assert set(weights.state_dict) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(weights.state_dict[key], value.half().float() if value.is_floating_point() else value), key
+
+
+def test_a_fused_checkpoint_is_refused_with_what_to_save_instead(fake_checkpoints):
+    """ultralytics' model.fuse() folds each BatchNorm into its convolution: the import would need BatchNorms that
+    change nothing, which fine-tuning would then train from wrong statistics; refused with the file to save."""
+    with pytest.raises(YOLOv8ImportError, match=r"fused.pt: its Conv layers have no BatchNorm: it was saved after "
+                                                r"model.fuse\(\).*save the unfused model instead \(the training "
+                                                r"checkpoint best.pt or last.pt"):
+        read_yolov8(fake_checkpoints["fused"])
+
+
+def test_metadata_of_any_type_is_written_as_plain_data(fake_checkpoints, tmp_path):
+    """The checkpoint's datetime date and numpy-scalar version: the converted checkpoint holds them as text and reads
+    back with weights_only=True."""
+    convert_checkpoint(fake_checkpoints["n"], tmp_path / "n.ckpt")
+    converted = torch.load(tmp_path / "n.ckpt", map_location="cpu", weights_only=True)["converted_from"]
+    assert converted["date"] == "2026-01-02T03:04:05" and isinstance(converted["version"], str)
+    json.dumps(converted)

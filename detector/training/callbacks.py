@@ -4,6 +4,7 @@ mosaic for the last epochs, saving on interrupt."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch import nn
 
 
 class EMA(WeightAveraging):
@@ -25,6 +27,43 @@ class EMA(WeightAveraging):
             return averaged * d + current * (1 - d)
 
         super().__init__(avg_fn=ema_update)
+
+
+class RecomputeBatchNorm(Callback):
+    """Before each validation, recompute the running mean and variance of every BatchNorm layer that trains, from
+    the last `batches` training batches, with the weights about to be validated (after the EMA swap: list this
+    callback after `ema`). Each layer's statistics become the plain average over those batches (momentum None),
+    as torch.optim.swa_utils.update_bn and detectron2's PreciseBN do; frozen layers (eval mode) keep theirs.
+
+    Why: with BatchNorm momentum 0.03 the running statistics trail the weights by about 33 batches. YOLOv8 steps the
+    optimizer every 4 batches of 16 (nominal batch 64), we step every batch, so near the peak learning rate the
+    statistics used in eval mode describe weights that are 33 steps old, and a branch can fire everywhere on the
+    validation images (docs/ablations.md, "Why short runs collapsed"). The recomputed statistics are what the
+    checkpoint saves. batches = 0 turns it off."""
+
+    def __init__(self, batches: int = 8) -> None:
+        self.recent: deque[torch.Tensor] = deque(maxlen=max(int(batches), 0))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self.recent.maxlen:
+            self.recent.append(batch["images"].detach())
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.recent:
+            return
+        was_training = pl_module.training
+        pl_module.train()
+        norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+        momenta = [m.momentum for m in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the batches below
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
+            for images in self.recent:
+                pl_module(images)
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        pl_module.train(was_training)
 
 
 class Unfreeze(Callback):
@@ -177,3 +216,33 @@ class SaveOnInterrupt(Callback):
         path = Path(checkpoint.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(path)
         rank_zero_info(f"Interrupted ({type(exception).__name__}): saved {path}")
+
+
+class GradientNorms(Callback):
+    """Log the gradient norm of each part of the model before clipping, `grad_norm/<part>`, at the logger's
+    cadence (`trainer.log_every_n_steps`): the backbone stages, the neck, the head's box and class branches, and the
+    class logits' bias alone (the prior), plus `cls_prior/level<i>`, sigmoid of the mean class bias of each level.
+    A part is the name of a parameter cut after `depth` dots (`backbone.stage2`, `head.cls_branches`)."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = int(depth)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if (trainer.global_step + 1) % max(trainer.log_every_n_steps, 1) != 0 and trainer.global_step != 0:
+            return
+        model = getattr(pl_module, "model", pl_module)
+        parts: dict[str, list[torch.Tensor]] = {}
+        for name, parameter in model.named_parameters():
+            if parameter.grad is not None:
+                parts.setdefault(".".join(name.split(".")[: self.depth]), []).append(parameter.grad)
+        head = getattr(model, "head", None)
+        cls_branches = getattr(head, "cls_branches", None)
+        if cls_branches is not None:
+            biases = [branch[-1].bias for branch in cls_branches]
+            if all(b.grad is not None for b in biases):
+                parts["head.cls_bias"] = [b.grad for b in biases]
+            for level, bias in enumerate(biases):
+                pl_module.log(f"cls_prior/level{level}", bias.detach().float().mean().sigmoid(), batch_size=1)
+        for part, grads in parts.items():
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            pl_module.log(f"grad_norm/{part}", norm, batch_size=1)

@@ -31,7 +31,7 @@ class EMA(WeightAveraging):
 
 class RecomputeBatchNorm(Callback):
     """Before each validation, recompute the running mean and variance of every BatchNorm layer that trains, from
-    the last `batches` training batches, with the weights about to be validated (after the EMA swap: list this
+    the last `batches` training batches of the epoch, with the weights about to be validated (after the EMA swap: list this
     callback after `ema`). Each layer's statistics become the plain average over those batches (momentum None),
     as torch.optim.swa_utils.update_bn and detectron2's PreciseBN do; frozen layers (eval mode) keep theirs.
 
@@ -43,6 +43,9 @@ class RecomputeBatchNorm(Callback):
 
     def __init__(self, batches: int = 8) -> None:
         self.recent: deque[torch.Tensor] = deque(maxlen=max(int(batches), 0))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.recent.clear()  # this epoch's batches only: a run resumed at an epoch boundary validates the same way
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if self.recent.maxlen:

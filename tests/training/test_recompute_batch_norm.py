@@ -78,6 +78,16 @@ def test_frozen_norms_and_sanity_check_keep_their_statistics():
     assert model.training  # restored
 
 
+def test_only_the_epochs_batches_count():
+    model, callback = TwoNorms(), RecomputeBatchNorm(batches=4)
+    old, new = batches(2)
+    callback.on_train_batch_end(fake_trainer(), model, None, {"images": old}, 0)
+    callback.on_train_epoch_start(fake_trainer(), model)
+    callback.on_train_batch_end(fake_trainer(), model, None, {"images": new}, 0)
+    callback.on_validation_epoch_start(fake_trainer(), model)
+    torch.testing.assert_close(model.a.running_mean, new.mean((0, 2, 3)))
+
+
 def test_zero_batches_turns_it_off():
     model, callback = TwoNorms(), RecomputeBatchNorm(batches=0)
     callback.on_train_batch_end(fake_trainer(), model, None, {"images": batches(1)[0]}, 0)

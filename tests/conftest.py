@@ -112,6 +112,9 @@ def trained(tmp_path_factory) -> dict:
         f"data.prepare.num_val={TRAINED_NUM_VAL}", f"data.prepare.image_size={TRAINED_IMG_SIZE}",
         f"data.img_size={TRAINED_IMG_SIZE}", f"data.batch_size={TRAINED_BATCH}", "data.num_workers=0",
         "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        # BatchNorm statistics as trained: recomputed from 2 tiny batches, the scores tie and the export tests that
+        # compare NMS results cannot compare them
+        "callbacks.recompute_batch_norm.batches=0",
     ])
     ckpt = tmp / "run" / "checkpoints" / "best.ckpt"
     assert ckpt.is_file()

@@ -247,5 +247,5 @@ class GradientNorms(Callback):
             for level, bias in enumerate(biases):
                 pl_module.log(f"cls_prior/level{level}", bias.detach().float().mean().sigmoid(), batch_size=1)
         for part, grads in parts.items():
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            norm = torch.nn.utils.get_total_norm(grads)
             pl_module.log(f"grad_norm/{part}", norm, batch_size=1)

@@ -140,7 +140,7 @@ class LitDetector(L.LightningModule):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        norm = torch.nn.utils.get_total_norm(grads)
         self.log("train/grad_norm", norm, batch_size=1)
         if torch.isfinite(norm):
             self.nonfinite_steps = 0

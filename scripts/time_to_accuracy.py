@@ -77,7 +77,8 @@ def main() -> None:
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         sys.exit(f"no metrics.json in {run_dir}: not a run directory of train.py")
-    result = {"run_dir": str(run_dir), **summarize(json.loads(metrics_file.read_text()), threshold)}
+    shown = run_dir.resolve().relative_to(ROOT) if run_dir.resolve().is_relative_to(ROOT) else run_dir  # no machine path
+    result = {"run_dir": str(shown), **summarize(json.loads(metrics_file.read_text()), threshold)}
 
     print(f"{'epoch':>6} {'minutes':>8} {'mAP50':>7}")
     for row in result["curve"]:

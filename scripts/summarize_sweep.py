@@ -14,6 +14,9 @@ The Markdown table is also printed, with a power section: per comparison with th
 detectable effect at 80% power, the seeds needed for --target-delta (else for the observed difference), Holm's
 correction, and the `python train.py -m ...` commands that add the missing seeds to the same sweep directory.
 
+Given the runs.csv of an earlier summary instead (a stored or shared sweep, e.g. docs/ablations/*/runs.csv), it
+computes the statistics again, beside that file (or into --out), without curves.
+
 --resume-command prints only the commands that relaunch the sweep's missing and failed jobs (their original
 overrides, the same sweep directory, new job folders) and writes nothing: review them, or pipe them to `sh`.
 See docs/ablations.md for the statistics.
@@ -26,7 +29,7 @@ import sys
 from pathlib import Path
 
 try:  # the statistics (scripts/sweep_stats.py, beside this file) need scipy, an optional extra
-    from sweep_stats import SweepError, collect_runs, resume_commands, summarize, to_markdown, write_all
+    from sweep_stats import SweepError, collect_runs, read_runs_csv, resume_commands, summarize, to_markdown, write_all
 except ModuleNotFoundError as error:
     if error.name != "scipy":
         raise
@@ -35,7 +38,9 @@ except ModuleNotFoundError as error:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dirs", nargs="+", type=Path, help="Hydra multirun directories (logs/<task>/multiruns/<date>)")
+    parser.add_argument("sweep_dirs", nargs="+", type=Path,
+                        help="Hydra multirun directories (logs/<task>/multiruns/<date>), or the runs.csv of an earlier "
+                             "summary (statistics again, without the run folders: no curves)")
     parser.add_argument("--baseline", default=None,
                         help="configuration to compare against: `key=value` overrides (space-separated) or a bare value "
                              "such as `ciou`; default: the experiment preset's ablation.baseline, else loss=ciou")
@@ -58,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--target-delta must be positive")
 
     try:
-        runs, superseded = collect_runs(args.sweep_dirs)
+        stored = [p for p in args.sweep_dirs if p.suffix == ".csv"]
+        if stored and len(stored) < len(args.sweep_dirs):
+            raise SweepError("give either multirun directories or runs.csv files, not both")
+        if stored:
+            runs, superseded = [run for path in stored for run in read_runs_csv(path)], []
+            args.sweep_dirs = list(dict.fromkeys(r.sweep_dir for r in runs if r.sweep_dir is not None)) or stored
+            args.no_plots = True  # no per-epoch history to draw
+        else:
+            runs, superseded = collect_runs(args.sweep_dirs)
         if args.resume_command:
             return print_resume_commands(runs)
         group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
@@ -68,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    paths = write_all(summary, args.out or args.sweep_dirs[0] / "summary", plots=not args.no_plots)
+    default_out = stored[0].parent if stored else args.sweep_dirs[0] / "summary"
+    paths = write_all(summary, args.out or default_out, plots=not args.no_plots)
     print(to_markdown(summary))
     print("Written: " + ", ".join(str(p) for p in paths.values()))
     return 0

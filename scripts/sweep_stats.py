@@ -72,6 +72,7 @@ class Run:
     configuration: str = ""  # set by `summarize`
     sweep_dir: Path | None = None  # the multirun directory it was collected from
     hydra_overrides: tuple[str, ...] = ()  # the launch's Hydra overrides (`hydra.overrides.hydra`: launcher, ...)
+    epochs: int | None = None  # a run read from a runs.csv has no history, only its epoch count
 
     @property
     def name(self) -> str:
@@ -300,6 +301,36 @@ def collect_runs(sweep_dirs: Sequence[Path | str]) -> tuple[list[Run], list[Run]
             superseded.append(run)
     kept = set(map(id, best.values()))
     return [r for r in ordered if id(r) in kept], superseded
+
+
+RUNS_CSV_COLUMNS = ("run", "seed", "status", "reason", *METRICS, "epochs", "overrides")
+
+
+def read_runs_csv(path: Path | str) -> list[Run]:
+    """The runs of a runs.csv that `write_csv` wrote (a stored or shared summary), to summarise them again without
+    their folders: no per-epoch history (no curves), no `ablation.baseline` hint (give --baseline). A run's
+    sweep directory is its folder's parent, as the run column names it."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in RUNS_CSV_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise SweepError(f"{path}: not a runs.csv of summarize_sweep.py (no column {', '.join(missing)})")
+        rows = list(reader)
+    runs = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            seed = int(row["seed"]) if row["seed"] else None
+            metrics = {m: float(row[m]) if row[m] else math.nan for m in METRICS}
+            epochs = int(row["epochs"]) if row["epochs"] else None
+        except ValueError as error:
+            raise SweepError(f"{path}, line {line}: {error}") from None
+        directory = None if row["run"].startswith("(no directory)") else Path(row["run"])
+        runs.append(Run(directory, tuple(row["overrides"].split()), row["status"], row["reason"], seed=seed,
+                        metrics=metrics, epochs=epochs, sweep_dir=directory.parent if directory else None))
+    if not runs:
+        raise SweepError(f"{path}: no runs")
+    return runs
 
 
 # --------------------------------------------------------------------------------------- statistics
@@ -981,7 +1012,8 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
         writer.writerow(["run", "configuration", "seed", "status", "reason", *METRICS, "epochs", "overrides"])
         for r in summary.runs:
             writer.writerow([r.name, r.configuration, "" if r.seed is None else r.seed, r.status, r.reason,
-                             *[_num(r.metrics.get(m)) for m in METRICS], len(r.history), " ".join(r.overrides)])
+                             *[_num(r.metrics.get(m)) for m in METRICS], len(r.history) if r.epochs is None else r.epochs,
+                             " ".join(r.overrides)])
 
 
 def _colors(n: int) -> list:

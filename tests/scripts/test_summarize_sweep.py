@@ -42,3 +42,28 @@ def test_cli_writes_tables_and_plots_and_takes_a_baseline(fabricated_sweep, tmp_
                           "--baseline", "nope", "--out", str(out)], check=False, capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "matches no configuration" in bad.stderr and "loss=ciou" in bad.stderr
+
+
+def test_a_stored_runs_csv_is_summarised_again_to_the_same_statistics(fabricated_sweep, tmp_path):
+    script = [sys.executable, str(ROOT / "scripts" / "summarize_sweep.py")]
+    first = tmp_path / "first"
+    common = ["--baseline", "giou", "--group-by", "loss", "--no-plots", "--target-delta", "2"]
+    run = subprocess.run([*script, str(fabricated_sweep), *common, "--out", str(first)],
+                         check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    stored = tmp_path / "stored" / "runs.csv"
+    stored.parent.mkdir()
+    stored.write_bytes((first / "runs.csv").read_bytes())
+    rerun = subprocess.run([*script, str(stored), *common], check=False, capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    again = stored.parent  # written beside the runs.csv by default
+    with open(first / "summary.csv") as f, open(again / "summary.csv") as g:
+        assert list(csv.DictReader(f)) == list(csv.DictReader(g))
+    assert (again / "runs.csv").read_text() == (first / "runs.csv").read_text()
+    assert not (again / "curves.png").exists()  # no history in a runs.csv
+    assert f"- Sweep: `{fabricated_sweep}`" in rerun.stdout  # the runs' own sweep directory, for the seed commands
+    broken = tmp_path / "broken.csv"
+    broken.write_text("run,seed\nx,1\n")
+    bad = subprocess.run([*script, str(broken)], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "not a runs.csv" in bad.stderr and "broken.csv" in bad.stderr

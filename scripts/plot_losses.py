@@ -1,4 +1,5 @@
-"""Plot every box loss and its gradient magnitude against IoU: `python scripts/plot_losses.py [--out docs/images]`.
+"""Plot every box loss and its gradient magnitude against IoU: `python scripts/plot_losses.py [--out docs/images]`
+(default: logs/plot_losses; `--out docs/images` redraws the figures of docs/losses.md).
 
 Two scenarios against a 4 x 4 target box (grid units):
   slide:  a 4 x 4 prediction sliding sideways, from on the target to touching it (IoU 1 -> 0);
@@ -132,7 +133,8 @@ def plot_family(family: dict[str, Callable[[], torch.nn.Module]], title: str, pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "images")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "logs" / "plot_losses",
+                        help="output folder (default: logs/plot_losses; docs/images holds the documented figures)")
     args = parser.parse_args()
     plot_family(IOU_FAMILY, "IoU-family box losses, 4 x 4 target (grid units)", args.out / "iou_losses.png")
     plot_family(RECENT_FAMILY, "Box losses after 2022 against CIoU, 4 x 4 target (grid units)",

@@ -76,10 +76,12 @@ def _run_hydra_app(task: Callable[[Any], Any], config_name: str) -> None:
 
 
 def _train_task(cfg) -> float:
+    """Train; return the value a Hydra sweeper optimises (`optimized_metric` of the best epoch, detector.search)."""
+    from detector.search import check_metric, objective
     from detector.training.runner import train
 
-    metrics = train(cfg)
-    return metrics.get("map", 0.0)  # the value Hydra sweepers optimise
+    check_metric(cfg.optimized_metric)
+    return objective(train(cfg), cfg.optimized_metric)
 
 
 def train() -> None:

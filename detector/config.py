@@ -16,6 +16,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from detector.sweeps import register_resolver as register_sweep_resolvers
+
 
 class ConfigError(ValueError):
     """The composed config chooses parts that cannot work together."""
@@ -45,6 +47,7 @@ def register_resolvers() -> None:
                            ("dataset_num_classes", dataset_num_classes)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+    register_sweep_resolvers()  # offset_job_num, resume_seed (Hydra's sweep settings)
 
 
 def project_root() -> Path:

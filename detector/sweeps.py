@@ -14,12 +14,17 @@ directory already exists:
   them), so job j goes to `<sweep dir>/<highest + 1 + j>`. The override is recorded in `multirun.yaml` and in each
   job's `.hydra/hydra.yaml`.
 
+A hyperparameter search relaunched into its folder (hparams_search presets, detector/search.py) also needs a new
+sampler seed: seeded as the first launch, Optuna's random start-up trials would propose the first launch's points
+again. Its presets seed the sampler with `${resume_seed:0,${hydra.sweep.dir}}`: 0 plus the number of job folders
+already there.
+
 A fresh sweep directory is left exactly as Hydra lays it out (`0`, `1`, ...), and an explicit
 `hydra.sweep.subdir=...` (on the command line or in the config) is respected. Two launches into the same directory
 at the same time are not supported (both would number from the same folder).
 
 This module imports nothing heavy: Hydra instantiates the callback in the launching process, and unpickling it in
-a launcher's worker (joblib, submitit) registers the `offset_job_num` resolver there too.
+a launcher's worker (joblib, submitit) registers the resolvers there too.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 log = logging.getLogger(__name__)
 
 RESOLVER = "offset_job_num"
+SEED_RESOLVER = "resume_seed"
 DEFAULT_SUBDIR = "${hydra.job.num}"
 _ARCHIVE = re.compile(r"^multirun\.(\d+)\.yaml$")
 
@@ -44,9 +50,15 @@ def offset_job_num(offset: Any, *, _root_: DictConfig) -> str:
     return str(int(_root_.hydra.job.num) + int(offset))
 
 
+def resume_seed(seed: Any, sweep_dir: Any) -> int:
+    """`${resume_seed:0,${hydra.sweep.dir}}` -> 0 plus the number of job folders already in the sweep directory."""
+    return int(seed) + len(job_numbers(Path(str(sweep_dir))))
+
+
 def register_resolver() -> None:
-    if not OmegaConf.has_resolver(RESOLVER):
-        OmegaConf.register_new_resolver(RESOLVER, offset_job_num)
+    for name, resolver in ((RESOLVER, offset_job_num), (SEED_RESOLVER, resume_seed)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 register_resolver()  # at import: wherever the callback is unpickled (launcher workers), the jobs can resolve it

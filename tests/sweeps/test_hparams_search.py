@@ -51,6 +51,15 @@ def test_an_unknown_optimized_metric_is_refused_before_training(monkeypatch):
     assert objective({"status": "ok", "map": 0.5}, "map") == 0.5
 
 
+def test_a_relaunch_seeds_the_sampler_after_the_jobs_already_there(tmp_path):
+    from detector.sweeps import resume_seed
+
+    assert resume_seed(0, tmp_path / "new") == 0 and resume_seed("5", tmp_path) == 5
+    for name in ("0", "1", "2", ".hydra", "optuna.db"):
+        (tmp_path / name).mkdir()
+    assert resume_seed(0, tmp_path) == 3 and resume_seed(1, str(tmp_path)) == 4
+
+
 def test_the_study_storage_folder_is_created(tmp_path):
     database = tmp_path / "a" / "b" / "optuna.db"
     assert sqlite_path(f"sqlite:///{database}") == database
@@ -72,7 +81,7 @@ def test_preset_searches_existing_keys_around_their_defaults(compose_config, pre
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert sweeper.direction == "maximize" and cfg.optimized_metric == "map" and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert sweeper.study_name == preset and cfg.task_name == f"search_{preset}"
-    assert sweeper.storage == f"sqlite:///{cfg.hydra.sweep.dir}/optuna.db"
+    assert sweeper.storage == f"sqlite:///{cfg.hydra.sweep.dir}/optuna.db" and sweeper.sampler.seed == 0
     assert "study_storage" in cfg.hydra.callbacks and "resumable_sweep" in cfg.hydra.callbacks
     distributions, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
     assert tuple(distributions) == PRESETS[preset] and fixed == {}
@@ -105,9 +114,10 @@ def completed_trials(database: Path) -> list[tuple[int, float, dict[str, float]]
 
 
 def search(tmp_path: Path, trials: int) -> str:
-    """`python train.py hparams_search=yolov8_gains` for `trials` trials of two steps on a tiny shapes set."""
+    """`python train.py hparams_search=yolov8_gains` for `trials` trials of two steps on a tiny shapes set (all of
+    them random start-up trials of TPE: the preset's 8)."""
     args = [
-        "hparams_search=yolov8_gains", f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.sampler.n_startup_trials=2",
+        "hparams_search=yolov8_gains", f"hydra.sweeper.n_trials={trials}",
         f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'search'}",
         "data.prepare.num_train=16", "data.prepare.num_val=8", "data.prepare.image_size=64", "data.img_size=64",
         "data.num_workers=0", "data.batch_size=4", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
@@ -141,6 +151,9 @@ def test_three_trial_search_then_a_relaunch_resumes_its_study(tmp_path):
     assert best.name == "optuna" and best.best_value == max(value for _, value, _ in trials)
 
     search(tmp_path, trials=1)  # the same folder: the same database and study, one more trial
-    assert [number for number, _, _ in completed_trials(folder / "optuna.db")] == [0, 1, 2, 3]
+    trials = completed_trials(folder / "optuna.db")
+    assert [number for number, _, _ in trials] == [0, 1, 2, 3]
     resumed = json.loads((folder / "3" / "metrics.json").read_text())  # job folders continue after 0..2
+    assert trials[3][2] == {f"loss.weights.{k}": v for k, v in resumed["combination"]["loss.weights"].items()}
+    # the sampler seed moved on (resume_seed): the first launch's seed would propose trial 0's gains again
     assert tuple(resumed["combination"]["loss.weights"].values()) not in gains

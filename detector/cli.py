@@ -87,8 +87,10 @@ def _train_task(cfg) -> float:
 def train() -> None:
     """`detector-train [group=option ...] [key=value ...]` (-m for a sweep): train a detector (see README)."""
     from detector.config import register_resolvers
+    from detector.search import require_sweeper
 
     register_resolvers()
+    require_sweeper(sys.argv[1:])
     _run_hydra_app(_train_task, "train")
 
 

@@ -1,14 +1,15 @@
-"""Hyperparameter search with hydra-optuna-sweeper (`python train.py hparams_search=<preset>`, docs/training.md).
+"""Hyperparameter search with hydra-optuna-sweeper (`python train.py hparams_search=<preset>`, docs/ablations.md).
 
 The sweeper asks Optuna for a batch of trials, runs each as a Hydra job and tells Optuna the float that the job's
 task returned. `objective` is that float for a training run: one of the best epoch's COCO stats, named by the
-config key `optimized_metric`. `StudyStorageCallback` creates the folder of the study's SQLite database before the
-sweeper opens it (SQLite creates the file, not its folders). Nothing here imports Optuna: the callback is
-instantiated by Hydra in the launching process, `objective` runs in every job.
+config key `optimized_metric`. `require_sweeper` names the extra to install when the plugin is missing, and
+`StudyStorageCallback` creates the folder of the study's SQLite database before the sweeper opens it (SQLite
+creates the file, not its folders). Nothing here imports Optuna: the callback is instantiated by Hydra in the
+launching process, `objective` runs in every job.
 """
-
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,14 @@ from detector.config import ConfigError
 from detector.evaluation.coco import STAT_NAMES
 
 SQLITE = "sqlite:///"
+SWEEPER = "hydra_plugins.hydra_optuna_sweeper"
+
+
+def require_sweeper(argv: list[str]) -> None:
+    """Exit with the install command when the command line picks an hparams_search preset and the sweeper plugin is
+    not installed (Hydra itself would only say that it cannot find 'hydra/sweeper/optuna')."""
+    if any(arg.startswith("hparams_search=") for arg in argv) and importlib.util.find_spec(SWEEPER) is None:
+        raise SystemExit("error: hparams_search needs Hydra's Optuna sweeper: pip install -e '.[search]'")
 
 
 def check_metric(name: str) -> None:

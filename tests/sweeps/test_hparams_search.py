@@ -60,6 +60,20 @@ def test_a_relaunch_seeds_the_sampler_after_the_jobs_already_there(tmp_path):
     assert resume_seed(0, tmp_path) == 3 and resume_seed(1, str(tmp_path)) == 4
 
 
+def test_a_search_without_the_sweeper_plugin_names_the_extra_to_install(monkeypatch):
+    import importlib.util
+
+    from detector.search import SWEEPER, require_sweeper
+
+    require_sweeper(["hparams_search=tal"])  # installed here (or skipped below): no exit
+    require_sweeper(["loss.weights.box=5"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == SWEEPER else real(name, *a))
+    require_sweeper(["seed=1"])  # no search asked: nothing needed
+    with pytest.raises(SystemExit, match=r"pip install -e '\.\[search\]'"):
+        require_sweeper(["seed=1", "hparams_search=yolov8_gains"])
+
+
 def test_the_study_storage_folder_is_created(tmp_path):
     database = tmp_path / "a" / "b" / "optuna.db"
     assert sqlite_path(f"sqlite:///{database}") == database

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from detector.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ def archive_multirun_yaml(sweep_dir: Path) -> Path | None:
     k = len(launch_records(sweep_dir)) - 1
     while (target := latest.with_name(f"multirun.{k}.yaml")).exists():
         k += 1
-    shutil.copy2(latest, target)
+    with atomic_write(target, "wb") as f:
+        f.write(latest.read_bytes())
     return target
 
 

@@ -25,6 +25,7 @@ See docs/ablations.md for the statistics.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                              "directory (one per line; `| sh` runs them) and write nothing")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("detector").setLevel(logging.INFO)  # the removal of an interrupted write's temporary files
     if args.target_delta is not None and not args.target_delta > 0:
         parser.error("--target-delta must be positive")
 

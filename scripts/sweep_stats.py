@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as _stats
 
+from detector.atomic import atomic_write, remove_stale_temporaries, write_text
+
 # metrics.json key -> column title; AP over IoU 0.50:0.95 unless named otherwise
 METRICS: dict[str, str] = {
     "map": "mAP50-95", "map_50": "mAP50", "map_75": "mAP75",
@@ -991,7 +993,7 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
         columns += [f"{m}_diff", f"{m}_diff_ci_low", f"{m}_diff_ci_high", f"{m}_t", f"{m}_p", f"{m}_pairs",
                     f"{m}_significant", f"{m}_p_holm", f"{m}_significant_holm", f"{m}_diff_sd", f"{m}_mde",
                     f"{m}_target", f"{m}_pairs_needed", f"{m}_verdict"]
-    with open(summary_csv, "w", newline="") as f:
+    with atomic_write(summary_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for c in summary.configurations:
@@ -1007,7 +1009,7 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
                          "" if k.seeds_needed is None else k.seeds_needed, k.verdict(summary.alpha)]
                         if k else [""] * 14)
             writer.writerow(row)
-    with open(runs_csv, "w", newline="") as f:
+    with atomic_write(runs_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run", "configuration", "seed", "status", "reason", *METRICS, "epochs", "overrides"])
         for r in summary.runs:
@@ -1044,7 +1046,8 @@ def plot_bars(summary: Summary, path: Path) -> None:
     ax.set_title(f"mean over seeds, error bars: {round(100 * summary.confidence)}% CI (t)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", ncols=2 if k > 6 else 1)
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
 
 
 def plot_curves(summary: Summary, path: Path) -> None:
@@ -1081,7 +1084,8 @@ def plot_curves(summary: Summary, path: Path) -> None:
         axes[0].set_yscale("log")
     axes[1].legend(fontsize="small")
     fig.suptitle("mean over seeds (band: min-max over seeds)")
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
 
 
 def _spans_decades(ax) -> bool:
@@ -1093,11 +1097,13 @@ def _spans_decades(ax) -> bool:
 
 
 def write_all(summary: Summary, out_dir: Path, plots: bool = True) -> dict[str, Path]:
-    """summary.md, summary.csv, runs.csv and (plots) bars.png, curves.png under out_dir."""
+    """summary.md, summary.csv, runs.csv and (plots) bars.png, curves.png under out_dir, each written atomically
+    (an interrupted earlier write's temporary files removed first)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries([out_dir])
     paths = {"markdown": out_dir / "summary.md", "csv": out_dir / "summary.csv", "runs": out_dir / "runs.csv"}
-    paths["markdown"].write_text(to_markdown(summary))
+    write_text(paths["markdown"], to_markdown(summary))
     write_csv(summary, paths["csv"], paths["runs"])
     if plots:
         paths["bars"], paths["curves"] = out_dir / "bars.png", out_dir / "curves.png"

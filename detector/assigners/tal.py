@@ -23,11 +23,16 @@ The overlap u is any element-wise similarity `overlap(gt_boxes, pred_boxes)` in 
 default (YOLOv8), or NWD (`detector.losses.gaussian.nwd`, Wang et al. 2021, whose main gain on tiny objects is in
 assignment) through the option group `assigner/overlap`.
 
-One difference from YOLOv8's dense top-k: a candidate with alignment exactly 0 (an overlap of 0, or a class
-probability that underflows to exactly 0) is never positive here; ultralytics can keep such anchors among its
-top-k. Their own soft target is 0 either way, but a kept anchor is foreground (its box and DFL terms get weight 0)
-and takes part in the per-GT maximum of u that scales the soft targets of the GT's other positives, so where
-probabilities underflow the two can give different soft targets.
+The one difference from ultralytics' dense TaskAlignedAssigner: a candidate with alignment exactly 0 is never
+positive here. Alignment 0 comes from an overlap <= 0 (CIoU is clamped at 0: frequent while predictions are poor)
+or a probability that underflows to 0. ultralytics takes the k largest alignments over all anchors, so a GT with
+fewer than k candidates of positive alignment also gets anchors of alignment 0 (which ones: torch.topk's order
+among ties); those inside the GT become its positives (soft target 0, box and DFL weight 0), and an anchor so
+taken by two GTs goes to the GT it overlaps most among all GTs containing it, which may be a GT that did not
+select it, with a non-zero target that enters that GT's max t and max u. Where every GT has at least k
+candidates of positive alignment the two are identical; elsewhere ultralytics' positives are a superset of ours
+and the soft targets can differ by up to 0.71 (docs/assigners.md, measured by
+tests/assigners/test_tal.py::test_where_ultralytics_task_aligned_assigner_differs).
 """
 
 from __future__ import annotations

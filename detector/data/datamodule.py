@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from detector.atomic import write_text
 from detector.data.checks import DatasetReport, check_records
 from detector.data.dataset import DetectionDataset, Record, collate
 from detector.data.sampler import EpochSampler
@@ -94,7 +95,7 @@ class DetectionDataModule(L.LightningDataModule):
         """Write the class names (one per line, in label order) and the train and val image lists (paths relative to
         `root` when under it) into `folder`, the run directory: class_names.txt, train_images.txt, val_images.txt."""
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "class_names.txt").write_text("".join(f"{name}\n" for name in self.class_names))
+        write_text(folder / "class_names.txt", "".join(f"{name}\n" for name in self.class_names))
         for split, dataset in (("train", self.train_dataset), ("val", self.val_dataset)):
             write_image_list(folder / f"{split}_images.txt", dataset.records, self.root)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.atomic import write_text
 from detector.data.dataset import Record
 
 DEFAULT_VAL_FRACTION = 0.2
@@ -68,4 +69,4 @@ def write_image_list(path: Path, records: Sequence[Record], root: str | Path | N
     for record in records:
         image = os.path.abspath(record.image_path)
         lines.append(os.path.relpath(image, base) if base and image.startswith(base + os.sep) else image)
-    path.write_text("".join(f"{line}\n" for line in lines))
+    write_text(path, "".join(f"{line}\n" for line in lines))

@@ -83,7 +83,9 @@ def matchability_aware_loss(
     logits: torch.Tensor, targets: torch.Tensor, gamma: float = 1.5, alpha: float = 1.0,
 ) -> torch.Tensor:
     """Matchability-aware loss, MAL (Huang et al., "DEIM: DETR with Improved Matching for Fast Convergence",
-    CVPR 2025), targets q in [0, 1] (the IoU of positives, 0 for negatives):
+    CVPR 2025), targets q in [0, 1]: the soft class targets the assigner gives (0 for negatives; TAL's
+    t * max u / max t, the prediction's IoU for ATSS and SimOTA, 1 for one-hot matchers), where DEIM uses the IoU
+    of the matched query:
 
         MAL = -(q^gamma log p + (1 - q^gamma) log(1 - p))   if q > 0   (weight 1: a low-IoU match keeps its loss)
             = -alpha p^gamma log(1 - p)                     if q = 0,
@@ -91,7 +93,9 @@ def matchability_aware_loss(
     p = sigma(x), gamma 1.5 (the published default; alpha 1, the authors' code without `mal_alpha`). Unlike VFL the
     positive target is q^gamma and the positive is not down-weighted by q, so a confident low-IoU match is penalised
     (the paper's point); the negative weight p^gamma is detached, as in the authors' code. A positive whose target is
-    exactly 0 is indistinguishable from a negative here (soft targets carry no separate label) and is treated as one."""
+    exactly 0 is indistinguishable from a negative here (soft targets carry no separate label) and is treated as one.
+    Unreduced: the YOLOv8 criterion divides the sum by max(sum of soft targets, 1), DEIM by the number of GT boxes
+    (docs/losses.md, "MAL")."""
     logits, targets = logits.float(), targets.float()
     positive = targets > 0
     soft = torch.where(positive, targets.clamp(min=0).pow(gamma), 0.0)

@@ -57,8 +57,9 @@ def bhattacharyya_distance(pred: torch.Tensor, target: torch.Tensor, eps: float 
 
         B_D = 1/8 (mu_1 - mu_2)^T Sigma^-1 (mu_1 - mu_2) + 1/2 ln(det Sigma / sqrt(det Sigma_1 det Sigma_2)),
 
-    with `eps` added to every variance (zero-area boxes stay finite) and B_D clamped to [0, 100] as in the authors'
-    code (exp(-100) is 0 in float32)."""
+    with `eps` added to every variance (zero-area boxes stay finite) and B_D clamped to [0, 100] (exp(-100) is 0 in
+    float32). The authors' code clamps to [eps, 100] with eps = 1e-3, also inside B_D's fractions and logarithm; the
+    difference is measured in docs/losses.md ("ProbIoU's eps and clamp")."""
     (pc, ps), (tc, ts) = _centres_and_sizes(pred), _centres_and_sizes(target)
     var_p, var_t = ps**2 / 12 + eps, ts**2 / 12 + eps
     var = (var_p + var_t) / 2
@@ -87,8 +88,9 @@ def probiou_loss(pred: torch.Tensor, target: torch.Tensor, mode: str = "l1", eps
 class NWDLoss(BoxLoss):
     """1 - NWD (Wang et al. 2021), C = `constant` in the units of the boxes the loss sees. See `nwd`.
 
-    The YOLOv8 criterion gives box losses boxes in grid units (pixels / stride), so C there is in strides: the paper's
-    12.8 px is 1.6 at stride 8. The SSD criterion gives pixels."""
+    The YOLOv8 criterion gives box losses boxes in grid units (pixels / stride), so C there is in strides: C = 1.6 is
+    1.6 x stride px, the paper's 12.8 px at stride 8 only (25.6 px at 16, 51.2 px at 32). The SSD criterion gives
+    pixels."""
 
     def __init__(self, constant: float = 12.8, eps: float = 1e-7) -> None:
         super().__init__()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -168,6 +169,19 @@ class MetricsHistory(Callback):
         row["train_loss"] = float(self._loss_sum) / steps if steps else None
         row["train_steps"], row["train_nonfinite_steps"] = steps, nonfinite
         self._reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epochs so far and the sums of the epoch under way (plain types), so that a resumed run's history
+        is the uninterrupted run's."""
+        return {"epochs": {epoch: dict(row) for epoch, row in self.epochs.items()}, "epoch": self._epoch,
+                "loss_sum": float(self._loss_sum), "finite_steps": int(self._finite_steps),
+                "nonfinite_steps": int(self._nonfinite_steps)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = {int(epoch): dict(row) for epoch, row in state_dict["epochs"].items()}
+        self._epoch = state_dict["epoch"]
+        self._loss_sum = state_dict["loss_sum"]
+        self._finite_steps, self._nonfinite_steps = state_dict["finite_steps"], state_dict["nonfinite_steps"]
 
     def history(self) -> list[dict[str, float | int | None]]:
         """One dict per epoch seen so far (including a partial epoch), sorted by epoch."""

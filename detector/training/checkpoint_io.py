@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from detector.atomic import atomic_write
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes `<name>.tmp` in the target folder, fsyncs it, then renames it over `<name>` (atomic on
-    POSIX): a kill during the write leaves the previous checkpoint intact, never a truncated one."""
+    """Writes each checkpoint with `detector.atomic.atomic_write` (`<name>.tmp<pid>`, fsync, rename): a kill
+    during the write leaves the previous checkpoint intact, never a truncated one."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        try:
-            with open(temporary, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with atomic_write(path, "wb") as f:
+            torch.save(checkpoint, f)

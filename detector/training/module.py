@@ -198,6 +198,11 @@ class LitDetector(L.LightningModule):
             checkpoint["img_size"] = int(datamodule.img_size)
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
+        checkpoint["best_metrics"] = {key: float(value) for key, value in self.best_metrics.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a resumed run reports the best epoch over the whole run, not only over the epochs after the resume
+        self.best_metrics = dict(checkpoint.get("best_metrics") or {})
 
     def configure_optimizers(self):
         # frozen parameters are included too, so that unfreezing later needs no new optimizer

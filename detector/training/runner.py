@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from detector.atomic import remove_stale_temporaries, write_text
 from detector.config import check_combination, register_resolvers
 from detector.jsonsafe import json_safe
 from detector.training.callbacks import MetricsHistory
@@ -48,6 +49,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     register_resolvers()  # joblib/submitit workers import this module without running train.py's top level
     check_combination(cfg)  # before any data is read: a combination that cannot train is refused here
     output_dir = Path(cfg.paths.output_dir)
+    remove_stale_temporaries(run_folders(cfg))
     history, module, trainer = MetricsHistory(), None, None
     start = time.perf_counter()
     try:
@@ -76,6 +78,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {**module.best_metrics, "status": "ok", "error": None, **_run_record(cfg, history, module, start)}
     report(metrics, trainer, output_dir)
     return metrics
+
+
+def run_folders(cfg: DictConfig) -> list[Path]:
+    """The folders a run writes into or resumes from: the run directory, its checkpoint folder, and the folder of
+    `ckpt_path` with its run directory (where an interrupted run left its files)."""
+    output_dir = Path(cfg.paths.output_dir)
+    folders = [output_dir, output_dir / "checkpoints"]
+    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None, throw_on_resolution_failure=False)
+    if dirpath:
+        folders.append(Path(dirpath))
+    if cfg.get("ckpt_path"):
+        checkpoint_folder = Path(cfg.ckpt_path).parent
+        folders += [checkpoint_folder, checkpoint_folder.parent] if checkpoint_folder.name == "checkpoints" else [checkpoint_folder]
+    return folders
 
 
 def is_multirun() -> bool:
@@ -119,7 +135,7 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
 @rank_zero_only
 def save_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+    write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 @rank_zero_only
@@ -127,7 +143,7 @@ def report(metrics: dict[str, Any], trainer: L.Trainer | None, output_dir: Path)
     checkpoint = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", "") or "(no checkpoint saved)"
     metrics = {**metrics, "best_checkpoint": checkpoint}
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
+    write_text(output_dir / "metrics.json", json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     if metrics.get("status") == "failed":
         print(f"\nRun FAILED: {metrics['error']['type']}: {metrics['error']['message']}")
     elif "map" in metrics:

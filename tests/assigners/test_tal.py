@@ -290,3 +290,75 @@ def test_nwd_overlap_matches_the_dense_assigner_and_reaches_tiny_gts():
            torch.ones(1, 1, dtype=torch.bool))
     assert TaskAlignedAssigner(C, overlap=overlap)(inputs(*one)).foreground.any()
     assert not TaskAlignedAssigner(C)(inputs(*one)).foreground.any()
+
+
+DIFFERENCE_SCRIPT = """
+import sys, torch
+from ultralytics.utils import tal
+out = []
+for scores, pred, points, labels, gt, mask, C in torch.load(sys.argv[1]):
+    assigner = tal.TaskAlignedAssigner(topk=10, num_classes=C, alpha=0.5, beta=6.0)
+    _, _, target_scores, fg, gt_index = assigner(scores, pred, points, labels.unsqueeze(-1), gt, mask.unsqueeze(-1).float())
+    out.append((target_scores, fg.bool(), gt_index))
+torch.save(out, sys.argv[2])
+"""
+
+
+def aligned_or_poor_case(seed: int, well_aligned: bool, points: torch.Tensor, B: int = 8, M: int = 12, C: int = 4):
+    """Random images on a 128-px input. Well aligned: 40-60 px GTs, each anchor predicting a copy of one of its image's
+    GTs moved by about 2 px (every GT has >= 10 candidates of positive alignment). Poor: 4-44 px GTs and small boxes
+    scattered about the anchor points (as early in training: many candidates with CIoU <= 0)."""
+    torch.manual_seed(seed)
+    lo, hi = (40, 60) if well_aligned else (4, 44)
+    xy = torch.rand(B, M, 2) * (128 - hi - lo)
+    labels, mask = torch.randint(0, C, (B, M)), torch.rand(B, M) > 0.2
+    gt = torch.cat([xy, xy + lo + torch.rand(B, M, 2) * (hi - lo)], -1) * mask[..., None]
+    A = len(points)
+    if well_aligned:
+        pick = torch.multinomial(mask.float() + 1e-6, A, replacement=True)
+        pred = torch.gather(gt, 1, pick[..., None].expand(-1, -1, 4)) + torch.randn(B, A, 4) * 2
+    else:
+        centres, half = points + torch.randn(B, A, 2) * 8, 2 + torch.rand(B, A, 2) * 12
+        pred = torch.cat([centres - half, centres + half], -1)
+    return torch.rand(B, A, C) * 0.9 + 0.05, pred, points, labels, gt, mask, C
+
+
+@pytest.mark.slow
+def test_where_ultralytics_task_aligned_assigner_differs(tmp_path):
+    """Optional reference (ultralytics installed; a subprocess, see above), CIoU overlap: identical where every GT has
+    at least top-k candidates of positive alignment; elsewhere ultralytics' top-k also takes anchors of alignment 0,
+    so its positives are a superset of ours (docs/assigners.md; `-s` prints the measured difference)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics (optional reference) not installed")
+    priors = three_level_priors(128)
+    points = priors.points
+    cases = [aligned_or_poor_case(seed, well, points) for well in (True, False) for seed in range(10)]
+    torch.save(cases, tmp_path / "inputs.pt")
+    run = subprocess.run([sys.executable, "-c", DIFFERENCE_SCRIPT, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    theirs = torch.load(tmp_path / "out.pt")
+    found = {True: [0, 0, 0, 0, 0, 0.0], False: [0, 0, 0, 0, 0, 0.0]}  # images, differing, ours, extra, other GT, max
+    for index, (case, (their_scores, their_fg, their_idx)) in enumerate(zip(cases, theirs)):
+        scores, pred, _, labels, gt, mask, C = case
+        ours = TaskAlignedAssigner(C)(AssignerInput(scores, pred, priors, labels, gt, mask))
+        both = ours.foreground & their_fg
+        assert not (ours.foreground & ~their_fg).any()  # every positive here is one there
+        differing = ((ours.foreground != their_fg).any(1) | ((ours.gt_index != their_idx) & both).any(1)
+                     | (ours.scores - their_scores).abs().flatten(1).gt(1e-5).any(1))
+        row = found[index < 10]
+        row[0] += len(differing)
+        row[1] += int(differing.sum())
+        row[2] += int(ours.foreground.sum())
+        row[3] += int((their_fg & ~ours.foreground).sum())
+        row[4] += int(((ours.gt_index != their_idx) & both).sum())
+        row[5] = max(row[5], float((ours.scores - their_scores).abs().max()))
+    for well, (images, differing, positives, extra, other_gt, largest) in found.items():
+        print(f"{'well aligned' if well else 'poor'}: {differing}/{images} images differ; {positives} positives here, "
+              f"{extra} more there, {other_gt} of ours with another GT there; soft targets differ by <= {largest:.3f}")
+    assert found[True][1] == 0 and found[True][2] > 1000
+    assert found[False][1] > 0 and found[False][3] > 0

@@ -284,3 +284,40 @@ def test_probiou_modes_agree_where_they_should():
     torch.testing.assert_close(-torch.log1p(-(l1[keep] + SQRT_EPS) ** 2), l2[keep], atol=5e-3, rtol=5e-3)
     with pytest.raises(ValueError, match="mode"):
         G.ProbIoULoss("l3")
+
+
+def _probiou_authors(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' form for axis-aligned boxes, with their eps: in the denominators and the logarithm, B_D clamped to
+    [eps, 100], l1 = sqrt(1 - exp(-B_D) + eps), l2 = -ln(1 - l1^2 + eps)."""
+    (x1, y1, w1, h1), (x2, y2, w2, h2) = _cxcywh(pred).double().unbind(-1), _cxcywh(target).double().unbind(-1)
+    a1, b1, a2, b2 = w1**2 / 12, h1**2 / 12, w2**2 / 12, h2**2 / 12
+    t1 = ((a1 + a2) * (y1 - y2) ** 2 + (b1 + b2) * (x1 - x2) ** 2) / ((a1 + a2) * (b1 + b2) + eps) / 4
+    t3 = 0.5 * torch.log((a1 + a2) * (b1 + b2) / (4 * torch.sqrt(a1 * b1 * a2 * b2) + eps) + eps)
+    l1 = torch.sqrt(1 - torch.exp(-(t1 + t3).clamp(eps, 100)) + eps)
+    return l1, -torch.log(1 - l1**2 + eps)
+
+
+def test_probiou_differs_from_the_authors_eps_as_documented():
+    """docs/losses.md: at a perfect match the authors' l1 is sqrt(1 - exp(-1e-3) + 1e-3) = 0.0447 and l2 1e-3 (here 0);
+    with both boxes' sides >= 2 units l1 differs by at most that; below 1 unit their eps dominates B_D."""
+    pred, target = _random_pairs(4096)
+    l1, l2 = _probiou_authors(target, target)
+    assert float((l1 - G.probiou_loss(target, target, "l1").double()).abs().max()) == pytest.approx(0.04472, abs=1e-5)
+    assert float((l2 - G.probiou_loss(target, target, "l2").double()).abs().max()) == pytest.approx(1e-3, abs=1e-6)
+    sides = torch.cat([pred[:, 2:] - pred[:, :2], target[:, 2:] - target[:, :2]], 1).min(1).values
+    large, small = sides >= 2, sides < 1
+    l1, l2 = _probiou_authors(pred[large], target[large])
+    assert float((G.probiou_loss(pred[large], target[large], "l1").double() - l1).abs().max()) < 0.0448
+    l1, _ = _probiou_authors(pred[small], target[small])
+    assert float((G.probiou_loss(pred[small], target[small], "l1").double() - l1).abs().max()) > 0.5
+
+
+def test_nwd_on_the_yolov8_head_is_12_8_px_only_at_stride_8():
+    """docs/losses.md: C = 1.6 grid units is 1.6 x stride px, 12.8 / 25.6 / 51.2 px at strides 8 / 16 / 32. Two 8-px
+    boxes 4 px apart: 1 - NWD = 0.268 at stride 8 (the paper's C), 0.145 at 16, 0.075 at 32."""
+    pred, target = torch.tensor([[0.0, 0, 8, 8]]), torch.tensor([[4.0, 0, 12, 8]])
+    losses = [G.NWDLoss(1.6)(pred / stride, target / stride).item() for stride in (8, 16, 32)]
+    expected = [1 - math.exp(-4 / (1.6 * stride)) for stride in (8, 16, 32)]
+    assert losses == pytest.approx(expected, abs=SQRT_EPS / 1.6)  # the sqrt(eps) shift, in grid units
+    assert [round(v, 3) for v in expected] == [0.268, 0.145, 0.075]
+    assert G.nwd_loss(pred, target, constant=12.8).item() == pytest.approx(losses[0], abs=SQRT_EPS / 1.6)

@@ -1,12 +1,13 @@
 """Start-up time and memory of the data side (docs/benchmark.md, "Labels and image cache").
 
-    python scripts/data_memory.py labels [--images 118287 --boxes 860001]   # a synthetic COCO train2017-sized json
+    python scripts/data_memory.py labels [--images 118287 --boxes 860001] [--folder F] [--no-tracemalloc]
     python scripts/data_memory.py cache [--images 256 --size 640 --workers 2]   # the RAM image cache in workers
 
 labels: writes a COCO json with that many images and boxes and an empty file per image (no pixels: with
-verify_images=false only their existence is checked) into a temporary folder, then times each start-up stage as
-`DetectionDataModule.setup` runs it (json parse + records, the start-up check, the dataset) and reports the Python
-memory the records keep (tracemalloc, in a second pass) and the resident memory after start-up.
+verify_images=false only their existence is checked) into a temporary folder (or `--folder`, reused when it has them),
+then times each start-up stage as `DetectionDataModule.setup` runs it (json parse + records, the start-up check, the
+dataset; wall and CPU seconds) and reports the resident memory after start-up and the Python memory the records
+keep (tracemalloc, in a second pass).
 cache: caches synthetic images with data.cache_images=ram, runs one epoch of a DataLoader with persistent workers,
 and reports each worker's private and proportional memory (Linux /proc/<pid>/smaps_rollup): a worker that copied
 the cache would hold it privately.
@@ -64,26 +65,37 @@ def labels(args: argparse.Namespace) -> None:
     from detector.data.formats.coco import read_coco
 
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        image_dir, path = write_coco(Path(tmp), args.images, args.boxes)
-        print(f"synthetic COCO json: {args.images} images, {args.boxes} boxes, {path.stat().st_size / MB:.0f} MB "
-              f"(written in {time.perf_counter() - start:.1f} s)")
+        folder = Path(args.folder or tmp)
+        path, image_dir = folder / "instances_train2017.json", folder / "train2017"
+        if not path.is_file():
+            start = time.perf_counter()
+            write_coco(folder, args.images, args.boxes)
+            print(f"written in {time.perf_counter() - start:.1f} s")
+        print(f"COCO json: {path.stat().st_size / MB:.0f} MB")
         base = rss_mb()
         times = {}
-        start = time.perf_counter()
+        clock = time.perf_counter(), time.process_time()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter(), time.process_time()
+            times[stage] = (now[0] - clock[0], now[1] - clock[1])
+            clock = now
+
         records, names, category_ids = read_coco(image_dir, path)
-        times["read_coco (json parse + records)"] = time.perf_counter() - start
-        start = time.perf_counter()
+        lap("read_coco (json parse + records)")
         records, report = check_records(records, names, "train", verify_images=False)
-        times["check_records (verify_images=false)"] = time.perf_counter() - start
-        start = time.perf_counter()
+        lap("check_records (verify_images=false)")
         DetectionDataset(records, names, 640, category_ids=category_ids)
-        times["DetectionDataset"] = time.perf_counter() - start
-        for stage, seconds in times.items():
-            print(f"{stage}: {seconds:.1f} s")
-        print(f"start-up total: {sum(times.values()):.1f} s; {report.boxes} boxes kept")
+        lap("DetectionDataset")
+        for stage, (wall, cpu) in times.items():
+            print(f"{stage}: {wall:.1f} s wall, {cpu:.1f} s CPU")
+        print(f"start-up total: {sum(t[0] for t in times.values()):.1f} s wall, {sum(t[1] for t in times.values()):.1f} s "
+              f"CPU; {len(records)} images, {report.boxes} boxes kept")
         gc.collect()
         print(f"resident memory: +{rss_mb() - base:.0f} MB after start-up")
+        if args.no_tracemalloc:
+            return
         del records, report
         gc.collect()
         tracemalloc.start()
@@ -147,6 +159,8 @@ def main() -> None:
     label_parser = sub.add_parser("labels")
     label_parser.add_argument("--images", type=int, default=118287)
     label_parser.add_argument("--boxes", type=int, default=860001)
+    label_parser.add_argument("--folder", help="where to write (or find) the json and the empty image files")
+    label_parser.add_argument("--no-tracemalloc", action="store_true", help="skip the second, slower pass")
     cache_parser = sub.add_parser("cache")
     cache_parser.add_argument("--images", type=int, default=256)
     cache_parser.add_argument("--size", type=int, default=640)

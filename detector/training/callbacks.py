@@ -288,7 +288,7 @@ class DataStallMeter(Callback):
         if self._last_end is not None and self._batch_start is not None:  # the waits counted are those of these steps
             self._compute += now - self._batch_start
             self._steps += 1
-            self._images += extract_batch_size(batch)
+            self._images += len(batch["images"]) if isinstance(batch, dict) and "images" in batch else extract_batch_size(batch)
         self._last_end = now
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

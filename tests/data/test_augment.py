@@ -261,10 +261,12 @@ def test_ram_and_disk_caches_give_the_same_samples_and_disk_files_are_reused(tmp
     assert again.load_failures == 0
 
 
-def test_a_cache_that_does_not_fit_is_refused_and_bad_modes_are_named(tmp_path):
+def test_a_cache_that_does_not_fit_is_refused_and_bad_modes_are_named(tmp_path, caplog):
     records = solid_records(tmp_path, 2)
+    caplog.set_level("INFO", logger="detector.data.image_cache")
     with pytest.raises(ValueError, match=r"cache_images=ram needs 0.00 GB for 2 images, more than data.cache_max_gb=1e-06"):
-        DetectionDataset(records, ["a"], 64, cache_images="ram", cache_max_gb=1e-6)
+        DetectionDataset(records, ["a"], 64, cache_images="ram", cache_max_gb=1e-6, name="train")
+    assert "[train] caching 2 images in RAM: 0.00 GB (data.cache_max_gb=1e-06" in caplog.text  # printed before
     with pytest.raises(ValueError, match="choose ram, disk or false"):
         DetectionDataset(records, ["a"], 64, cache_images="gpu")
     assert DetectionDataset(records, ["a"], 64, cache_images="false").cache_bytes == 0

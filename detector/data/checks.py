@@ -119,16 +119,21 @@ def check_records(
                 break
             seen.add(record.image_id)
         raise DatasetError(f"[{name}] duplicate image id {duplicate.image_id} (e.g. {duplicate.image_path})")
-    for record in records:
-        for labels in (record.labels, record.crowd_labels):
-            bad = (labels < 0) | (labels >= len(class_names))
-            if bad.any():
-                raise DatasetError(f"[{name}] {record.image_path}: class id {int(labels[bad][0])} out of range 0..{len(class_names) - 1}")
+    all_labels = np.concatenate([np.concatenate([r.labels.reshape(-1), r.crowd_labels.reshape(-1)]) for r in records])
+    if ((all_labels < 0) | (all_labels >= len(class_names))).any():
+        for record in records:
+            for labels in (record.labels, record.crowd_labels):
+                bad = (labels < 0) | (labels >= len(class_names))
+                if bad.any():
+                    raise DatasetError(f"[{name}] {record.image_path}: class id {int(labels[bad][0])} out of range 0..{len(class_names) - 1}")
 
+    chunks = [records[i:i + 256] for i in range(0, len(records), 256)]  # a task per chunk: thread overhead per image is large
     with ThreadPoolExecutor(num_threads) as pool:
-        sizes = list(pool.map(lambda r: _probe(r, verify_images, decode), records, chunksize=32))
-    clean = []
-    for record, size in zip(records, sizes):
+        sizes = [size for chunk in pool.map(lambda rs: [_probe(r, verify_images, decode) for r in rs], chunks) for size in chunk]
+    shapes = [size if isinstance(size, tuple) else (r.width, r.height) for r, size in zip(records, sizes)]
+    boxes, crowd = _BoxCheck(records, shapes, "boxes", "labels"), _BoxCheck(records, shapes, "crowd", "crowd_labels")
+    clean, kept_labels = [], []
+    for i, (record, size) in enumerate(zip(records, sizes)):
         if size == "missing":
             report.missing_images.append(str(record.image_path))
             report.note(f"missing image: {record.image_path}")
@@ -141,16 +146,17 @@ def check_records(
             if record.width > 0 and record.height > 0:
                 report.resized_images.append(str(record.image_path))
                 report.note(f"{record.image_path}: annotated size {record.width}x{record.height}, real size {size[0]}x{size[1]}")
-            record = dataclasses.replace(record, width=size[0], height=size[1])
-        boxes, labels = _clean_boxes(record, record.boxes, record.labels, report)
-        crowd, crowd_labels = _clean_boxes(record, record.crowd, record.crowd_labels, None)
-        record = dataclasses.replace(record, boxes=boxes, labels=labels, crowd=crowd, crowd_labels=crowd_labels)
-        report.boxes += len(boxes)
-        report.crowd_boxes += len(crowd)
-        report.background_images += len(boxes) == 0
-        for label in labels.tolist():
-            report.class_counts[label] += 1
+        record_boxes, labels = boxes.clean(i, record, size, report)
+        record_crowd, crowd_labels = crowd.clean(i, record, size, None)
+        record = dataclasses.replace(record, width=size[0], height=size[1], boxes=record_boxes, labels=labels,
+                                     crowd=record_crowd, crowd_labels=crowd_labels)
+        report.boxes += len(record_boxes)
+        report.crowd_boxes += len(record_crowd)
+        report.background_images += len(record_boxes) == 0
+        kept_labels.append(labels)
         clean.append(record)
+    if kept_labels:
+        report.class_counts = np.bincount(np.concatenate(kept_labels), minlength=len(class_names)).tolist()
 
     if report.bad_images > max_bad_fraction * report.images or not clean:
         raise DatasetError(
@@ -176,29 +182,50 @@ def _probe(record: Record, verify_images: bool, decode: bool) -> tuple[int, int]
     return record.width, record.height
 
 
-def _clean_boxes(record: Record, boxes: np.ndarray, labels: np.ndarray, report: DatasetReport | None) -> tuple[np.ndarray, np.ndarray]:
-    boxes, labels = boxes.reshape(-1, 4).astype(np.float32), labels.reshape(-1).astype(np.int64)
-    if len(boxes) == 0:
-        return boxes, labels
-    finite = np.isfinite(boxes).all(1)
-    degenerate = finite & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
-    limits = np.array([record.width, record.height, record.width, record.height], np.float32)
-    clipped = np.clip(boxes, 0, limits)
-    outside_by = np.maximum(np.maximum(-boxes, 0), np.maximum(boxes - limits, 0)).max(1)
-    empty_after_clip = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
-    outside = finite & ~degenerate & empty_after_clip
-    was_clipped = finite & ~degenerate & ~outside & (outside_by > CLIP_TOLERANCE)
-    keep = finite & ~degenerate & ~outside
-    if report is not None:
-        report.boxes_nonfinite += int((~finite).sum())
-        report.boxes_degenerate += int(degenerate.sum())
-        report.boxes_outside += int(outside.sum())
-        report.boxes_clipped += int(was_clipped.sum())
-        for mask, what in ((~finite, "non-finite"), (degenerate, "zero/negative area"), (outside, "outside the image"),
-                           (was_clipped, "clipped to the image")):
-            for i in np.flatnonzero(mask)[:2]:
-                report.note(f"{record.image_path}: box {i} {np.round(boxes[i], 2).tolist()} ({record.width}x{record.height}) {what}")
-    return clipped[keep], labels[keep]
+class _BoxCheck:
+    """The geometric clean-up of every record's boxes (`boxes_attr`, `labels_attr`) at once, in whole arrays: boxes
+    with non-finite coordinates, zero or negative area, or entirely outside the image are dropped, boxes partly outside
+    are clipped; `clean` gives one record's result and counts and notes its problems in the report."""
+
+    def __init__(self, records: Sequence[Record], shapes: Sequence[tuple[int, int]], boxes_attr: str, labels_attr: str) -> None:
+        per_record = [getattr(r, boxes_attr).reshape(-1, 4) for r in records]
+        counts = np.array([len(b) for b in per_record], np.int64)
+        for record, boxes in zip(records, per_record):
+            if len(boxes) != getattr(record, labels_attr).size:
+                raise DatasetError(f"{record.image_path}: {len(boxes)} {boxes_attr} but {getattr(record, labels_attr).size} labels")
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        self.boxes = np.concatenate(per_record).astype(np.float32) if records else np.zeros((0, 4), np.float32)
+        self.labels = np.concatenate([getattr(r, labels_attr).reshape(-1) for r in records]).astype(np.int64)
+        sides = np.asarray(shapes, np.float32).reshape(-1, 2)
+        limits = np.repeat(np.concatenate([sides, sides], 1), counts, 0)
+        boxes = self.boxes
+        self.finite = np.isfinite(boxes).all(1)
+        self.degenerate = self.finite & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+        self.clipped = np.clip(boxes, 0, limits)
+        outside_by = np.maximum(np.maximum(-boxes, 0), np.maximum(boxes - limits, 0)).max(1, initial=0)
+        empty_after_clip = (self.clipped[:, 2] <= self.clipped[:, 0]) | (self.clipped[:, 3] <= self.clipped[:, 1])
+        self.outside = self.finite & ~self.degenerate & empty_after_clip
+        self.was_clipped = self.finite & ~self.degenerate & ~self.outside & (outside_by > CLIP_TOLERANCE)
+        self.keep = self.finite & ~self.degenerate & ~self.outside
+        self.problem = ~self.keep | self.was_clipped
+
+    def clean(self, index: int, record: Record, size: tuple[int, int], report: DatasetReport | None) -> tuple[np.ndarray, np.ndarray]:
+        """Record `index`'s kept boxes and labels; `size` is its image's (width, height) (it must be the one given
+        for it to the constructor)."""
+        a, b = self.offsets[index], self.offsets[index + 1]
+        keep = self.keep[a:b]
+        if report is not None and self.problem[a:b].any():
+            boxes, finite, degenerate = self.boxes[a:b], ~self.finite[a:b], self.degenerate[a:b]
+            outside, was_clipped = self.outside[a:b], self.was_clipped[a:b]
+            report.boxes_nonfinite += int(finite.sum())
+            report.boxes_degenerate += int(degenerate.sum())
+            report.boxes_outside += int(outside.sum())
+            report.boxes_clipped += int(was_clipped.sum())
+            for mask, what in ((finite, "non-finite"), (degenerate, "zero/negative area"), (outside, "outside the image"),
+                               (was_clipped, "clipped to the image")):
+                for i in np.flatnonzero(mask)[:2]:
+                    report.note(f"{record.image_path}: box {i} {np.round(boxes[i], 2).tolist()} ({size[0]}x{size[1]}) {what}")
+        return self.clipped[a:b][keep], self.labels[a:b][keep]
 
 
 # ---------------------------------------------------------------------------------------------- command line

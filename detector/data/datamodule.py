@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from detector.atomic import write_text
 from detector.data.checks import DatasetReport, check_records
 from detector.data.dataset import DetectionDataset, Record, collate
+from detector.data.image_cache import cache_mode
 from detector.data.sampler import EpochSampler
 from detector.data.split import write_image_list
 
@@ -32,7 +33,10 @@ class DetectionDataModule(L.LightningDataModule):
     mosaic_prob: share of training samples that are 4-image mosaics (`set_mosaic(False)` / the
         `detector.training.callbacks.CloseMosaic` callback turn it off for the last epochs).
     min_box_size: drop training boxes that augmentation leaves thinner than this many pixels.
-    cache_images: keep the decoded, resized images in RAM (train and val).
+    cache_images: "ram" (true is the same), "disk" or false: keep the decoded, resized images of both splits in one
+        RAM block shared by the DataLoader workers, or as .npy files under `cache_dir` (default
+        `~/.cache/detector/images`; delete it any time); see `detector.data.image_cache`.
+    cache_max_gb: the largest RAM cache of a split; a larger one is refused at start-up with the alternatives named.
     verify_images: read every image header at start-up (sizes, unreadable files); False = only check
         that the files exist.
     seed: base seed of the augmentations and of the shuffling (the run's `seed`).
@@ -52,7 +56,8 @@ class DetectionDataModule(L.LightningDataModule):
         max_bad_fraction: float = 0.05, verify_images: bool = True, persistent_workers: bool = True,
         prefetch_factor: int | None = None, root: str | None = None, format: str | None = None,
         class_names: Sequence[str] | str | None = None, min_box_size: float = 1.0, seed: int = 0,
-        val_fraction: float | None = None, split_seed: int = 0,
+        val_fraction: float | None = None, split_seed: int = 0, cache_max_gb: float = 16.0,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.train_reader, self.val_reader, self.prepare = train_reader, val_reader, prepare
@@ -60,7 +65,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.train_augmentations = list(train_augmentations)
         self.min_visibility, self.min_area, self.min_box_size = min_visibility, min_area, min_box_size
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.mosaic_prob, self.cache_images = mosaic_prob, cache_images
+        self.mosaic_prob, self.cache_images = mosaic_prob, cache_mode(cache_images)  # a bad value fails here, early
+        self.cache_max_gb, self.cache_dir = cache_max_gb, cache_dir
         self.max_bad_fraction, self.verify_images = max_bad_fraction, verify_images
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
         self.root, self.format = root, format
@@ -114,7 +120,8 @@ class DetectionDataModule(L.LightningDataModule):
         return DetectionDataset(
             records, names, self.img_size, augmentations, category_ids, self.min_visibility, self.min_area,
             mosaic_prob=self.mosaic_prob if train else 0.0, cache_images=self.cache_images, substitute_bad_images=train,
-            min_box_size=self.min_box_size, seed=self.seed,
+            min_box_size=self.min_box_size, seed=self.seed, cache_max_gb=self.cache_max_gb, cache_dir=self.cache_dir,
+            name=split,
         )
 
     def unaugmented_dataset(self, split: str) -> DetectionDataset:

@@ -7,7 +7,7 @@ ground truth that the evaluator uses, whatever the format on disk was.
 Loading resizes each image so that its longest side is the network size (the first step of the
 letterbox, done once at load time, exactly as the letterbox would do it); augmentations therefore see
 images at network scale, which keeps them cheap for large photos and lets `cache_images` keep the
-decoded, resized images in RAM. Validation output is bit-identical to letterboxing the original image.
+decoded, resized images in RAM or on disk (`detector.data.image_cache`). Validation output is bit-identical to letterboxing the original image.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import io
 import random
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from detector.data.image_cache import DiskCache, RamCache, cache_mode, default_cache_dir
 from detector.data.transforms import PAD_VALUE, build_pipeline, letterbox_scale, mosaic_transform
 
 
@@ -87,12 +87,18 @@ def image_ids_from_stems(paths: Sequence[Path]) -> list[int]:
     return list(range(1, len(stems) + 1))
 
 
+def letterbox_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of an image of this size after the first step of the letterbox."""
+    sx, sy = letterbox_scale(height, width, size)
+    return max(1, round(height * sy)), max(1, round(width * sx))
+
+
 def resize_to_letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float]]:
     """First step of the letterbox (longest side -> `size`, aspect kept), exactly as albumentations'
     LongestMaxSize does it; returns the image and the per-axis factors (sx, sy)."""
     height, width = image.shape[:2]
     sx, sy = letterbox_scale(height, width, size)
-    new_w, new_h = max(1, round(width * sx)), max(1, round(height * sy))
+    new_h, new_w = letterbox_shape(height, width, size)
     if (new_w, new_h) != (width, height):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     return image, (sx, sy)
@@ -105,7 +111,9 @@ class DetectionDataset(Dataset):
     mosaic_prob: probability that a training sample is a 2x2 mosaic of itself and 3 random other images
         (albumentations' `A.Mosaic`, fed through its metadata key), before `augmentations`;
         `set_mosaic(False)` turns it off in every DataLoader worker (see `detector.training.callbacks.CloseMosaic`).
-    cache_images: decode (and resize) every image once, up front, and keep it in RAM.
+    cache_images: "ram" (or true), "disk" or false: decode and resize every image once, up front, and keep it in one
+        block of RAM shared by the DataLoader workers, or as a .npy file per image under `cache_dir` (default
+        `~/.cache/detector/images`); see `detector.data.image_cache`. cache_max_gb: the largest RAM cache allowed.
     min_box_size: boxes thinner than this (px, either side) after augmentation are dropped (slivers left at
         crop/mosaic edges; they carry no object and upset aspect-ratio losses).
     substitute_bad_images: an image that fails to decode in `__getitem__` is replaced by another random
@@ -120,8 +128,9 @@ class DetectionDataset(Dataset):
         self, records: Sequence[Record], class_names: Sequence[str], image_size: int,
         augmentations: Sequence[A.BasicTransform] = (), category_ids: Sequence[int] | None = None,
         min_visibility: float = 0.0, min_area: float = 1.0, mosaic_prob: float = 0.0,
-        cache_images: bool = False, substitute_bad_images: bool = True,
+        cache_images: bool | str = False, substitute_bad_images: bool = True,
         mosaic_center_range: tuple[float, float] = (0.25, 0.75), min_box_size: float = 1.0, seed: int = 0,
+        cache_max_gb: float = 16.0, cache_dir: str | Path | None = None, name: str = "dataset",
     ) -> None:
         self.records = list(records)
         unsized = [r.image_path for r in self.records if r.width <= 0 or r.height <= 0]
@@ -147,9 +156,10 @@ class DetectionDataset(Dataset):
         self._rng = random.Random()
         self._bad: set[int] = set()  # indices that failed to load (in this process)
         self.base_seed = seed
-        self._cache: list[np.ndarray | None] | None = None
-        if cache_images:
-            self.cache_images()
+        self._cache: RamCache | DiskCache | None = None
+        mode = cache_mode(cache_images)
+        if mode is not None:
+            self.cache_images(mode, cache_max_gb, cache_dir, name)
 
     # ----------------------------------------------------------------- state shared with the workers
     @property
@@ -166,20 +176,22 @@ class DetectionDataset(Dataset):
         return int(self._load_failures)
 
     # ----------------------------------------------------------------- loading
-    def cache_images(self, num_threads: int = 8) -> None:
-        """Decode and resize every image once (threads; OpenCV releases the GIL) and keep it in RAM."""
-        def load(index: int) -> np.ndarray | None:
-            try:
-                return self._read(index)
-            except OSError:
-                return None
-
-        with ThreadPoolExecutor(num_threads) as pool:
-            self._cache = list(pool.map(load, range(len(self.records))))
+    def cache_images(self, mode: str = "ram", max_gb: float = 16.0, cache_dir: str | Path | None = None,
+                     name: str = "dataset") -> None:
+        """Decode and resize every image once and keep it in RAM ("ram") or as .npy files ("disk"); call before the
+        DataLoader workers start. ValueError when it would not fit (the message names the alternatives)."""
+        shapes = [letterbox_shape(r.height, r.width, self.image_size) for r in self.records]
+        if mode == "ram":
+            self._cache = RamCache(shapes, self._read, max_gb, name)
+        else:
+            folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+            self._cache = DiskCache([r.image_path for r in self.records], shapes, self._read,
+                                    folder / f"{self.image_size}px", name)
 
     @property
     def cache_bytes(self) -> int:
-        return sum(image.nbytes for image in self._cache or () if image is not None)
+        """Bytes the image cache holds (RAM, or the .npy files on disk); 0 without one."""
+        return self._cache.nbytes if self._cache is not None else 0
 
     def _read(self, index: int) -> np.ndarray:
         """The image resized for the letterbox (longest side = image_size); raises OSError when unreadable."""
@@ -196,12 +208,8 @@ class DetectionDataset(Dataset):
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image at network scale, its boxes, labels); OSError when the image cannot be read."""
         record = self.records[index]
-        if self._cache is not None:
-            image = self._cache[index]
-            if image is None:
-                raise FileNotFoundError(f"cannot read image {record.image_path} (failed when caching)")
-            image = image.copy()
-        else:
+        image = self._cache.get(index) if self._cache is not None else None
+        if image is None:  # no cache, or not in it (it failed to load when caching: this raises again)
             image = self._read(index)
         sx, sy = letterbox_scale(record.height, record.width, self.image_size)
         boxes = record.boxes.reshape(-1, 4).astype(np.float32) * np.array([sx, sy, sx, sy], np.float32)

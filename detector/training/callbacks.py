@@ -1,5 +1,5 @@
 """Training callbacks built on Lightning's own mechanisms: EMA, unfreezing, metrics history, closing the
-mosaic for the last epochs, saving on interrupt."""
+mosaic for the last epochs, saving on interrupt, the data-stall meter."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.utilities.data import extract_batch_size
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 
 
@@ -263,3 +264,70 @@ class GradientNorms(Callback):
         for part, grads in parts.items():
             norm = torch.nn.utils.get_total_norm(grads)
             pl_module.log(f"grad_norm/{part}", norm, batch_size=1)
+
+
+class DataStallMeter(Callback):
+    """Per training epoch, how long the loop waited for its batches: `time/data_wait`, the share of the step time
+    spent between the end of one batch (`on_train_batch_end`) and the start of the next (`on_train_batch_start`:
+    fetching, collating, moving to the device); `time/step`, seconds per step (wait + compute); `time/images_per_s`,
+    the batch size over `time/step`. The first batch of an epoch (DataLoader iterator and worker start-up) and
+    validations in the middle of an epoch are left out. When the wait is above `warn_above` of the step time, one
+    warning per run names the settings that feed the model faster.
+
+    On a GPU the compute is asynchronous: the wait measured on the host overlaps the GPU's work until something
+    synchronises (the loss logged on the progress bar does every step), so the fraction is an upper bound there."""
+
+    def __init__(self, warn_above: float = 0.2) -> None:
+        self.warn_above = float(warn_above)
+        self.warned = False
+        self._last_end: float | None = None
+        self._batch_start: float | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._wait = self._compute = 0.0
+        self._steps = self._images = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+        self._last_end = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+        if self._last_end is not None:
+            self._wait += self._batch_start - self._last_end
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_end is not None and self._batch_start is not None:  # the waits counted are those of these steps
+            self._compute += now - self._batch_start
+            self._steps += 1
+            self._images += len(batch["images"]) if isinstance(batch, dict) and "images" in batch else extract_batch_size(batch)
+        self._last_end = now
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_end is not None:  # a validation inside the epoch is not a data wait
+            self._last_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._steps:
+            return
+        total = self._wait + self._compute
+        wait_fraction = self._wait / total
+        step = total / self._steps
+        images_per_s = self._images / total
+        for name, value in (("time/data_wait", wait_fraction), ("time/step", step), ("time/images_per_s", images_per_s)):
+            pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1)
+        if wait_fraction > self.warn_above and not self.warned:
+            self.warned = True
+            rank_zero_warn(
+                f"epoch {trainer.current_epoch}: {wait_fraction:.0%} of the training step time ({step:.3f} s/step, "
+                f"{images_per_s:.1f} img/s) was spent waiting for the next batch. Feed the model faster: more DataLoader "
+                f"workers (data.num_workers=, now {_num_workers(trainer)}; about one per CPU core), or cache the decoded "
+                "images (data.cache_images=ram, or disk when they do not fit in memory)."
+            )
+
+
+def _num_workers(trainer: L.Trainer) -> int | str:
+    loader = getattr(trainer, "train_dataloader", None)
+    return getattr(loader, "num_workers", "?")

@@ -230,3 +230,57 @@ def test_seed_makes_samples_reproducible(tmp_path):
         samples.append([dataset[i] for i in range(6)])
     for a, b in zip(*samples):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
+
+
+def test_ram_and_disk_caches_give_the_same_samples_and_disk_files_are_reused(tmp_path):
+    rng = np.random.default_rng(4)
+    records = []
+    for i, (width, height) in enumerate([(300, 200), (120, 180), (64, 64)]):
+        boxes, labels = rectangles_image(tmp_path / f"{i}.png", width, height, rng, [hue_colour(i)])
+        records.append(Record(tmp_path / f"{i}.png", i + 1, width, height, boxes, np.asarray(labels, np.int64)))
+    augment = [A.HorizontalFlip(p=0.5), A.Affine(scale=(0.8, 1.2), p=0.5)]
+    plain = DetectionDataset(records, ["a"], 96, augment, mosaic_prob=0.5)
+    expected = [plain[(i, 1)] for i in range(3)]
+    folder = tmp_path / "cache"
+    for mode in ("ram", True, "disk"):
+        cached = DetectionDataset(records, ["a"], 96, augment, mosaic_prob=0.5, cache_images=mode, cache_dir=folder)
+        assert cached.cache_bytes >= (96 * 64 + 64 * 96 + 96 * 96) * 3
+        for i in range(3):
+            for key in ("image", "boxes", "labels"):
+                np.testing.assert_array_equal(expected[i][key].numpy(), cached[(i, 1)][key].numpy())
+    files = sorted((folder / "96px").glob("*.npy"))
+    assert len(files) == 3 and {np.load(f).shape for f in files} == {(64, 96, 3), (96, 64, 3), (96, 96, 3)}
+    written = [f.stat().st_mtime_ns for f in files]
+    again = DetectionDataset(records, ["a"], 96, cache_images="disk", cache_dir=folder)
+    assert [f.stat().st_mtime_ns for f in files] == written  # nothing written again
+    letterboxed = [sample["image"].numpy() for sample in DetectionDataset(records, ["a"], 96)]
+    for record in records:
+        record.image_path.unlink()  # served from the .npy files now
+    for i in range(3):
+        np.testing.assert_array_equal(letterboxed[i], again[i]["image"].numpy())
+    assert again.load_failures == 0
+
+
+def test_a_cache_that_does_not_fit_is_refused_and_bad_modes_are_named(tmp_path, caplog):
+    records = solid_records(tmp_path, 2)
+    caplog.set_level("INFO", logger="detector.data.image_cache")
+    with pytest.raises(ValueError, match=r"cache_images=ram needs 0.00 GB for 2 images, more than data.cache_max_gb=1e-06"):
+        DetectionDataset(records, ["a"], 64, cache_images="ram", cache_max_gb=1e-6, name="train")
+    assert "[train] caching 2 images in RAM: 0.00 GB (data.cache_max_gb=1e-06" in caplog.text  # printed before
+    with pytest.raises(ValueError, match="choose ram, disk or false"):
+        DetectionDataset(records, ["a"], 64, cache_images="gpu")
+    assert DetectionDataset(records, ["a"], 64, cache_images="false").cache_bytes == 0
+
+
+def test_the_ram_cache_is_served_the_same_by_persistent_workers(tmp_path):
+    from torch.utils.data import DataLoader
+
+    dataset = DetectionDataset(solid_records(tmp_path, 4), ["a"], 64, cache_images="ram")
+    for record in dataset.records:
+        record.image_path.unlink()  # only the cache can serve them
+    direct = collate([dataset[i] for i in range(4)])
+    loader = DataLoader(dataset, batch_size=4, num_workers=1, persistent_workers=True, collate_fn=collate)
+    for _epoch in range(2):
+        batch = next(iter(loader))
+        assert torch.equal(batch["images"], direct["images"]) and batch["images"].float().std() > 0
+    assert dataset.load_failures == 0

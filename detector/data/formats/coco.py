@@ -45,6 +45,53 @@ def read_coco(image_dir: str | Path, annotation_file: str | Path) -> tuple[list[
         if image["id"] in image_ids:
             raise ValueError(f"{annotation_file}: images[{k}]: duplicate image id {image['id']}")
         image_ids.add(image["id"])
+    records = _records_vectorized(data, image_dir, label_of, annotation_file)
+    if records is None:  # something is malformed: the annotation-by-annotation reader names it
+        records = _records_checked(data, image_dir, label_of, image_ids, category_ids, annotation_file)
+    return records, names, category_ids
+
+
+def _records_vectorized(data: dict, image_dir: Path, label_of: dict, annotation_file: Path) -> list[Record] | None:
+    """The records, built with whole-array operations (COCO train2017's 860k boxes in about a second); None when
+    any annotation is malformed (then `_records_checked` reports it)."""
+    images, annotations = data["images"], data.get("annotations", [])
+    index_of = {image["id"]: i for i, image in enumerate(images)}
+    try:
+        owner = np.array([index_of.get(ann.get("image_id"), -1) for ann in annotations], np.int64)
+        labels = np.array([label_of.get(ann.get("category_id"), -1) for ann in annotations], np.int64)
+        crowd = np.array([bool(ann.get("iscrowd", 0)) for ann in annotations], bool)
+        bbox = np.array([ann.get("bbox") for ann in annotations], np.float64).reshape(-1, 4)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if bbox.shape != (len(annotations), 4):  # e.g. [[x, y], [w, h]]
+        return None
+    known = owner >= 0
+    if (labels[known] < 0).any() or not np.isfinite(bbox[known]).all():
+        return None
+    if not known.all():
+        log.warning("%s: %d annotations refer to image ids that are not in 'images' (ignored)", annotation_file,
+                    int((~known).sum()))
+    xyxy = np.concatenate([bbox[:, :2], bbox[:, :2] + bbox[:, 2:]], 1).astype(np.float32)
+    groups = []
+    for selected in (known & ~crowd, known & crowd):  # per image, in file order (stable sort)
+        index = np.flatnonzero(selected)
+        index = index[np.argsort(owner[index], kind="stable")]
+        counts = np.bincount(owner[index], minlength=len(images))
+        groups.append((xyxy[index], labels[index], np.cumsum(counts) - counts, np.cumsum(counts)))
+    (boxes, box_labels, starts, ends), (crowd_boxes, crowd_labels, crowd_starts, crowd_ends) = groups
+    return [
+        Record(
+            image_path=image_dir / image["file_name"], image_id=int(image["id"]),
+            width=int(image.get("width") or 0), height=int(image.get("height") or 0),
+            boxes=boxes[a:b], labels=box_labels[a:b], crowd=crowd_boxes[c:d], crowd_labels=crowd_labels[c:d],
+        )
+        for image, a, b, c, d in zip(images, starts.tolist(), ends.tolist(), crowd_starts.tolist(), crowd_ends.tolist())
+    ]
+
+
+def _records_checked(data: dict, image_dir: Path, label_of: dict, image_ids: set, category_ids: list[int],
+                     annotation_file: Path) -> list[Record]:
+    """The records, annotation by annotation: a ValueError names the first malformed one."""
     per_image: dict[int, list[dict]] = {}
     orphans = 0
     for k, ann in enumerate(data.get("annotations", [])):
@@ -79,4 +126,4 @@ def read_coco(image_dir: str | Path, annotation_file: str | Path) -> tuple[list[
             boxes=np.asarray(boxes, np.float32).reshape(-1, 4), labels=np.asarray(labels, np.int64),
             crowd=np.asarray(crowd, np.float32).reshape(-1, 4), crowd_labels=np.asarray(crowd_labels, np.int64),
         ))
-    return records, names, category_ids
+    return records

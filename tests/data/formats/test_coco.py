@@ -66,3 +66,30 @@ def test_bad_annotations_raise_clear_errors(coco_files, change, message):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=message):
         read_coco(image_dir, path)
+
+
+def test_the_fast_reader_gives_the_records_of_the_checked_one(tmp_path):
+    """read_coco builds the records with whole-array operations; the annotation-by-annotation reader (used when
+    something is malformed, to name it) gives the same records on a file with crowd boxes, orphans and empty images."""
+    from detector.data.formats.coco import _records_checked
+
+    rng = np.random.default_rng(0)
+    images = [{"id": 3 * i + 7, "file_name": f"{i}.jpg", "width": 640, "height": 480} for i in range(60)]
+    images += [{"id": 1000 + i, "file_name": f"empty{i}.jpg", "width": 64, "height": 48} for i in range(3)]
+    annotations = [
+        {"id": k, "image_id": 3 * int(rng.integers(0, 64)) + 7, "category_id": int(rng.choice([1, 3])),
+         "bbox": rng.uniform(0, 300, 4).round(3).tolist(), "iscrowd": int(rng.random() < 0.1)}
+        for k in range(400)
+    ]
+    data = {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(data))
+    fast, _, category_ids = read_coco(tmp_path, path)
+    checked = _records_checked(data, tmp_path, {3: 1, 1: 0}, {im["id"] for im in images}, category_ids, path)
+    assert len(fast) == len(checked) == 63 and 0 < sum(len(r.crowd) for r in fast) < sum(len(r.boxes) for r in fast)
+    assert any(len(r.boxes) == 0 for r in fast)
+    for a, b in zip(fast, checked):
+        assert (a.image_path, a.image_id, a.width, a.height) == (b.image_path, b.image_id, b.width, b.height)
+        for name in ("boxes", "labels", "crowd", "crowd_labels"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), name

@@ -2,8 +2,8 @@
 
 `check_combination` runs when `train.py` starts, before any data is read. It reads only what the classes named by
 the config declare (a model's `output_type`, a criterion's `head_output` and `takes_dfl`, a classification loss's
-`activation`, the fields of a head output), never a class or module name, and names the valid options of the group
-that does not fit.
+`activation`, a distance loss's `needs_bins` against `model.reg_max`, the fields of a head output), never a class or
+module name, and names the valid options of the group that does not fit.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from detector.losses.dfl import distance_loss_mismatch
 from detector.sweeps import register_resolver as register_sweep_resolvers
 
 
@@ -105,6 +106,12 @@ def check_combination(cfg: DictConfig) -> None:
             f"{criterion.__name__} has no DFL term ({head_output.__name__} regresses offsets, it has no distribution "
             "bins): choose loss/dfl=none"
         )
+    distance_loss, reg_max = _target(OmegaConf.select(cfg, "loss.dfl")), OmegaConf.select(cfg, "model.reg_max")
+    if distance_loss is not None and reg_max is not None:
+        mismatch = distance_loss_mismatch(distance_loss, int(reg_max))
+        if mismatch:
+            valid = [name for name, c in group_options("loss/dfl").items() if not distance_loss_mismatch(c, int(reg_max))]
+            raise ConfigError(f"{mismatch}: choose loss/dfl={' or loss/dfl='.join(valid)} (or loss/dfl=none)")
     if OmegaConf.select(cfg, "model.end2end", default=False) and "one2one" not in head_output._fields:
         raise ConfigError(
             f"{model.__name__} has no one-to-one branch ({head_output.__name__}): model.end2end works with "

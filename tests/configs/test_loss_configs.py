@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from detector.losses import classification, dfl, gaussian, iou
-from detector.losses.base import BoxLoss, ClassificationLoss
+from detector.losses.base import BoxLoss, ClassificationLoss, DistanceLoss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -87,6 +87,21 @@ def test_cls_option_builds_its_class_and_trains_by_its_activation(compose_config
     logits.requires_grad_(True)
     value = module(logits, targets)
     assert module.activation in ("sigmoid", "softmax") and value.shape == shape and torch.isfinite(value).all()
+    value.sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("option", options("loss/dfl"))
+def test_distance_option_trains_the_head_it_declares(compose_config, option):
+    node = compose_config([f"loss/dfl={option}"]).loss.dfl
+    if node is None:  # the term switched off
+        return
+    module = hydra.utils.instantiate(node)
+    assert isinstance(module, DistanceLoss) and type(module) is _declared_class(node)
+    reg_max = 16 if module.needs_bins else 1
+    logits = torch.randn(3, 4 * reg_max, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    value = module(logits, torch.tensor([[0.5, 1.0, 2.0, 3.5]]).expand(3, -1))
+    assert value.shape == (3,) and torch.isfinite(value).all() and (value > 0).all()
     value.sum().backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 

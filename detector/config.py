@@ -2,21 +2,24 @@
 
 `check_combination` runs when `train.py` starts, before any data is read. It reads only what the classes named by
 the config declare (a model's `output_type`, a criterion's `head_output` and `takes_dfl`, a classification loss's
-`activation`, the fields of a head output), never a class or module name, and names the valid options of the group
-that does not fit.
+`activation`, a distance loss's `needs_bins` against `model.reg_max`, the fields of a head output), never a class or
+module name, and names the valid options of the group that does not fit.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detector.sweeps import register_resolver as register_sweep_resolvers
+
+# torch and the modules that import it are imported inside the functions that use them: composing a config
+# (`python train.py --cfg job`) needs neither
 
 
 class ConfigError(ValueError):
@@ -25,6 +28,8 @@ class ConfigError(ValueError):
 
 def auto_precision() -> str:
     """Lightning precision for the visible hardware: bf16-mixed or 16-mixed on GPU, 32-true on CPU."""
+    import torch
+
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
@@ -36,7 +41,17 @@ def loss_activation(target: str) -> str:
 
 
 def dataset_num_classes(root: str, class_names: Any = None) -> int:
-    """`${dataset_num_classes:${.root},${.class_names}}`: the class count of the dataset in `root` (data=auto)."""
+    """`${dataset_num_classes:${.root},${.class_names}}`: the class count of the dataset in `root` (data=auto).
+
+    Finding it may read every annotation file (VOC xml), and a config resolves `data.num_classes` once per node
+    that refers to it, so the count is cached per process by folder and class names; the data module's setup
+    compares it with the data it reads (a dataset changed meanwhile is an error there, not a wrong model)."""
+    names = None if class_names is None else tuple(str(n) for n in class_names)
+    return _cached_class_count(str(Path(root).expanduser().resolve()), names)
+
+
+@functools.cache
+def _cached_class_count(root: str, class_names: tuple[str, ...] | None) -> int:
     from detector.data.layout import dataset_num_classes as count
 
     return count(root, class_names)
@@ -105,6 +120,14 @@ def check_combination(cfg: DictConfig) -> None:
             f"{criterion.__name__} has no DFL term ({head_output.__name__} regresses offsets, it has no distribution "
             "bins): choose loss/dfl=none"
         )
+    distance_loss, reg_max = _target(OmegaConf.select(cfg, "loss.dfl")), OmegaConf.select(cfg, "model.reg_max")
+    if distance_loss is not None and reg_max is not None:
+        from detector.losses.dfl import distance_loss_mismatch
+
+        mismatch = distance_loss_mismatch(distance_loss, int(reg_max))
+        if mismatch:
+            valid = [name for name, c in group_options("loss/dfl").items() if not distance_loss_mismatch(c, int(reg_max))]
+            raise ConfigError(f"{mismatch}: choose loss/dfl={' or loss/dfl='.join(valid)} (or loss/dfl=none)")
     if OmegaConf.select(cfg, "model.end2end", default=False) and "one2one" not in head_output._fields:
         raise ConfigError(
             f"{model.__name__} has no one-to-one branch ({head_output.__name__}): model.end2end works with "

@@ -24,7 +24,7 @@ class DenseTaskAlignedAssigner(TaskAlignedAssigner):
         num_gt = gt_boxes.shape[1]
         if num_gt == 0 or not gt_mask.any():
             return background_assignment(batch, anchors, self.num_classes, pred_boxes)
-        gt_labels = gt_labels.long()
+        gt_labels = gt_labels.long().clamp(min=0)  # padded rows (-1) are masked out by `inside`
         candidate_boxes = self.candidate_boxes(gt_boxes, inputs.priors)
         left_top = points[None, None] - candidate_boxes[:, :, None, :2]
         right_bottom = candidate_boxes[:, :, None, 2:] - points[None, None]

@@ -9,7 +9,8 @@ This is YOLOv8's definition, except that the total is *not* multiplied by the ba
 per-batch quantity whose scale does not depend on the batch size (see docs/losses.md, "Loss scaling").
 Box losses see boxes in grid units (pixels / stride); the assigner works in pixels.
 
-DFL-free heads (reg_max = 1, YOLO26): there are no bins, so there is no DFL; the distance term is then
+DFL-free heads (reg_max = 1, YOLO26): there are no bins, so there is no DFL; the distance loss is then
+`DistanceL1Loss` (`loss/dfl=l1`, a DFL loss is refused with that choice named):
     l1 = sum_{positives} mean_sides |d_pred - d_gt| * w / tss      (ltrb distances in grid units, i.e. / stride)
 weighted by the DFL gain and reported as 'l1' instead of 'dfl' (ultralytics 8.4 normalises these distances by
 the image size instead; the issue that specified this term asked for strides, which keeps it in the units of DFL).
@@ -31,12 +32,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from detector.assigners.base import Assigner, AssignerInput, Assignment
 from detector.assigners.statistics import assignment_statistics
-from detector.losses.base import BoxLoss, ClassificationLoss, image_size_argument
+from detector.losses.base import BoxLoss, ClassificationLoss, DistanceLoss, image_size_argument
+from detector.losses.dfl import distance_loss_mismatch
 from detector.models.coders import boxes_to_distances
 from detector.models.heads.dfl import DFLHeadOutput
 from detector.scheduling import EpochScheduled, linear_schedule
@@ -48,7 +49,7 @@ class DetectionCriterion(nn.Module, EpochScheduled):
     takes_dfl: ClassVar[bool] = True
 
     def __init__(
-        self, assigner: Assigner, cls_loss: ClassificationLoss, box_loss: BoxLoss, dfl_loss: nn.Module | None,
+        self, assigner: Assigner, cls_loss: ClassificationLoss, box_loss: BoxLoss, dfl_loss: DistanceLoss | None,
         box_gain: float = 7.5, cls_gain: float = 0.5, dfl_gain: float = 1.5, one2one_assigner: Assigner | None = None,
         one2many_weight: tuple[float, float] = (1.0, 1.0), one2one_weight: tuple[float, float] = (1.0, 1.0),
         statistics: bool = True,
@@ -61,7 +62,6 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         self.gains = {"box": box_gain, "cls": cls_gain, "dfl": dfl_gain}
         self.weight_schedules = {"one2many": tuple(one2many_weight), "one2one": tuple(one2one_weight)}
         self.branch_weights = {name: float(start) for name, (start, _) in self.weight_schedules.items()}
-        self._said_no_dfl = False
         self.statistics = statistics
         self.last_assignment_stats: dict[str, torch.Tensor] | None = None
 
@@ -126,19 +126,12 @@ class DetectionCriterion(nn.Module, EpochScheduled):
         if self.dfl_loss is None:
             losses[distance_term] = box_logits.new_zeros(())
         else:
+            mismatch = distance_loss_mismatch(type(self.dfl_loss), output.reg_max)
+            if mismatch:
+                raise ValueError(f"{mismatch}: choose loss/dfl={'dfl' if output.reg_max > 1 else 'l1'} or loss/dfl=none")
             target_distances = boxes_to_distances((output.priors.points / strides)[fg[1]], target_boxes)
-            if output.reg_max > 1:
-                per_box = self.dfl_loss(box_logits[fg], target_distances)
-            else:
-                self._say_no_dfl()
-                per_box = (box_logits[fg] - target_distances).abs().mean(-1)
+            per_box = self.dfl_loss(box_logits[fg], target_distances)
             losses[distance_term] = (per_box * weight).sum() / total_score
         losses = {name: value * self.gains["dfl" if name == "l1" else name] for name, value in losses.items()}
         losses["loss"] = losses["box"] + losses["cls"] + losses[distance_term]
         return losses
-
-    def _say_no_dfl(self) -> None:
-        if not self._said_no_dfl:
-            rank_zero_info("reg_max=1: the head regresses distances without bins, so there is no DFL term; an L1 term on "
-                           "the ltrb distances (in strides) takes its place, weighted by loss.weights.dfl, logged as 'l1'")
-            self._said_no_dfl = True

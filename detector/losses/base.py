@@ -11,6 +11,10 @@ criterion gives them its encoded offsets, the dense criterion its boxes in grid 
 `needs_image_size` (MPDIoU): the loss is called `forward(pred, target, image_size)`, image_size (N, 2) the
 (width, height) of the input image in the units of the boxes; the criteria pass it, a loss never guesses it.
 `linear_in_iou`: the loss is 1 - IoU + a penalty, so the Inner-IoU and Focaler-IoU wrappers can replace its IoU.
+
+Distance losses (the `loss/dfl` group, YOLOv8-style heads): `forward(box_logits (N, 4 * reg_max), target (N, 4))
+-> (N,)`, the ltrb target distances in grid units; `needs_bins` says which heads they train: True (DFL) for heads
+with distribution bins (reg_max > 1), False for heads that regress the distances directly (reg_max = 1).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ class BoxLoss(nn.Module):
     input: ClassVar[BoxInput] = "boxes"
     needs_image_size: bool = False
     linear_in_iou: bool = False
+
+
+class DistanceLoss(nn.Module):
+    needs_bins: ClassVar[bool] = True
 
 
 class CoordinateLoss(BoxLoss):

@@ -2,13 +2,14 @@
 
 import math
 
+import pytest
 import torch
 
 from detector.assigners.base import Assignment
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.criteria.dense import DetectionCriterion
 from detector.losses.classification import BCEWithLogits
-from detector.losses.dfl import DFLoss
+from detector.losses.dfl import DFLoss, DistanceL1Loss
 from detector.losses.iou import CIoULoss, IoULoss
 from detector.models.heads.dfl import DFLHeadOutput
 from detector.models.priors import Priors
@@ -127,12 +128,20 @@ NO_GT = (torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(
 def test_dfl_free_head_gets_an_l1_distance_term_instead_of_dfl():
     # same assignment as test_hand_computed_components; predicted distances 1 on every side (point +- 1)
     # anchor 0: targets (1, 1, 1, 2) grid -> mean |d - y| = 0.25, weight 0.8; anchor 1: targets (1, 1, 1, 1) -> 0
-    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DFLoss())
+    criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), DistanceL1Loss())
     losses = criterion(direct_output(), *NO_GT)
     assert "dfl" not in losses and set(losses) == {"box", "cls", "l1", "loss"}
     assert math.isclose(losses["l1"].item(), 1.5 * 0.25 * 0.8 / 1.3, rel_tol=1e-6)
     assert math.isclose(losses["box"].item(), 7.5 * (1 - 4 / 6) * 0.8 / 1.3, rel_tol=1e-5)  # decoding as with bins
     losses["loss"].backward()
+
+
+def test_distance_loss_that_does_not_fit_the_head_is_refused():
+    """DFL on a head without bins (reg_max = 1), the L1 distance loss on a head with bins: one line naming the choice."""
+    for output, loss, choice in ((direct_output(), DFLoss(), "l1"), (head_output(), DistanceL1Loss(), "dfl")):
+        criterion = DetectionCriterion(FixedAssigner(hand_assignment()), BCEWithLogits(), IoULoss(), loss)
+        with pytest.raises(ValueError, match=f"^{type(loss).__name__} .*: choose loss/dfl={choice} or loss/dfl=none$"):
+            criterion(output, *NO_GT)
 
 
 def test_dfl_free_head_with_the_distance_term_off():

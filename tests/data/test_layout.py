@@ -239,6 +239,27 @@ def test_errors(tmp_path, write_image):
 # ------------------------------------------------------------------------------------------ data=auto and the CLI
 
 
+def test_data_auto_reads_the_annotations_once_per_folder_and_class_list(compose_config, tmp_path, write_image,
+                                                                        monkeypatch):
+    """data.num_classes is resolved by every node that refers to it (data, model, assigners): the xml are parsed
+    once, not once per resolution and per composition."""
+    from omegaconf import OmegaConf
+
+    from detector.data import layout
+
+    write_voc(tmp_path / "images", tmp_path / "annotations", write_image)
+    calls, count = [], layout.dataset_num_classes
+    monkeypatch.setattr(layout, "dataset_num_classes", lambda *args: calls.append(args) or count(*args))
+    overrides = ["data=auto", f"data.root={tmp_path}"]
+    for _ in range(2):
+        cfg = compose_config(overrides)
+        module = OmegaConf.to_container(cfg.module, resolve=True)  # the model, assigners: 4 references
+        assert cfg.data.num_classes == module["model"]["config"]["num_classes"] == 3
+        assert module["criterion"]["assigner"]["num_classes"] == module["criterion"]["one2one_assigner"]["num_classes"] == 3
+    assert len(calls) == 1
+    assert compose_config([*overrides, "data.class_names=[cat,dog]"]).model.num_classes == 2 and len(calls) == 2
+
+
 def test_data_auto(compose_config, tmp_path, write_image):
     objects = [(f"i{k:02d}", ["cat", "dog"][k % 2], (1, 1, 9, 9)) for k in range(10)]
     write_voc(tmp_path / "images", tmp_path / "annotations", write_image, objects)

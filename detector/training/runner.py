@@ -33,7 +33,9 @@ def instantiate_all(
 ) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     datamodule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.module)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
+    # an entry set to false or null (`callbacks.plots=false`) is turned off, like one removed (`~callbacks.plots`)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += list(extra_callbacks)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer

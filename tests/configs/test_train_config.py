@@ -64,7 +64,8 @@ GROUP_OPTIONS = {
     "trainer=cpu": {"trainer.accelerator": "cpu", "trainer.devices": 1, "trainer.max_epochs": 8},
     "trainer=gpu": {"trainer.accelerator": "gpu", "trainer.devices": 1, "trainer.max_epochs": 8},
     "trainer=ddp": {"trainer.strategy": "ddp", "trainer.devices": 2, "trainer.sync_batchnorm": False},
-    "callbacks=default": {"callbacks": ["model_checkpoint", "ema", "recompute_batch_norm", "lr_monitor", "save_on_interrupt", "close_mosaic"]},
+    "callbacks=default": {"callbacks": ["model_checkpoint", "ema", "recompute_batch_norm", "progress_bar", "lr_monitor",
+                                       "save_on_interrupt", "close_mosaic", "plots"]},
     "callbacks=none": {"callbacks": []},
 }
 

@@ -114,7 +114,7 @@ def test_callbacks_plots_false_and_no_progress_bar_turn_the_callbacks_off(compos
         assert sum(isinstance(c, ProgressBar) for c in callbacks) == bars, overrides
 
 
-# --- a tiny run: 12 + 6 synthetic 64-px images, 2 epochs of 2 steps --------------------------------------------------
+# --- a tiny run (slow: a real training): 12 + 6 synthetic 64-px images, 2 epochs of 2 steps -------------------------
 
 EPOCHS, BATCH, IMG = 2, 3, 64
 
@@ -142,6 +142,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return tmp / "run"
 
 
+@pytest.mark.slow
 def test_a_run_folder_gets_every_picture(tiny_run):
     for name in ("train_batch0.jpg", "train_batch1.jpg", "val_batch0_labels.jpg", "val_batch0_pred.jpg",
                  "val_batch1_labels.jpg", "val_batch1_pred.jpg"):
@@ -152,6 +153,7 @@ def test_a_run_folder_gets_every_picture(tiny_run):
     assert cv2.imread(str(tiny_run / "results.png")).shape[1] > 1000
 
 
+@pytest.mark.slow
 def test_the_val_labels_picture_shows_the_first_val_images_with_their_boxes(tiny_run):
     from detector.data.transforms import letterbox_scale
 
@@ -171,6 +173,7 @@ def test_the_val_labels_picture_shows_the_first_val_images_with_their_boxes(tiny
     assert drawn.mean() < 0.8  # and the image is still there
 
 
+@pytest.mark.slow
 def test_results_has_one_point_per_epoch_with_losses_lr_and_assignment(tiny_run):
     state = torch.load(tiny_run / "checkpoints/last.ckpt", weights_only=True)["callbacks"]
     [rows] = [s["rows"] for k, s in state.items() if k.startswith("RunPlots")]
@@ -186,6 +189,7 @@ def test_results_has_one_point_per_epoch_with_losses_lr_and_assignment(tiny_run)
     assert len(lines) == 15 and all(len(line.get_xdata()) == EPOCHS for line in lines.values())
 
 
+@pytest.mark.slow
 def test_the_best_checkpoint_is_evaluated_into_eval(tiny_run):
     evaluation = json.loads((tiny_run / "eval/evaluation.json").read_text())
     assert Path(evaluation["ckpt_path"]) == tiny_run / "checkpoints/best.ckpt" and evaluation["split"] == "val"

@@ -18,7 +18,8 @@ is built under a forked generator, so the training numbers are the same with and
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -114,6 +115,17 @@ class RunPlots(Callback):
         self._val: dict[str, float] = {}
         self._val_batches: list[tuple[dict, list[dict]]] = []
         self._first_epoch: int | None = None
+        self._failed: set[str] = set()
+
+    @contextmanager
+    def _reported(self, name: str) -> Iterator[None]:
+        """A picture that cannot be drawn is reported (once per name), never the end of the training."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - a picture is not worth a run
+            if name not in self._failed:
+                self._failed.add(name)
+                rank_zero_warn(f"RunPlots: {name} not drawn ({type(error).__name__}: {error}); the training goes on")
 
     def state_dict(self) -> dict:
         return {"rows": [dict(row) for row in self.rows]}
@@ -128,7 +140,8 @@ class RunPlots(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first_epoch = trainer.current_epoch
         if trainer.is_global_zero and self.labels:
-            self._draw_labels(trainer, pl_module)
+            with self._reported("labels.png"):
+                self._draw_labels(trainer, pl_module)
 
     def _draw_labels(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from detector.data.doctor import diagnose, model_priors, plot_labels
@@ -158,8 +171,9 @@ class RunPlots(Callback):
                 self._sums[key] = self._sums.get(key, 0) + torch.where(finite, value, torch.zeros_like(value))
                 self._counts[key] = self._counts.get(key, 0) + finite.long()
         if trainer.current_epoch == self._first_epoch and batch_idx < self.train_batches:
-            self._save(trainer, f"train_batch{batch_idx}.jpg",
-                       batch_grid(batch["images"], ground_truth(batch), self._class_names(trainer), self.max_images))
+            with self._reported("train_batch*.jpg"):
+                self._save(trainer, f"train_batch{batch_idx}.jpg",
+                           batch_grid(batch["images"], ground_truth(batch), self._class_names(trainer), self.max_images))
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_batches = []
@@ -186,9 +200,11 @@ class RunPlots(Callback):
             return  # not the best epoch so far: the pictures of the best one stay
         names = self._class_names(trainer)
         for index, (batch, detections) in enumerate(self._val_batches):
-            self._save(trainer, f"val_batch{index}_labels.jpg",
-                       batch_grid(batch["images"], ground_truth(batch), names, self.max_images))
-            self._save(trainer, f"val_batch{index}_pred.jpg", batch_grid(batch["images"], detections, names, self.max_images))
+            with self._reported("val_batch*.jpg"):
+                self._save(trainer, f"val_batch{index}_labels.jpg",
+                           batch_grid(batch["images"], ground_truth(batch), names, self.max_images))
+                self._save(trainer, f"val_batch{index}_pred.jpg",
+                           batch_grid(batch["images"], detections, names, self.max_images))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on every rank: the first call of the epoch reduces the statistics across DDP ranks (LitDetector)
@@ -207,8 +223,8 @@ class RunPlots(Callback):
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         row.update({f"assign/{name}": float(value) for name, value in assignment.items()})
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-        path = save_figure(results_figure(self.rows), self.run_dir(trainer) / "results.png", dpi=100)
-        self._publish(trainer, path)
+        with self._reported("results.png"):
+            self._publish(trainer, save_figure(results_figure(self.rows), self.run_dir(trainer) / "results.png", dpi=100))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (self.evaluate and trainer.is_global_zero):

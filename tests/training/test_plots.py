@@ -3,6 +3,7 @@ the labels are, one point per epoch), and a tiny two-epoch run whose folder gets
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -87,19 +88,13 @@ def test_pictures_go_to_loggers_with_a_tensorboard_writer(tmp_path):
 
 def test_rows_survive_a_checkpoint_round_trip():
     plots = RunPlots()
-    plots.rows = [{"epoch": 0, "train/box": 1.0}]
-    restored = RunPlots()
-    restored.load_state_dict(torch.load(_saved(plots.state_dict()), weights_only=True))
-    assert restored.rows == plots.rows
-
-
-def _saved(state: dict):
-    import io
-
+    plots.rows = [{"epoch": 0, "train/box": 1.0, "val/map": float("nan")}]
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(plots.state_dict(), buffer)  # as Lightning saves a callback's state into the checkpoint
     buffer.seek(0)
-    return buffer
+    restored = RunPlots()
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert restored.rows[0]["train/box"] == 1.0 and np.isnan(restored.rows[0]["val/map"])
 
 
 def test_callbacks_plots_false_and_no_progress_bar_turn_the_callbacks_off(compose_config, tmp_path):
@@ -112,6 +107,16 @@ def test_callbacks_plots_false_and_no_progress_bar_turn_the_callbacks_off(compos
         callbacks = instantiate_callbacks(compose_config([*overrides, f"paths.output_dir={tmp_path}"]))
         assert sum(isinstance(c, RunPlots) for c in callbacks) == plots, overrides
         assert sum(isinstance(c, ProgressBar) for c in callbacks) == bars, overrides
+
+
+def test_a_picture_that_cannot_be_drawn_is_reported_once_and_training_goes_on():
+    plots = RunPlots()
+    with pytest.warns(UserWarning, match=r"RunPlots: results.png not drawn \(ValueError: broken\)"):
+        with plots._reported("results.png"):
+            raise ValueError("broken")
+    with plots._reported("results.png"):  # the second failure of the same picture: no second warning
+        raise ValueError("broken")
+    assert plots._failed == {"results.png"}
 
 
 # --- a tiny run (slow: a real training): 12 + 6 synthetic 64-px images, 2 epochs of 2 steps -------------------------
@@ -196,3 +201,4 @@ def test_the_best_checkpoint_is_evaluated_into_eval(tiny_run):
     assert evaluation["images"] == 6 and len(evaluation["coco"]) == 12 and "map50_voc07_11point" in evaluation["voc"]
     for name in ("pr_curve_iou50.png", "pr_curve_iou50-95.png", "confusion_matrix.png", "per_class.md"):
         assert (tiny_run / "eval" / name).is_file(), name
+

@@ -137,11 +137,15 @@ class RunPlots(Callback):
     def run_dir(trainer: L.Trainer) -> Path:
         return Path(trainer.default_root_dir)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._first_epoch = trainer.current_epoch
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # here, before Lightning creates the first epoch's DataLoader iterator (its workers start at once): a delay
+        # between that and on_train_epoch_start would let them prefetch with the settings CloseMosaic then changes
         if trainer.is_global_zero and self.labels:
             with self._reported("labels.png"):
                 self._draw_labels(trainer, pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_epoch = trainer.current_epoch
 
     def _draw_labels(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from detector.data.doctor import diagnose, model_priors, plot_labels

@@ -195,10 +195,18 @@ class RunPlots(Callback):
                       for d in outputs["detections"][:n]]
         self._val_batches.append((kept, detections))
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sums, self._counts, self._val = {}, {}, {}
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
-        self._val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
+        if trainer.is_global_zero:
+            self._val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
+        # the epoch's row before ModelCheckpoint saves (it runs after the other callbacks): a resumed run has it
+        self._record(trainer, pl_module, complete=trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+        if not trainer.is_global_zero:
+            return
         best = getattr(pl_module, "best_metrics", None)
         if best is not None and best.get("epoch") != trainer.current_epoch:
             return  # not the best epoch so far: the pictures of the best one stay
@@ -211,24 +219,29 @@ class RunPlots(Callback):
                            batch_grid(batch["images"], detections, names, self.max_images))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # on every rank: the first call of the epoch reduces the statistics across DDP ranks (LitDetector)
+        self._record(trainer, pl_module, complete=True)
+        if trainer.is_global_zero:
+            with self._reported("results.png"):
+                path = save_figure(results_figure(self.rows), self.run_dir(trainer) / "results.png", dpi=100)
+                self._publish(trainer, path)
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, complete: bool) -> None:
+        """(Re)write this epoch's row: the means of its steps so far, the last validation, the learning rate, and
+        when its training is `complete`, the assignment statistics (LitDetector computes them once per epoch and
+        reduces them across DDP ranks on the first call: every rank calls here)."""
         summary = getattr(pl_module, "assignment_summary", None)
-        assignment = summary() if callable(summary) else {}
+        assignment = summary() if complete and callable(summary) else {}
         if not trainer.is_global_zero:
             return
         row: dict[str, float] = {"epoch": trainer.current_epoch}
         for key, total in self._sums.items():
             steps = int(self._counts[key])
             row[key] = float(total) / steps if steps else math.nan
-        self._sums, self._counts = {}, {}
         row.update(self._val)
-        self._val = {}
         if trainer.optimizers:
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         row.update({f"assign/{name}": float(value) for name, value in assignment.items()})
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-        with self._reported("results.png"):
-            self._publish(trainer, save_figure(results_figure(self.rows), self.run_dir(trainer) / "results.png", dpi=100))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (self.evaluate and trainer.is_global_zero):

@@ -5,8 +5,9 @@ directory supersedes them), groups the runs into configurations (the overrides m
 the --group-by keys), and writes into <first dir>/summary/ (or --out):
 
   summary.md   the table (mean ± sd [95% CI] over seeds, paired t-test against the baseline) + missing/failed runs
+               + a link to each run's results.png (its training curves)
   summary.csv  the same per configuration, raw numbers (fractions, not x 100), every metric's comparison
-  runs.csv     one row per run (status, reason, metrics)
+  runs.csv     one row per run (status, reason, metrics, results.png)
   bars.png     mean per metric and configuration with 95% CI error bars
   curves.png   training loss and val mAP50-95 per epoch of every configuration, overlaid
 

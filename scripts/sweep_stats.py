@@ -28,6 +28,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import re
 import shlex
 from collections.abc import Iterable, Sequence
@@ -918,8 +919,15 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def to_markdown(summary: Summary, compared: Sequence[str] = ("map", "map_50")) -> str:
-    """The summary table (AP x 100), the notes on the statistics, and the list of runs that did not succeed."""
+def results_picture(run: Run) -> Path | None:
+    """The run's results.png (its per-epoch curves, drawn by the training's RunPlots callback), None without one."""
+    path = run.directory / "results.png" if run.directory is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def to_markdown(summary: Summary, compared: Sequence[str] = ("map", "map_50"), out_dir: Path | None = None) -> str:
+    """The summary table (AP x 100), the notes on the statistics, the list of runs that did not succeed, and a link
+    to each run's results.png (relative to `out_dir`, where summary.md is written; else the path as found)."""
     conf = round(100 * summary.confidence)
     lines = ["# Sweep summary", ""]
     if summary.sweep_dirs:
@@ -977,6 +985,14 @@ def to_markdown(summary: Summary, compared: Sequence[str] = ("map", "map_50")) -
     if summary.superseded:
         lines += ["", f"Superseded by a rerun ({len(summary.superseded)}): "
                   + ", ".join(f"`{r.name}` ({r.status})" for r in summary.superseded)]
+    pictures = [(r, path) for r in summary.runs if (path := results_picture(r)) is not None]
+    if pictures:
+        lines += ["", "## Training curves of each run", "", "| configuration | seed | status | results.png |",
+                  "|---|---|---|---|"]
+        for r, path in pictures:
+            link = Path(os.path.relpath(path, out_dir)) if out_dir is not None else path
+            lines.append(f"| `{_md_escape(r.configuration)}` | {r.seed} | {r.status} | [{_md_escape(str(link))}]"
+                         f"({link.as_posix()}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -1011,11 +1027,12 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
             writer.writerow(row)
     with atomic_write(runs_csv, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", "configuration", "seed", "status", "reason", *METRICS, "epochs", "overrides"])
+        writer.writerow(["run", "configuration", "seed", "status", "reason", *METRICS, "epochs", "overrides",
+                         "results_png"])
         for r in summary.runs:
             writer.writerow([r.name, r.configuration, "" if r.seed is None else r.seed, r.status, r.reason,
                              *[_num(r.metrics.get(m)) for m in METRICS], len(r.history) if r.epochs is None else r.epochs,
-                             " ".join(r.overrides)])
+                             " ".join(r.overrides), results_picture(r) or ""])
 
 
 def _colors(n: int) -> list:
@@ -1103,7 +1120,7 @@ def write_all(summary: Summary, out_dir: Path, plots: bool = True) -> dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries([out_dir])
     paths = {"markdown": out_dir / "summary.md", "csv": out_dir / "summary.csv", "runs": out_dir / "runs.csv"}
-    write_text(paths["markdown"], to_markdown(summary))
+    write_text(paths["markdown"], to_markdown(summary, out_dir=out_dir))
     write_csv(summary, paths["csv"], paths["runs"])
     if plots:
         paths["bars"], paths["curves"] = out_dir / "bars.png", out_dir / "curves.png"

@@ -365,10 +365,10 @@ def run_doctor(checked: dict[str, list[Record]], names: list[str], info: dict, a
                overrides: list[str], config_dir: Path) -> None:
     """Print the doctor's report (detector.data.doctor) on the first split, for the model of the training config
     (the data=... form's, else train.yaml's with the overrides and the img_size of configs/data/custom_<format>),
-    and write its box-size histogram."""
+    and write its box-size histogram and label statistics (the figure of a training run's labels.png)."""
     from omegaconf import OmegaConf
 
-    from detector.data.doctor import diagnose, model_priors, plot_sizes, report_lines
+    from detector.data.doctor import diagnose, model_priors, plot_labels, plot_sizes, report_lines
 
     cfg = info.get("cfg")
     if cfg is None:
@@ -386,9 +386,11 @@ def run_doctor(checked: dict[str, list[Record]], names: list[str], info: dict, a
     root = Path(str(info["root"])) if info.get("root") else None  # a dataset folder, or a file in it (--format)
     name = info["data"] if root is None else (root if root.is_dir() else root.parent).resolve().name
     out = Path(args.out) if args.out else config_dir.parent / "logs" / "check_dataset" / name
-    path = plot_sizes(diagnosis, out / f"box_sizes_{split.replace('/', '_')}.png",
-                      title=f"{info['data']} [{split}] at img_size {img_size}")
+    title = f"{info['data']} [{split}] at img_size {img_size}"
+    path = plot_sizes(diagnosis, out / f"box_sizes_{split.replace('/', '_')}.png", title=title)
     print(f"box-size histogram: {path}")
+    path = plot_labels(diagnosis, names, out / f"labels_{split.replace('/', '_')}.png", title=title)
+    print(f"label statistics (a training run's labels.png): {path}")
 
 
 def compose_train_config(overrides: list[str], config_dir: Path):

@@ -40,6 +40,8 @@ class Diagnosis:
     strides: list[float]
     prior_sizes: list[float]  # sqrt(area) of the distinct prior boxes (anchor-based heads), px
     sizes: np.ndarray  # (N,) sqrt(area) of every box after the letterbox
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # (N, 4) xyxy px after the letterbox
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,) class of each box
     no_anchor_point: int | None = None  # anchor-free: boxes that contain no anchor point
     no_anchor_point_widened: int | None = None  # the same with TAL's small-object widening
     below_threshold: int | None = None  # anchor-based: best prior IoU < threshold
@@ -68,20 +70,23 @@ def points_inside(boxes: np.ndarray, stride: float, grid: int) -> np.ndarray:
     return counts[0] * counts[1]
 
 
-def diagnose(records: Sequence[Record], num_classes: int, img_size: int, priors: Priors, iou_threshold: float = 0.5) -> Diagnosis:
-    """The doctor's findings on `records` for a model whose head output has `priors` at `img_size`."""
+def diagnose(records: Sequence[Record], num_classes: int, img_size: int, priors: Priors | None,
+             iou_threshold: float = 0.5) -> Diagnosis:
+    """The doctor's findings on `records` for a model whose head output has `priors` at `img_size` (None: the label
+    statistics alone, without strides, prior sizes and unmatchable boxes)."""
     per_image = [letterboxed_boxes(r, img_size) for r in records]
     boxes = np.concatenate(per_image) if per_image else np.zeros((0, 4))
     sizes = np.sqrt(np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1))
-    strides = priors.level_strides()
-    diagnosis = Diagnosis(img_size, strides, [], sizes)
-    if priors.boxes is None:
+    strides = priors.level_strides() if priors is not None else []
+    labels = [np.asarray(r.labels, np.int64).reshape(-1) for r in records]
+    diagnosis = Diagnosis(img_size, strides, [], sizes, boxes, np.concatenate(labels) if labels else np.zeros(0, np.int64))
+    if priors is not None and priors.boxes is None:
         grids = [round(math.sqrt(n)) for n in priors.level_sizes]  # square input: a grid of g x g points per level
         inside = lambda b: sum(points_inside(b, s, g) for s, g in zip(strides, grids))  # noqa: E731
         diagnosis.no_anchor_point = int((inside(boxes) == 0).sum())
         widened = widen_small_boxes(torch.as_tensor(boxes), priors).numpy()
         diagnosis.no_anchor_point_widened = int((inside(widened) == 0).sum())
-    else:
+    elif priors is not None:
         prior_boxes = priors.boxes.float()
         areas = ((prior_boxes[:, 2:] - prior_boxes[:, :2]).prod(1)).sqrt()
         diagnosis.prior_sizes = sorted({round(float(a), 1) for a in areas})
@@ -174,6 +179,46 @@ def plot_sizes(diagnosis: Diagnosis, path: str | Path, title: str = "") -> Path:
 
     figure = Figure(figsize=(7, 3.5))
     ax = figure.add_subplot()
+    _size_panel(ax, diagnosis)
+    ax.set_title(title, fontsize=9)
+    return save_figure(figure, path, dpi=110)
+
+
+def plot_labels(diagnosis: Diagnosis, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """PNG of the label statistics (a training run's labels.png): boxes per class, the box-size histogram of
+    `plot_sizes`, the aspect ratios w/h (log bins) and the box centres over the letterboxed image."""
+    from matplotlib.figure import Figure
+
+    from detector.evaluation.plots import save_figure
+
+    figure = Figure(figsize=(12, 7.5))
+    (counts_ax, sizes_ax), (aspect_ax, centres_ax) = figure.subplots(2, 2)
+    names = list(class_names) or [str(k) for k in range(len(diagnosis.class_counts))]
+    counts_ax.bar(range(len(names)), diagnosis.class_counts, color="tab:blue")
+    counts_ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 8 else 0,
+                         fontsize=8 if len(names) <= 30 else 5)
+    counts_ax.set(ylabel="boxes", title="boxes per class")
+    _size_panel(sizes_ax, diagnosis)
+    sizes_ax.set_xlabel(sizes_ax.get_xlabel(), fontsize=8)
+    wh = np.clip(diagnosis.boxes[:, 2:] - diagnosis.boxes[:, :2], 0, None) if len(diagnosis.boxes) else np.zeros((0, 2))
+    aspect = wh[:, 0] / np.maximum(wh[:, 1], 1e-9)
+    aspect = aspect[(aspect > 0) & np.isfinite(aspect)]
+    top = max(float(np.abs(np.log2(aspect)).max()) if len(aspect) else 1.0, 1.0)
+    aspect_ax.hist(aspect, bins=np.geomspace(2**-top, 2**top, 41), color="tab:blue", alpha=0.8)
+    aspect_ax.set_xscale("log")
+    aspect_ax.set(xlabel="aspect ratio w/h", ylabel="boxes", title="box shapes")
+    centres = (diagnosis.boxes[:, :2] + diagnosis.boxes[:, 2:]) / 2 if len(diagnosis.boxes) else np.zeros((0, 2))
+    size = diagnosis.img_size
+    centres_ax.hist2d(centres[:, 0], centres[:, 1], bins=32, range=[[0, size], [0, size]], cmap="Blues")
+    centres_ax.set(xlim=(0, size), ylim=(size, 0), aspect="equal", xlabel="x (px)", ylabel="y (px)",
+                   title=f"box centres in the {size} px letterboxed image")
+    figure.suptitle(title or f"{len(diagnosis.boxes)} boxes", fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path, dpi=100)
+
+
+def _size_panel(ax, diagnosis: Diagnosis) -> None:
+    """The histogram of box sizes (log bins) with the strides (dashed) and prior sizes (dotted) on `ax`."""
     sizes = diagnosis.sizes[diagnosis.sizes > 0]
     top = max(float(sizes.max()) if len(sizes) else 1.0, diagnosis.img_size)
     ax.hist(sizes, bins=np.geomspace(1, top * 1.01, 40), color="tab:blue", alpha=0.8)
@@ -184,8 +229,6 @@ def plot_sizes(diagnosis: Diagnosis, path: str | Path, title: str = "") -> Path:
         ax.axvline(prior, color="tab:green", ls=":", lw=0.8)
     ax.set_xlabel(f"box size sqrt(w*h), px at img_size {diagnosis.img_size} (red: strides, green: prior boxes)")
     ax.set_ylabel("boxes")
-    ax.set_title(title, fontsize=9)
-    return save_figure(figure, path, dpi=110)
 
 
 @torch.no_grad()

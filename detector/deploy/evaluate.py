@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from detector.config import config_dir
 from detector.deploy.load import SAFE_DATA_TARGET_PREFIXES, check_targets, load_detector
 from detector.deploy.predict import detect
 from detector.evaluation.coco import to_coco_results
@@ -46,6 +47,16 @@ def data_config(cfg: DictConfig, meta: dict) -> dict:
         data["num_workers"] = int(cfg.num_workers)
     print(f"Data: {data.get('root') or data['val_reader'].get('annotation_file') or ''} ({source}), split {cfg.split}")
     return data
+
+
+def evaluation_config(ckpt_path: str | Path, output_dir: str | Path, **overrides) -> DictConfig:
+    """What `python scripts/evaluate.py ckpt_path=<ckpt_path> hydra.run.dir=<output_dir> [key=value ...]` hands
+    `evaluate_checkpoint`: configs/evaluate.yaml's settings (the checkpoint's data, split and post-processing) with
+    `overrides` (top-level keys, e.g. device="cuda:0"). For evaluations inside another run (the training's eval/)."""
+    cfg = OmegaConf.load(config_dir() / "evaluate.yaml")
+    for key in ("defaults", "hydra", "task_name"):
+        cfg.pop(key, None)
+    return OmegaConf.merge(cfg, {"ckpt_path": str(ckpt_path), "paths": {"output_dir": str(output_dir)}, **overrides})
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> float:

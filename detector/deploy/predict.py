@@ -85,16 +85,18 @@ def class_color(label: int) -> tuple[int, int, int]:
 
 def draw_detections(image_rgb: np.ndarray, detections: dict, class_names: list[str],
                     line_width: int | None = None) -> np.ndarray:
-    """BGR image (for cv2.imwrite) with one box and a 'name score' label per detection."""
+    """BGR image (for cv2.imwrite) with one box and a 'name score' label per detection ('name' alone for ground truth:
+    a dict without "scores")."""
     image = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     line_width = line_width or max(1, round(max(image.shape[:2]) / 400))
     font_scale = max(0.35, line_width / 3)
-    boxes, scores, labels = detections["boxes"].tolist(), detections["scores"].tolist(), detections["labels"].tolist()
+    boxes, labels = detections["boxes"].tolist(), detections["labels"].tolist()
+    scores = detections["scores"].tolist() if "scores" in detections else [None] * len(labels)
     for box, score, label in zip(boxes, scores, labels):
         x1, y1, x2, y2 = (round(v) for v in box)
         color = class_color(int(label))
         cv2.rectangle(image, (x1, y1), (x2, y2), color, line_width, cv2.LINE_AA)
-        text = f"{class_names[int(label)]} {score:.2f}"
+        text = class_names[int(label)] + ("" if score is None else f" {score:.2f}")
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, line_width // 2))
         top = y1 - th - baseline - 2 if y1 - th - baseline - 2 >= 0 else y1  # above the box, else inside it
         cv2.rectangle(image, (x1, top), (x1 + tw + 2, top + th + baseline + 2), color, -1)

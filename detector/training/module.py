@@ -168,15 +168,19 @@ class LitDetector(L.LightningModule):
             self.category_ids = list(dataset.category_ids)
         self.evaluator.reset()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, list[dict[str, torch.Tensor]]]:
+        """Logs the losses, adds the detections to the COCO evaluation; returns them in the batch's letterboxed pixels
+        (`detections`: one dict of boxes, scores, labels per image), for callbacks that draw them."""
         output = self(batch["images"])
         losses = self._losses(batch, output)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["images"]), sync_dist=True)
-        for detections, image_id, (height, width), scale in zip(
-            self.postprocess(output), batch["image_ids"], batch["orig_sizes"], batch["scales"]
+        detections = self.postprocess(output)
+        for image_detections, image_id, (height, width), scale in zip(
+            detections, batch["image_ids"], batch["orig_sizes"], batch["scales"]
         ):
-            boxes = unletterbox_boxes(detections["boxes"], scale, height, width)
-            self.evaluator.update(image_id, boxes, detections["scores"], detections["labels"])
+            boxes = unletterbox_boxes(image_detections["boxes"], scale, height, width)
+            self.evaluator.update(image_id, boxes, image_detections["scores"], image_detections["labels"])
+        return {"detections": detections}
 
     def on_validation_epoch_end(self) -> None:
         stats = self.evaluator.compute()

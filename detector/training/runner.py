@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,10 +34,20 @@ def instantiate_all(
 ) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     datamodule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.module)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
+    callbacks = instantiate_callbacks(cfg) + list(extra_callbacks)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
+
+
+def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The callbacks of `cfg.callbacks`. An entry set to false or null (`callbacks.plots=false`) is off, as one
+    removed (`~callbacks.plots`); the progress bar is left out under `trainer.enable_progress_bar=false` (Lightning
+    refuses a progress bar callback then)."""
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.trainer.get("enable_progress_bar") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

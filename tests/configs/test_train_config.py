@@ -64,7 +64,9 @@ GROUP_OPTIONS = {
     "trainer=cpu": {"trainer.accelerator": "cpu", "trainer.devices": 1, "trainer.max_epochs": 8},
     "trainer=gpu": {"trainer.accelerator": "gpu", "trainer.devices": 1, "trainer.max_epochs": 8},
     "trainer=ddp": {"trainer.strategy": "ddp", "trainer.devices": 2, "trainer.sync_batchnorm": False},
-    "callbacks=default": {"callbacks": ["model_checkpoint", "last_checkpoint", "ema", "recompute_batch_norm", "lr_monitor", "save_on_interrupt", "close_mosaic", "data_stall"]},
+    "callbacks=default": {"callbacks": ["model_checkpoint", "last_checkpoint", "ema", "recompute_batch_norm",
+                                       "progress_bar", "lr_monitor", "save_on_interrupt", "close_mosaic",
+                                       "data_stall", "plots"]},
     "callbacks=none": {"callbacks": []},
 }
 

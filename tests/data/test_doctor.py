@@ -12,7 +12,7 @@ import torch
 from detector.assigners.tal import widen_small_boxes
 from detector.data.checks import check_dataset
 from detector.data.dataset import Record
-from detector.data.doctor import diagnose, points_inside, report_lines
+from detector.data.doctor import diagnose, plot_labels, points_inside, report_lines
 from detector.data.formats.synthetic import generate_shapes
 from detector.models.priors import Priors, anchor_points
 
@@ -86,6 +86,20 @@ def test_tiny_shapes_are_tiny_and_the_default_shapes_keep_their_stamp(tmp_path):
     assert (tmp_path / "default/GENERATED").read_text() == "04347c04be9b34269918dc8331b417ce07e92e4e"
 
 
+def test_the_labels_figure_draws_every_letterboxed_box_by_class(tmp_path):
+    # a 64 x 32 image letterboxed to 32: scale 0.5; a 32 x 32 one: scale 1
+    records = [record([[0, 0, 16, 8], [32, 16, 64, 32]], [0, 2], size=(32, 64)), record([[4, 4, 12, 20]], [2])]
+    diagnosis = diagnose(records, 3, 32, priors=None)
+    assert diagnosis.boxes.tolist() == [[0, 0, 8, 4], [16, 8, 32, 16], [4, 4, 12, 20]]
+    assert diagnosis.labels.tolist() == [0, 2, 2] and diagnosis.class_counts == [1, 0, 2]
+    assert diagnosis.strides == [] and diagnosis.no_anchor_point is None  # no model: the label statistics alone
+    import matplotlib.image
+
+    path = plot_labels(diagnosis, ["a", "b", "c"], tmp_path / "labels.png")
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert 1000 < width < 1300 and 650 < height < 800
+
+
 @pytest.mark.slow
 def test_check_dataset_prints_the_doctor_and_the_train_command(tmp_path, capsys):
     argv = ["data=shapes_tiny", f"paths.data_dir={tmp_path}", "data.prepare.num_train=3", "data.prepare.num_val=1",
@@ -94,7 +108,7 @@ def test_check_dataset_prints_the_doctor_and_the_train_command(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "doctor: [train]" in out and "boxes that contain no anchor point at strides 8, 16, 32" in out
     assert "train on it with:\n  python train.py data=shapes_tiny " in out
-    assert (tmp_path / "doctor" / "box_sizes_train.png").is_file()
+    assert (tmp_path / "doctor" / "box_sizes_train.png").is_file() and (tmp_path / "doctor" / "labels_train.png").is_file()
     assert check_dataset(argv + ["model=ssd_csp_n"], ROOT / "configs") == 0
     assert "boxes whose best prior IoU < 0.5" in capsys.readouterr().out
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep_stats import SweepError, collect_runs, summarize, to_markdown
+from sweep_stats import SweepError, collect_runs, summarize, to_markdown, write_all
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFTEST = Path(__file__).with_name("conftest.py")
@@ -60,6 +60,23 @@ def test_table_numbers_against_hand_computation(fabricated_sweep):
     assert d.p == pytest.approx(1 - 2 / math.pi * math.atan(4)) and not d.significant()
     assert siou.stats["map"].n == 1 and siou.comparisons["map"].n == 1 and math.isnan(siou.comparisons["map"].p)
     assert len(siou.runs) == 3 and len(siou.ok_runs) == 1
+
+
+def test_the_summary_links_each_runs_results_png(fabricated_sweep):
+    for job in ("0", "4", "8"):  # ciou seed 0, giou seed 1, diou seed 2 (the failed run)
+        (fabricated_sweep / job / "results.png").write_bytes(b"png")
+    runs, _ = collect_runs([fabricated_sweep])
+    paths = write_all(summarize(runs, sweep_dirs=[fabricated_sweep]), fabricated_sweep / "summary", plots=False)
+    section = paths["markdown"].read_text().split("## Training curves of each run")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows == ["| `loss=ciou` | 0 | ok | [../0/results.png](../0/results.png) |",
+                    "| `loss=giou` | 1 | ok | [../4/results.png](../4/results.png) |",
+                    "| `loss=diou` | 2 | failed | [../8/results.png](../8/results.png) |"]
+    assert all((paths["markdown"].parent / line.split("(")[1].split(")")[0]).is_file() for line in rows)
+    listed = {line.split(",")[0]: line.rsplit(",", 1)[1] for line in paths["runs"].read_text().splitlines()[1:]}
+    assert listed[str(fabricated_sweep / "4")] == str(fabricated_sweep / "4" / "results.png")
+    assert listed[str(fabricated_sweep / "1")] == ""
+    assert "## Training curves" not in to_markdown(summarize(collect_runs([fabricated_sweep / "1"])[0]))
 
 
 def test_markdown_marks_significance_low_power_and_lists_every_problem(fabricated_sweep):

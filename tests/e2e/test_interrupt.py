@@ -28,7 +28,7 @@ def test_sigterm_saves_last_checkpoint_and_resume_continues(tmp_path):
     def read():
         for line in process.stdout:
             output.append(line)
-            if "Epoch 1" in line:
+            if "Epoch 2/" in line:  # the progress bar counts from 1: the second epoch has started
                 started.set()
 
     threading.Thread(target=read, daemon=True).start()

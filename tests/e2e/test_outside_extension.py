@@ -141,6 +141,7 @@ def test_outside_losses_and_assigner_train_evaluate_and_summarise(tmp_path):
 
     summary = run(["scripts/summarize_sweep.py", str(sweep), "--group-by", "assigner", "--baseline", "assigner=tal",
                    "--no-plots"], modules, timeout=120).stdout
-    rows = [line for line in summary.splitlines() if line.startswith("| `assigner=")]
+    table = summary.split("\n## ")[0]  # the comparison table, before the power and per-run sections
+    rows = [line for line in table.splitlines() if line.startswith("| `assigner=")]
     assert [row.split("`")[1] for row in rows] == ["assigner=tal", "assigner=centre_inside"]
     assert "## Missing or failed runs (0)" in summary

@@ -1,14 +1,30 @@
 """Determinism and exact resume on CPU: `seed=` + `trainer.deterministic=true` repeat bit for bit, and a
-run stopped after epoch 1 and resumed from last.ckpt ends exactly where the uninterrupted run ends."""
+run stopped after epoch 1 and resumed from last.ckpt (that epoch's) ends exactly where the uninterrupted run ends."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+STOP_AFTER = """
+import lightning as L
+
+
+class StopAfter(L.Callback):
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+"""
 
 
 def train(tmp_path: Path, name: str, *extra: str) -> dict:
@@ -17,7 +33,10 @@ def train(tmp_path: Path, name: str, *extra: str) -> dict:
         "data.prepare.num_val=8", "data.prepare.image_size=64", "data.img_size=64", "data.batch_size=8",
         "data.num_workers=0", "seed=3", "trainer.deterministic=true", "scheduler.min_warmup_steps=2", *extra,
     ]
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    (tmp_path / "stop_after.py").write_text(STOP_AFTER)  # a test-only callback, from outside the package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return json.loads((tmp_path / name / "metrics.json").read_text())
 
@@ -34,7 +53,11 @@ def test_same_seed_same_losses_and_exact_resume(tmp_path):
     assert without_minutes(full["history"]) == without_minutes(again["history"]) and full["history"]
     assert full["map"] == again["map"]
 
-    train(tmp_path, "first_part", "trainer.max_epochs=2")
+    # stopped after epoch 1 of a 3-epoch run (the schedule's length is that of the full run, as when a run is killed)
+    train(tmp_path, "first_part", "trainer.max_epochs=3", "+callbacks.stop_after._target_=stop_after.StopAfter",
+          "+callbacks.stop_after.epochs=2")
+    last = tmp_path / "first_part" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1  # the last epoch, not the best
     resumed = train(tmp_path, "resumed", "trainer.max_epochs=3", f"ckpt_path={tmp_path / 'first_part' / 'checkpoints' / 'last.ckpt'}")
     # optimizer, schedule, EMA, epoch counter and data order all continue: the last epoch is the same.
     # Tolerance: exact equality is expected on CPU; 1e-6 absolute allows for a different summation order.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,15 @@ def fabricate(root: Path, baseline_hint: str | None = None) -> Path:
 @pytest.fixture
 def fabricated_sweep(tmp_path) -> Path:
     return fabricate(tmp_path / "multirun")
+
+
+def write_hydra_app(folder: Path, source: str) -> dict[str, str]:
+    """A trivial Hydra app in `folder` (app.py = `source`, conf/app.yaml with the project's hydra/default, an `x`
+    option and logs under `folder`); returns the environment that runs it with this checkout's package."""
+    root = Path(__file__).resolve().parents[2]
+    (folder / "conf").mkdir()
+    (folder / "conf" / "app.yaml").write_text(
+        f"defaults:\n  - hydra: default\n  - _self_\nhydra:\n  searchpath: ['file://{root / 'configs'}']\n"
+        f"task_name: app\npaths:\n  log_dir: {folder / 'logs'}\nx: 0\n")
+    (folder / "app.py").write_text(source)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}

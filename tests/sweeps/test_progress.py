@@ -5,7 +5,6 @@ counted on its own."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from detector.sweep_progress import SweepProgress, first_folder, launch_size
+
+from .conftest import write_hydra_app
 
 ROOT = Path(__file__).resolve().parents[2]
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -84,12 +85,7 @@ if __name__ == "__main__":
 
 
 def test_a_multirun_says_after_each_job_how_many_runs_are_done_failed_and_left(tmp_path):
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "app.yaml").write_text(
-        f"defaults:\n  - hydra: default\n  - _self_\nhydra:\n  searchpath: ['file://{ROOT / 'configs'}']\n"
-        f"task_name: app\npaths:\n  log_dir: {tmp_path / 'logs'}\nx: 0\n")
-    (tmp_path / "app.py").write_text(APP)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = write_hydra_app(tmp_path, APP)
     sweep = tmp_path / "sweep"
 
     def launch(*overrides: str) -> list[str]:

@@ -4,7 +4,6 @@ multirun of a trivial app, no training)."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from sweep_stats import collect_runs, expand_grid, expected_jobs, launch_records, resume_commands, summarize
+
+from .conftest import write_hydra_app
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "summarize_sweep.py"
@@ -138,12 +139,7 @@ if __name__ == "__main__":
 def test_a_second_launch_into_a_sweep_dir_continues_the_job_numbers(tmp_path):
     """configs/hydra/default.yaml with its callback, on a trivial Hydra app: the first launch is numbered as Hydra
     does (0, 1), a second one into the same directory after it (2, 3, 4), and the first grid stays on record."""
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "app.yaml").write_text(
-        f"defaults:\n  - hydra: default\n  - _self_\nhydra:\n  searchpath: ['file://{ROOT / 'configs'}']\n"
-        f"task_name: app\npaths:\n  log_dir: {tmp_path / 'logs'}\nx: 0\n")
-    (tmp_path / "app.py").write_text(APP)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = write_hydra_app(tmp_path, APP)
 
     def launch(*overrides: str) -> None:
         result = subprocess.run([sys.executable, "app.py", "-m", *overrides], check=False, capture_output=True,

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from detector.sweeps import DEFAULT_SUBDIR, RESOLVER
+from detector.sweeps import DEFAULT_SUBDIR, RESOLVER, expand_grid
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +30,11 @@ def launch_size(config: DictConfig) -> int | None:
     if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
         trials = sweeper.get("n_trials")
         return int(trials) if isinstance(trials, int) else None
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     arguments = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-    arguments += list(config.hydra.overrides.task)
-    sizes: dict[str, int] = {}  # per key, as the basic sweeper: a later override of a key replaces the earlier one
     try:
-        for override in OverridesParser.create().parse_overrides(arguments):
-            discrete = override.is_sweep_override() and override.is_discrete_sweep()
-            sizes[override.get_key_element()] = len(list(override.sweep_string_iterator())) if discrete else 1
+        return len(expand_grid([*arguments, *config.hydra.overrides.task]))
     except Exception:  # noqa: BLE001 - e.g. a glob sweep, which needs the config loader: size unknown
         return None
-    return math.prod(sizes.values())
 
 
 def first_folder(config: DictConfig) -> int | None:

@@ -23,14 +23,19 @@ A fresh sweep directory is left exactly as Hydra lays it out (`0`, `1`, ...), an
 `hydra.sweep.subdir=...` (on the command line or in the config) is respected. Two launches into the same directory
 at the same time are not supported (both would number from the same folder).
 
+`expand_grid` lists the jobs of a basic-sweeper grid, for the sweep summary (scripts/sweep_stats.py) and the
+progress lines (detector/sweep_progress.py).
+
 This module imports nothing heavy: Hydra instantiates the callback in the launching process, and unpickling it in
 a launcher's worker (joblib, submitit) registers the resolvers there too.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,26 @@ RESOLVER = "offset_job_num"
 SEED_RESOLVER = "resume_seed"
 DEFAULT_SUBDIR = "${hydra.job.num}"
 _ARCHIVE = re.compile(r"^multirun\.(\d+)\.yaml$")
+
+
+def expand_grid(arguments: Sequence[str]) -> list[tuple[str, ...]]:
+    """The jobs Hydra's basic sweeper launches for these overrides (its `params`, then the command line), in its
+    order: each override is parsed with Hydra's public override parser; a sweep (`a=1,2`, `range(0,3)`) gives one
+    value per job, a later override of the same key replaces the earlier one in its place, and the jobs are the
+    cartesian product. ValueError for what the basic sweeper refuses (interval sweeps) or cannot parse without
+    the config (glob sweeps)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(list(arguments)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ValueError(f"the basic sweeper does not support {override.input_line}")
+    return [tuple(job) for job in itertools.product(*choices.values())]
 
 
 def offset_job_num(offset: Any, *, _root_: DictConfig) -> str:

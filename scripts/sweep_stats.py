@@ -40,6 +40,7 @@ import numpy as np
 from scipy import stats as _stats
 
 from detector.atomic import atomic_write, remove_stale_temporaries, write_text
+from detector.sweeps import expand_grid
 
 # metrics.json key -> column title; AP over IoU 0.50:0.95 unless named otherwise
 METRICS: dict[str, str] = {
@@ -175,26 +176,6 @@ def _hydra_overrides(record: Any) -> tuple[str, ...]:
     hydra_cfg = (record or {}).get("hydra") if isinstance(record, dict) else None
     overrides = ((hydra_cfg or {}).get("overrides") or {}).get("hydra") or []
     return tuple(str(o) for o in overrides)
-
-
-def expand_grid(arguments: Sequence[str]) -> list[tuple[str, ...]]:
-    """The jobs Hydra's basic sweeper launches for these overrides (its `params`, then the command line), in its
-    order: each override is parsed with Hydra's public override parser; a sweep (`a=1,2`, `range(0,3)`) gives one
-    value per job, a later override of the same key replaces the earlier one in its place, and the jobs are the
-    cartesian product. ValueError for what the basic sweeper refuses (interval sweeps) or cannot parse without
-    the config (glob sweeps)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    choices: dict[str, list[str]] = {}
-    for override in OverridesParser.create().parse_overrides(list(arguments)):
-        key = override.get_key_element()
-        if not override.is_sweep_override():
-            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
-        elif override.is_discrete_sweep():
-            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:
-            raise ValueError(f"the basic sweeper does not support {override.input_line}")
-    return [tuple(job) for job in itertools.product(*choices.values())]
 
 
 @dataclass

@@ -150,6 +150,9 @@ class DetectionDataModule(L.LightningDataModule):
         if shuffle:  # training: (index, epoch) keys, sharded here for DDP (see detector.data.sampler)
             world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
             sampler = EpochSampler(dataset, shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
+            # Lightning sets the epoch of the first (or resumed) epoch only after it has created the iterator and
+            # the workers have drawn their first indices: set it here, from the restored trainer
+            sampler.set_epoch(self.trainer.current_epoch if self.trainer else 0)
         return DataLoader(
             dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=workers and self.persistent_workers,

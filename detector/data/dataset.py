@@ -152,6 +152,7 @@ class DetectionDataset(Dataset):
         self.substitute_bad_images = substitute_bad_images
         # shared-memory flags/counters: seen and updated by every DataLoader worker, persistent or not
         self._mosaic_on = torch.ones((), dtype=torch.bool).share_memory_()
+        self._mosaic_until = torch.full((), 2**62, dtype=torch.int64).share_memory_()  # first epoch without mosaic
         self._load_failures = torch.zeros((), dtype=torch.int64).share_memory_()
         self._rng = random.Random()
         self._bad: set[int] = set()  # indices that failed to load (in this process)
@@ -169,6 +170,15 @@ class DetectionDataset(Dataset):
     def set_mosaic(self, enabled: bool) -> None:
         """Turn mosaic on/off; takes effect in running (also persistent) DataLoader workers."""
         self._mosaic_on.fill_(bool(enabled))
+
+    def close_mosaic_at(self, epoch: int) -> None:
+        """No mosaic for the samples of epoch `epoch` and later (the epoch of an `EpochSampler` key): decided per
+        sample, so it holds for batches that workers prefetched before the epoch started."""
+        self._mosaic_until.fill_(int(epoch))
+
+    def mosaic_wanted(self, epoch: int) -> bool:
+        """Whether samples of `epoch` may be mosaics."""
+        return self.mosaic_enabled and epoch < int(self._mosaic_until)
 
     @property
     def load_failures(self) -> int:
@@ -259,7 +269,7 @@ class DetectionDataset(Dataset):
                 self._note_failure(index, error, "substituting another sample")
                 index = self._other_index()
                 continue
-            if self.mosaic_enabled and self._rng.random() < self.mosaic_prob:
+            if self.mosaic_wanted(epoch) and self._rng.random() < self.mosaic_prob:
                 return self._mosaic_sample(index, image, boxes, labels)
             return self._sample(index, image, boxes, labels)
         raise RuntimeError(f"{self.MAX_LOAD_ATTEMPTS} images in a row failed to load; is the dataset readable?")

@@ -202,23 +202,27 @@ def train_dataset(trainer: L.Trainer):
 
 class CloseMosaic(Callback):
     """Turn mosaic off for the last `epochs` epochs (YOLOv8's close_mosaic): the model finishes training on
-    whole, un-mosaicked images, closer to what it sees at validation. Also correct on resume."""
+    whole, un-mosaicked images, closer to what it sees at validation. The dataset decides per sample from the
+    sample's epoch, so batches prefetched before an epoch starts, and resumed runs, follow it too."""
 
     def __init__(self, epochs: int = 10) -> None:
         self.epochs = int(epochs)
 
-    def mosaic_wanted(self, epoch: int, max_epochs: int | None) -> bool:
-        return not (max_epochs is not None and max_epochs > 0 and epoch >= max_epochs - self.epochs)
+    def first_closed_epoch(self, max_epochs: int | None) -> int | None:
+        return max(max_epochs - self.epochs, 0) if max_epochs is not None and max_epochs > 0 else None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # before Lightning creates the first epoch's DataLoader iterator (its workers start drawing samples at once)
+        dataset = train_dataset(trainer)
+        closed = self.first_closed_epoch(trainer.max_epochs)
+        if closed is not None and hasattr(dataset, "close_mosaic_at") and dataset.mosaic_pipeline is not None:
+            dataset.close_mosaic_at(closed)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # runs before the epoch's DataLoader iterator (and its workers' first batches) is created
         dataset = train_dataset(trainer)
-        if dataset is None or not hasattr(dataset, "set_mosaic") or getattr(dataset, "mosaic_pipeline", None) is None:
-            return
-        wanted = self.mosaic_wanted(trainer.current_epoch, trainer.max_epochs)
-        if dataset.mosaic_enabled != wanted:
-            dataset.set_mosaic(wanted)
-            rank_zero_info(f"CloseMosaic: mosaic {'on' if wanted else 'off'} from epoch {trainer.current_epoch}")
+        if getattr(dataset, "mosaic_pipeline", None) is not None and trainer.current_epoch == self.first_closed_epoch(
+                trainer.max_epochs):
+            rank_zero_info(f"CloseMosaic: mosaic off from epoch {trainer.current_epoch}")
 
 
 class SaveOnInterrupt(Callback):

@@ -138,8 +138,6 @@ class RunPlots(Callback):
         return Path(trainer.default_root_dir)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # here, before Lightning creates the first epoch's DataLoader iterator (its workers start at once): a delay
-        # between that and on_train_epoch_start would let them prefetch with the settings CloseMosaic then changes
         if trainer.is_global_zero and self.labels:
             with self._reported("labels.png"):
                 self._draw_labels(trainer, pl_module)

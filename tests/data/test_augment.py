@@ -7,6 +7,7 @@ from pathlib import Path
 
 import albumentations as A
 import cv2
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -180,28 +181,77 @@ def test_close_mosaic_reaches_persistent_workers(tmp_path):
     assert mosaics(next(iter(loader))) >= 6
 
 
-def test_close_mosaic_callback():
+def is_mosaic(image: torch.Tensor) -> bool:
+    """Images of `solid_records` are single colours, so an image with several colours is a mosaic."""
+    return len(torch.unique(image.reshape(3, -1), dim=1).T) > 2
+
+
+def test_close_mosaic_is_decided_by_the_sample_epoch(tmp_path):
     from types import SimpleNamespace
 
     from detector.training.callbacks import CloseMosaic
 
-    class FakeDataset:
-        mosaic_pipeline, mosaic_enabled = object(), True
+    dataset = DetectionDataset(solid_records(tmp_path, 4), ["a"], 64, mosaic_prob=1.0)
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_dataset=dataset), max_epochs=10)
+    CloseMosaic(epochs=2).on_fit_start(trainer, None)
+    assert is_mosaic(dataset[(0, 7)]["image"]) and not is_mosaic(dataset[(0, 8)]["image"])
+    assert [dataset.mosaic_wanted(epoch) for epoch in (0, 7, 8, 9)] == [True, True, False, False]
+    CloseMosaic(epochs=20).on_fit_start(trainer, None)  # longer than the run: closed from the first epoch
+    assert not dataset.mosaic_wanted(0)
 
-        def set_mosaic(self, enabled):
-            self.mosaic_enabled = enabled
 
-    dataset = FakeDataset()
-    callback = CloseMosaic(epochs=2)
-    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_dataset=dataset), max_epochs=10, current_epoch=7)
-    callback.on_train_epoch_start(trainer, None)
-    assert dataset.mosaic_enabled
-    trainer.current_epoch = 8
-    callback.on_train_epoch_start(trainer, None)
-    assert not dataset.mosaic_enabled
-    trainer.current_epoch = 3  # e.g. a restarted fit
-    callback.on_train_epoch_start(trainer, None)
-    assert dataset.mosaic_enabled
+class MosaicCounter(L.LightningModule):
+    """Counts the mosaics of each training epoch; trains nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.mosaics: dict[int, int] = {}
+
+    def training_step(self, batch, batch_index):
+        count = sum(is_mosaic(image) for image in batch["images"])
+        self.mosaics[self.current_epoch] = self.mosaics.get(self.current_epoch, 0) + count
+        return self.weight * 0.0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class WorkerData(L.LightningDataModule):
+    """The training loader as DetectionDataModule builds it: (index, epoch) keys, a persistent worker."""
+
+    def __init__(self, dataset: DetectionDataset) -> None:
+        super().__init__()
+        self.train_dataset = dataset
+
+    def train_dataloader(self):
+        from detector.data.sampler import EpochSampler
+
+        sampler = EpochSampler(self.train_dataset, seed=0)
+        return torch.utils.data.DataLoader(self.train_dataset, batch_size=2, sampler=sampler, num_workers=1,
+                                           persistent_workers=True, collate_fn=collate)
+
+
+@pytest.mark.parametrize(("close_epochs", "expected"), [(1, {0: 8, 1: 0}), (2, {0: 0, 1: 0})])
+def test_close_mosaic_in_a_trainer_holds_from_the_first_batch(tmp_path, close_epochs, expected):
+    """Lightning starts the first epoch's workers before on_train_epoch_start: the first prefetched batches
+    must already follow CloseMosaic (they did not when it switched a flag at epoch start). A slow on_train_start
+    hook, between the two, gives the worker time to prefetch."""
+    import time
+
+    from detector.training.callbacks import CloseMosaic
+
+    class SlowStart(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            time.sleep(2.0)
+
+    dataset = DetectionDataset(solid_records(tmp_path, 8), ["a"], 64, mosaic_prob=1.0)
+    module = MosaicCounter()
+    trainer = L.Trainer(max_epochs=2, callbacks=[SlowStart(), CloseMosaic(epochs=close_epochs)], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=WorkerData(dataset))
+    assert module.mosaics == expected
 
 
 def test_augmentations_depend_on_seed_epoch_and_index_only(tmp_path):

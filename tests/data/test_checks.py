@@ -6,6 +6,7 @@ import importlib.util
 import json
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -87,6 +88,9 @@ def test_datamodule_runs_the_check(tmp_path, write_image):
     assert len(dm.train_dataset) == 19 and dm.reports["train"].bad_images == 1 and dm.reports["val"].problems == 0
     batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape == (4, 3, 64, 64)
+    # a resumed fit: Lightning sets the sampler's epoch only after the workers have drawn their first indices
+    dm.trainer = SimpleNamespace(current_epoch=3, world_size=1, global_rank=0)
+    assert dm.train_dataloader().sampler.epoch == 3
     strict = DetectionDataModule(
         coco_reader(tmp_path, write_image, 20, 3, "train2"), coco_reader(tmp_path, write_image, 4, 0, "val"),
         num_classes=1, img_size=64, num_workers=0, max_bad_fraction=0.1,

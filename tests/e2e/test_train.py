@@ -50,11 +50,18 @@ def test_fast_dev_run_with_a_loss_choice(compose_config, tmp_path):
 def test_ddp_two_cpu_processes_evaluate_every_val_image_once(tmp_path):
     # 7 val images over 2 ranks: the DistributedSampler pads rank 1 with a duplicate, which must not count twice
     args = tiny_overrides(tmp_path, num_train=16, num_val=7)
-    run_train([*args, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=2", "data.batch_size=2"])
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    result = run_train([*args, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
+                        "trainer.limit_train_batches=2", "data.batch_size=2"])
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["images"] == 7
     assert metrics["history"][0]["assign_gt_count"] > 0  # the assignment statistics, reduced across the ranks
+    # the run folder's pictures, drawn by rank 0 alone (one evaluation of best.ckpt, no drawing failure)
+    for name in ("results.png", "labels.png", "train_batch0.jpg", "train_batch1.jpg", "val_batch0_labels.jpg",
+                 "val_batch0_pred.jpg", "eval/evaluation.json"):
+        assert (run / name).is_file(), name
+    output = result.stdout + result.stderr
+    assert output.count("Evaluating the best checkpoint") == 1 and "not drawn" not in output
 
 
 @pytest.mark.slow

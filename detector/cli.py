@@ -25,7 +25,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -277,6 +277,17 @@ the same figure per value, with the model and images of the first. Writes <outpu
 """
 
 
+def sweep_labels(rows: Sequence[Sequence[str]], configs: Path) -> list[str]:
+    """A label per job of a sweep (`expand_grid`): the overrides that differ between the jobs, a config group's as
+    its option (`atss`, the group being a folder of `configs`), any other as key=value; "" for a single job."""
+    def word(override: str) -> str:
+        key, value = override.split("=", 1)
+        return value if (configs / key).is_dir() else override
+
+    swept = [j for j in range(len(rows[0])) if len({row[j] for row in rows}) > 1] if rows else []
+    return [" ".join(word(row[j]) for j in swept) for row in rows]
+
+
 def visualize_assignment(argv: list[str] | None = None) -> int:
     """`detector-visualize-assignment [assigner=tal,atss] [key=value ...]` (--help): draw assigned anchors."""
     from detector.diagnostics.assignment import visualize_assignments
@@ -287,13 +298,10 @@ def visualize_assignment(argv: list[str] | None = None) -> int:
         print(VISUALIZE_USAGE)
         return 0
     rows = expand_grid(argv)
-    swept = [j for j in range(len(rows[0])) if len({row[j] for row in rows}) > 1]
     configs = {}
-    for row in rows:
+    for row, label in zip(rows, sweep_labels(rows, config_dir())):
         cfg = compose("visualize_assignment", row, return_hydra_config=True)
-        label = (row[swept[0]].split("=", 1)[1] if len(swept) == 1 else " ".join(row[j] for j in swept)) if swept \
-            else cfg.hydra.runtime.choices.assigner
-        configs[label] = cfg
+        configs[label or cfg.hydra.runtime.choices.assigner] = cfg
     try:
         lines = visualize_assignments(configs)
     except ValueError as error:

@@ -219,8 +219,6 @@ def _run_doctor(result: DatasetCheck, cfg: DictConfig, name: str, root: Path | N
     """Print the doctor's report (detector.data.doctor) on the first split of `result` for the model of `cfg` at its
     data.img_size, and write its box-size histogram and label statistics (a training run's labels.png) into `out`
     (default: logs/check_dataset/<the dataset folder's name>)."""
-    from functools import partial
-
     from omegaconf import OmegaConf
 
     from detector.assigners.tal import widen_small_boxes
@@ -235,7 +233,7 @@ def _run_doctor(result: DatasetCheck, cfg: DictConfig, name: str, root: Path | N
     threshold = float(cfg.assigner.get("iou_threshold", 0.5) or 0.5)
     split = result.splits[0]
     diagnosis = diagnose(split.records, len(names), img_size, priors, threshold,
-                         widen=partial(widen_small_boxes, priors=priors))
+                         widen=functools.partial(widen_small_boxes, priors=priors))
     print(f"\ndoctor: [{split.name}] {len(diagnosis.sizes)} boxes, for {model_config['_target_'].rsplit('.', 1)[-1]} "
           f"at data.img_size={img_size}")
     print("\n".join(report_lines(diagnosis, names)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,23 @@ def config_dir() -> Path:
             "Install the repository in editable mode (pip install -e <repository>) or set PROJECT_ROOT=<repository>."
         )
     return configs
+
+
+def compose(config_name: str = "train", overrides: Sequence[str] = (), return_hydra_config: bool = False,
+            configs: Path | None = None) -> DictConfig:
+    """configs/<config_name>.yaml composed with `overrides`, as the command of that config sees it (Hydra's compose
+    API, resolvers registered); `configs`: another configs folder (default: `config_dir()`)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(configs or config_dir()), version_base="1.3"):
+            return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def group_options(group: str) -> dict[str, type]:

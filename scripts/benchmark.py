@@ -64,6 +64,7 @@ from detector.assigners.simota import SimOTAAssigner
 from detector.assigners.statistics import assignment_statistics
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner
+from detector.config import compose
 from detector.criteria.dense import DetectionCriterion
 from detector.evaluation.coco import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict
 from detector.losses.classification import BCEWithLogits
@@ -162,25 +163,13 @@ def random_gt(batch: int, num_gt: int, size: int, num_classes: int, generator: t
     return labels, boxes, torch.ones(batch, num_gt, dtype=torch.bool)
 
 
-def compose(overrides: list[str]):
-    """configs/train.yaml composed with these overrides, as `python train.py` would see it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from detector.config import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
-
-
 def build_network(model: str, size: int, compile_model: bool):
     """(network, criterion, post-processor) of a MODELS (or INFERENCE_VARIANTS) entry, as training instantiates
     them, 80 classes."""
     import hydra
 
     overrides = MODELS[model] if model in MODELS else INFERENCE_VARIANTS[model][0]
-    cfg = compose([*overrides, f"data.num_classes={NUM_CLASSES}", f"data.img_size={size}"])
+    cfg = compose("train", [*overrides, f"data.num_classes={NUM_CLASSES}", f"data.img_size={size}"], configs=ROOT / "configs")
     network = hydra.utils.instantiate(cfg.module.model)
     if compile_model:
         network.compile()
@@ -289,8 +278,8 @@ def data_case(root: str, size: int, mosaic: bool, images: int, cache: bool, repe
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     logging.disable(logging.INFO)  # the data checks' summaries would cut the table; their warnings still show
-    cfg = compose(["data=coco128", f"data.root={root}", f"data.img_size={size}", f"data.mosaic_prob={float(mosaic)}",
-                   f"data.cache_images={str(cache).lower()}"])
+    cfg = compose("train", ["data=coco128", f"data.root={root}", f"data.img_size={size}", f"data.mosaic_prob={float(mosaic)}",
+                            f"data.cache_images={str(cache).lower()}"], configs=ROOT / "configs")
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     dataset = datamodule.train_dataset

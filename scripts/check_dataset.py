@@ -1,6 +1,6 @@
 """Check a dataset before training (`python scripts/check_dataset.py --help`; the same as `detector-check-dataset`):
 counts of images, boxes and classes and every problem found; exit status 0 = usable, 1 = not usable.
-See detector.data.checks (CHECK_DATASET_USAGE, check_dataset)."""
+See detector.cli (CHECK_DATASET_USAGE, check_dataset)."""
 
 import os
 import sys

@@ -1,6 +1,6 @@
 """Draw what assigners do on a few images (`python scripts/visualize_assignment.py --help`; the same as
 `detector-visualize-assignment`): per GT box its positive anchors, one panel per feature level, one row per assigner.
-See detector.diagnostics.assignment (VISUALIZE_USAGE)."""
+See detector.cli (VISUALIZE_USAGE, visualize_assignment)."""
 
 import os
 import sys

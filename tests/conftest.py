@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -58,23 +59,16 @@ def _no_hydra_state_between_tests():
     GlobalHydra.instance().clear()
 
 
-@pytest.fixture
+@pytest.fixture(scope="package")
 def compose_config():
-    """compose_config(overrides) -> the composed train config (Hydra), as `python train.py` would see it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """compose_config(overrides, return_hydra_config=False) -> the composed train config, as `python train.py` would
+    see it (detector.config.compose on the repository's configs/): the one compose helper of the config tests."""
+    from detector.config import compose
 
-    from detector.config import register_resolvers
+    def _compose(overrides: Sequence[str] = (), return_hydra_config: bool = False):
+        return compose("train", overrides, return_hydra_config=return_hydra_config, configs=ROOT / "configs")
 
-    register_resolvers()
-
-    def _compose(overrides: list[str] = (), return_hydra_config: bool = False):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
-
-    yield _compose
-    GlobalHydra.instance().clear()
+    return _compose
 
 
 @pytest.fixture

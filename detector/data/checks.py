@@ -1,7 +1,7 @@
 """Start-up dataset check: what a reader returned -> the records that are safe to train on, plus a report.
 
-Run by `DetectionDataModule.setup` on every split and by `check_dataset` (the command line of
-`scripts/check_dataset.py` / `detector-check-dataset`, at the end of this module). Per image:
+Run by `DetectionDataModule.setup` on every split, and by `check_dataset` on the readers of a dataset (the
+command `detector-check-dataset`, detector/cli.py, prints its summary). Per image:
 - missing or unreadable image file (header read; `decode=True` decodes fully): the image is skipped and
   counted; more than `max_bad_fraction` of such images stops the run with `DatasetError`;
 - width/height unknown (0) are filled in from the file; a size that differs from the annotation is
@@ -15,22 +15,24 @@ Crowd / ignore regions get the same geometric clean-up, silently.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
-import re
-import shlex
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from detector.data.dataset import Record, read_image_size
+from detector.data.formats.coco import read_coco
+from detector.data.formats.voc import read_voc
+from detector.data.formats.yolo import read_yolo
+
+# a dataset split: () -> (records, class names, category id of each label)
+Reader = Callable[[], tuple[list[Record], list[str], list[int]]]
 
 # boxes sticking out of the image by at most this many pixels are clipped silently (float noise)
 CLIP_TOLERANCE = 0.5
@@ -228,193 +230,83 @@ class _BoxCheck:
         return self.clipped[a:b][keep], self.labels[a:b][keep]
 
 
-# ---------------------------------------------------------------------------------------------- command line
+@dataclass
+class SplitCheck:
+    """One split of `check_dataset`: its clean records and report, or the error that made it unusable."""
 
-CHECK_DATASET_USAGE = """Check a dataset before training: counts of images, boxes and classes, and every problem found
-(missing/unreadable images, background images, boxes of zero area or outside the image, sizes that differ
-from the annotation). Malformed label files and unknown classes are reported with the file and line/object.
-
-    python scripts/check_dataset.py path/to/data [data.class_names=[...]] [--decode] [--per-class]
-    python scripts/check_dataset.py data=coco128 [data.format=coco] [data.root=...] [--decode] [--per-class]
-    python scripts/check_dataset.py --format yolo --path /data/mydata/data.yaml [--split train val]
-    python scripts/check_dataset.py --format coco --path annotations/train.json --images images/train
-    python scripts/check_dataset.py --format voc --path data/VOCdevkit --split VOC2007/trainval VOC2012/trainval
-    python scripts/check_dataset.py --format voc --path /data/fruit --split train val --classes labels.txt
-
-The first form detects the format and layout of the folder (detector/data/layout.py: YOLO, COCO json, Pascal VOC
-xml as labelling tools export them), checks it as `data=auto data.root=path/to/data` and prints the train.py command
-for it. The second composes the training config (any `data=...` option and `data.key=value` override) and
-checks its train and val readers exactly as training would. `--decode` decodes every image fully (slower;
-finds corrupt files that a header read misses). Exit status: 0 = usable, 1 = not usable (the reason is printed).
-"""
+    name: str
+    records: list[Record] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    report: DatasetReport | None = None
+    error: str | None = None
+    seconds: float = 0.0
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=CHECK_DATASET_USAGE.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=CHECK_DATASET_USAGE.split("\n\n", 1)[1])
-    parser.add_argument("--format", choices=("yolo", "coco", "voc"), help="check files directly instead of a data config")
-    parser.add_argument("--path", help="yolo: data.yaml; coco: the json; voc: VOCdevkit or dataset folder")
-    parser.add_argument("--images", help="coco: the image folder")
-    parser.add_argument("--split", nargs="+", help="yolo: data.yaml keys (default train val); voc: [YEAR/]SPLIT ...")
-    parser.add_argument("--classes", nargs="+", help="voc: class names, a names file, or 'collect' (default: the 20 VOC classes)")
-    parser.add_argument("--decode", action="store_true", help="decode every image fully (slower)")
-    parser.add_argument("--per-class", action="store_true", help="print the box count of every class")
-    parser.add_argument("--max-bad-fraction", type=float, default=None, help="default: the config's, else 0.05")
-    parser.add_argument("--no-doctor", action="store_true", help="skip the doctor (box sizes against the model, ...)")
-    parser.add_argument("--out", help="folder of the doctor's box-size histogram (default: logs/check_dataset/<name>)")
-    return parser.parse_known_args(argv)
+@dataclass
+class DatasetCheck:
+    splits: list[SplitCheck]
+
+    @property
+    def class_names(self) -> list[str]:
+        return next((s.class_names for s in self.splits if s.error is None), [])
+
+    @property
+    def usable(self) -> bool:
+        names = {tuple(s.class_names) for s in self.splits if s.error is None}
+        return all(s.error is None for s in self.splits) and len(names) == 1
+
+    def summary(self, per_class: bool = False) -> str:
+        """Each split's report (or error), then whether the splits agree on the class names, and the names."""
+        lines = []
+        for split in self.splits:
+            if split.error is not None:
+                lines.append(f"[{split.name}] ERROR: {split.error}")
+            else:
+                lines.append(split.report.summary(per_class=per_class) + f"\n[{split.name}] checked in {split.seconds:.1f} s")
+        seen = {s.name: s.class_names for s in self.splits if s.error is None}
+        if len({tuple(n) for n in seen.values()}) > 1:
+            lines.append(f"ERROR: the splits have different class names: {seen}")
+        if seen:
+            names = self.class_names
+            lines.append(f"{len(names)} classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+        return "\n".join(lines)
 
 
-def readers_from_config(overrides: list[str], config_dir: Path) -> tuple[dict, dict]:
-    """{split: reader} from the training config (train.yaml in `config_dir`) composed with `overrides`, and info
-    about it (name, root, format, classes, ...)."""
-    import hydra
-
-    if not Path(config_dir).is_dir():
-        raise FileNotFoundError(f"no configs folder at {config_dir}: the data=... form composes the repository's "
-                                "configs (set PROJECT_ROOT=<repository>), or check files directly with --format")
-    cfg = compose_train_config(overrides, config_dir)
-    data = cfg.data
-    if data.get("prepare") is not None:
-        hydra.utils.instantiate(data.prepare)()
-    readers = {split: hydra.utils.instantiate(data[f"{split}_reader"]) for split in ("train", "val")}
-    info = {
-        "cfg": cfg,
-        "data": next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), "(train.yaml default)"),
-        "root": data.get("root"), "format": data.get("format"), "num_classes": data.get("num_classes"),
-        "max_bad_fraction": data.get("max_bad_fraction", 0.05),
-    }
-    return readers, info
-
-
-def readers_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
-    from functools import partial
-
-    if not args.path:
-        raise SystemExit("--path is required with --format")
-    if args.format == "yolo":
-        from detector.data.formats.yolo import read_yolo
-
-        readers = {split: partial(read_yolo, args.path, split) for split in args.split or ["train", "val"]}
-    elif args.format == "coco":
-        from detector.data.formats.coco import read_coco
-
-        if not args.images:
-            raise SystemExit("--images (the image folder) is required with --format coco")
-        readers = {Path(args.path).stem: partial(read_coco, args.images, args.path)}
-    else:
-        from detector.data.formats.voc import read_voc
-
-        classes = args.classes[0] if args.classes and len(args.classes) == 1 and (
-            args.classes[0] == "collect" or Path(args.classes[0]).is_file()) else args.classes
-        readers = {}
-        for split in args.split or ["train", "val"]:
-            year, _, name = split.rpartition("/")
-            readers[split] = partial(read_voc, args.path, [[year or ".", name]], class_names=classes)
-    return readers, {"data": f"{args.format} files", "root": args.path, "format": args.format, "num_classes": None,
-                     "max_bad_fraction": 0.05}
-
-
-def check_dataset(argv: list[str] | None, config_dir: Path) -> int:
-    """The command line (`argv`, None: sys.argv[1:]; see CHECK_DATASET_USAGE): prints the report of every split
-    and returns the exit status, 0 = usable, 1 = not usable. `config_dir`: the configs/ folder of the data=... form."""
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    path = next((o for o in overrides if "=" not in o), None)
-    try:
-        if path is not None:  # only a path: detect the layout, check it as data=auto
-            from detector.data.layout import detect_layout
-
-            print(detect_layout(path).summary())
-            overrides = [*path_overrides(path), *(o for o in overrides if o != path)]
-        readers, info = readers_from_args(args) if args.format else readers_from_config(overrides, config_dir)
-    except Exception as error:  # a folder that is not recognised, a config that does not compose / instantiate
-        print(f"ERROR: {type(error).__name__}: {error}")
-        return 1
-    max_bad = args.max_bad_fraction if args.max_bad_fraction is not None else info["max_bad_fraction"]
-    root = os.path.normpath(str(info["root"])) if info["root"] else None
-    print(f"dataset: {info['data']}  root: {root}  format: {info['format']}  max_bad_fraction: {max_bad}")
-    usable, names_seen, checked = True, {}, {}
-    for split, reader in readers.items():
+def check_dataset(readers: Mapping[str, Reader], num_classes: int | None = None, max_bad_fraction: float = 0.05,
+                  decode: bool = False) -> DatasetCheck:
+    """Read and check every split ({name: reader}); a split that cannot be read or used (`num_classes` given and
+    different, too many bad images, bad labels) carries its error instead of raising."""
+    splits = []
+    for name, reader in readers.items():
         start = time.perf_counter()
         try:
             records, names, _ = reader()
-            if info["num_classes"] is not None and len(names) != info["num_classes"]:
-                raise ValueError(f"data.num_classes={info['num_classes']} but the dataset has {len(names)} classes")
-            checked[split], report = check_records(records, names, name=split, max_bad_fraction=max_bad, decode=args.decode)
+            if num_classes is not None and len(names) != num_classes:
+                raise ValueError(f"data.num_classes={num_classes} but the dataset has {len(names)} classes")
+            clean, report = check_records(records, names, name=name, max_bad_fraction=max_bad_fraction, decode=decode)
         except (ValueError, OSError) as error:
-            print(f"[{split}] ERROR: {error}")
-            usable = False
+            splits.append(SplitCheck(name, error=str(error)))
             continue
-        names_seen[split] = names
-        print(report.summary(per_class=args.per_class) + f"\n[{split}] checked in {time.perf_counter() - start:.1f} s")
-    if len({tuple(n) for n in names_seen.values()}) > 1:
-        print(f"ERROR: the splits have different class names: {names_seen}")
-        usable = False
-    if names_seen:
-        names = next(iter(names_seen.values()))
-        print(f"{len(names)} classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
-    if usable and not args.no_doctor and checked:
-        run_doctor(checked, names, info, args, overrides, config_dir)
-    print("RESULT: " + ("usable" if usable else "NOT usable"))
-    if usable and info.get("cfg") is not None:  # the path and data=... forms: the training config's overrides
-        print("train on it with:\n  python train.py " + " ".join(map(_shell_word, overrides)))
-    return 0 if usable else 1
+        splits.append(SplitCheck(name, clean, list(names), report, seconds=time.perf_counter() - start))
+    return DatasetCheck(splits)
 
 
-def run_doctor(checked: dict[str, list[Record]], names: list[str], info: dict, args: argparse.Namespace,
-               overrides: list[str], config_dir: Path) -> None:
-    """Print the doctor's report (detector.data.doctor) on the first split, for the model of the training config
-    (the data=... form's, else train.yaml's with the overrides and the img_size of configs/data/custom_<format>),
-    and write its box-size histogram and label statistics (the figure of a training run's labels.png)."""
-    from omegaconf import OmegaConf
-
-    from detector.data.doctor import diagnose, model_priors, plot_labels, plot_sizes, report_lines
-
-    cfg = info.get("cfg")
-    if cfg is None:
-        cfg = compose_train_config([f"data=custom_{args.format}", *overrides], config_dir)
-    OmegaConf.update(cfg, "data.num_classes", len(names), force_add=True)
-    img_size = int(cfg.data.img_size)
-    model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    priors = model_priors(model_config, img_size)
-    threshold = float(cfg.assigner.get("iou_threshold", 0.5) or 0.5)
-    split, records = next(iter(checked.items()))
-    diagnosis = diagnose(records, len(names), img_size, priors, threshold)
-    model_name = model_config["_target_"].rsplit(".", 1)[-1]
-    print(f"\ndoctor: [{split}] {len(diagnosis.sizes)} boxes, for {model_name} at data.img_size={img_size}")
-    print("\n".join(report_lines(diagnosis, names)))
-    root = Path(str(info["root"])) if info.get("root") else None  # a dataset folder, or a file in it (--format)
-    name = info["data"] if root is None else (root if root.is_dir() else root.parent).resolve().name
-    out = Path(args.out) if args.out else config_dir.parent / "logs" / "check_dataset" / name
-    title = f"{info['data']} [{split}] at img_size {img_size}"
-    path = plot_sizes(diagnosis, out / f"box_sizes_{split.replace('/', '_')}.png", title=title)
-    print(f"box-size histogram: {path}")
-    path = plot_labels(diagnosis, names, out / f"labels_{split.replace('/', '_')}.png", title=title)
-    print(f"label statistics (a training run's labels.png): {path}")
-
-
-def compose_train_config(overrides: list[str], config_dir: Path):
-    """The training config (train.yaml in `config_dir`) composed with `overrides`."""
-    from hydra import compose, initialize_config_dir
-
-    from detector.config import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
-def _shell_word(word: str) -> str:
-    """`word` quoted for a POSIX shell: in double quotes when that suffices (readable: "data.root='a b'")."""
-    if shlex.quote(word) == word or set('"$`\\!') & set(word):
-        return shlex.quote(word)
-    return f'"{word}"'
-
-
-def path_overrides(path: str | Path) -> list[str]:
-    """The overrides that train on the dataset folder `path` (`data=auto`, its absolute path as data.root, quoted for
-    Hydra when it holds characters that its override grammar reserves)."""
-    root = os.path.abspath(os.path.expanduser(str(path)))
-    if not re.fullmatch(r"[\w./\-~+@%]+", root):
-        root = "'" + root.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return ["data=auto", f"data.root={root}"]
+def file_readers(format: str, path: str | Path, images: str | Path | None = None, splits: Sequence[str] | None = None,
+                 classes: Sequence[str] | str | None = None) -> dict[str, Reader]:
+    """{split: reader} of annotation files read directly. yolo: `path` is data.yaml, `splits` its keys (default
+    train, val); coco: `path` is the json, `images` the image folder (one split, named after the json); voc: `path`
+    the VOCdevkit or dataset folder, `splits` [YEAR/]SPLIT names (default train, val), `classes` the class names, a
+    names file or "collect" (default: the 20 VOC classes). ValueError for a missing argument or unknown format."""
+    if format == "yolo":
+        return {split: partial(read_yolo, path, split) for split in splits or ["train", "val"]}
+    if format == "coco":
+        if images is None:
+            raise ValueError("the image folder is required with the coco format (--images)")
+        return {Path(path).stem: partial(read_coco, images, path)}
+    if format == "voc":
+        readers = {}
+        for split in splits or ["train", "val"]:
+            year, _, name = split.rpartition("/")
+            readers[split] = partial(read_voc, path, [[year or ".", name]], class_names=classes)
+        return readers
+    raise ValueError(f"unknown annotation format {format!r}: choose yolo, coco or voc")

@@ -13,13 +13,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from torch.utils.data import DataLoader
 
 from detector.atomic import write_text
-from detector.data.checks import DatasetReport, check_records
-from detector.data.dataset import DetectionDataset, Record, collate
+from detector.data.checks import DatasetReport, Reader, check_records
+from detector.data.dataset import DetectionDataset, collate
 from detector.data.image_cache import cache_mode
 from detector.data.sampler import EpochSampler
 from detector.data.split import write_image_list
-
-Reader = Callable[[], tuple[list[Record], list[str], list[int]]]
 
 
 class DetectionDataModule(L.LightningDataModule):

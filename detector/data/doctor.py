@@ -6,32 +6,45 @@ letterbox to `data.img_size` (longest side -> img_size, top-left, no augmentatio
 - the boxes the chosen model family cannot match at this size:
   anchor-free heads: boxes that contain no anchor point of any level (points at (i + 0.5) * stride). TAL and ATSS
   take candidates only among the points inside a box, so these get no positive; `assigner=tal_small` widens sides
-  shorter than the second stride to it for the candidate test; SimOTA's centre region (2.5 strides) reaches them.
+  shorter than the second stride to it for the candidate test (counted when the caller passes that rule as
+  `widen`); SimOTA's centre region (2.5 strides) reaches them.
   anchor-based heads (SSD priors): boxes whose best prior IoU is below the matcher's threshold (only their one
   forced best prior becomes positive), and those that overlap no prior at all (no positive);
 - class imbalance (boxes per class), duplicate boxes (same image, same class, IoU > 0.95), and images with a box
   that covers almost the whole image (>= 90% of its area: often a whole-image label or a box in the wrong format).
+
+The data stage reads the model only through what the caller gives: the priors of its head output (`PriorLayout`,
+e.g. `detector.models.build.model_priors`) and optionally an assigner's box widening.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from detector.assigners.tal import widen_small_boxes
 from detector.data.dataset import Record
 from detector.data.transforms import letterbox_scale
-from detector.models.priors import Priors
 
 SIZE_BINS = (0, 4, 8, 16, 32, 64, 128, 256, 512, 1024, math.inf)  # sqrt(area), px after the letterbox
 DUPLICATE_IOU = 0.95
 WHOLE_IMAGE = 0.9
+
+
+class PriorLayout(Protocol):
+    """What the doctor reads of a head output's priors (detector.models.priors.Priors): prior boxes (anchor-based
+    heads, else None), the number of priors and the stride of each level."""
+
+    boxes: torch.Tensor | None
+    level_sizes: tuple[int, ...]
+
+    def level_strides(self) -> list[float]: ...
 
 
 @dataclass
@@ -70,10 +83,11 @@ def points_inside(boxes: np.ndarray, stride: float, grid: int) -> np.ndarray:
     return counts[0] * counts[1]
 
 
-def diagnose(records: Sequence[Record], num_classes: int, img_size: int, priors: Priors | None,
-             iou_threshold: float = 0.5) -> Diagnosis:
+def diagnose(records: Sequence[Record], num_classes: int, img_size: int, priors: PriorLayout | None,
+             iou_threshold: float = 0.5, widen: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Diagnosis:
     """The doctor's findings on `records` for a model whose head output has `priors` at `img_size` (None: the label
-    statistics alone, without strides, prior sizes and unmatchable boxes)."""
+    statistics alone, without strides, prior sizes and unmatchable boxes). `widen`: an assigner's small-box rule,
+    (n, 4) xyxy -> (n, 4) (e.g. TAL's `widen_small_boxes` with these priors); None: the widened count is not made."""
     per_image = [letterboxed_boxes(r, img_size) for r in records]
     boxes = np.concatenate(per_image) if per_image else np.zeros((0, 4))
     sizes = np.sqrt(np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1))
@@ -84,8 +98,8 @@ def diagnose(records: Sequence[Record], num_classes: int, img_size: int, priors:
         grids = [round(math.sqrt(n)) for n in priors.level_sizes]  # square input: a grid of g x g points per level
         inside = lambda b: sum(points_inside(b, s, g) for s, g in zip(strides, grids))  # noqa: E731
         diagnosis.no_anchor_point = int((inside(boxes) == 0).sum())
-        widened = widen_small_boxes(torch.as_tensor(boxes), priors).numpy()
-        diagnosis.no_anchor_point_widened = int((inside(widened) == 0).sum())
+        if widen is not None:
+            diagnosis.no_anchor_point_widened = int((inside(widen(torch.as_tensor(boxes)).numpy()) == 0).sum())
     elif priors is not None:
         prior_boxes = priors.boxes.float()
         areas = ((prior_boxes[:, 2:] - prior_boxes[:, :2]).prod(1)).sqrt()
@@ -144,9 +158,11 @@ def report_lines(diagnosis: Diagnosis, class_names: Sequence[str]) -> list[str]:
              *size_histogram(diagnosis)]
     smallest = diagnosis.strides[0] if diagnosis.strides else None
     if diagnosis.no_anchor_point is not None:
+        widened = ("" if diagnosis.no_anchor_point_widened is None else
+                   f"with assigner=tal_small {_share(diagnosis.no_anchor_point_widened, total)}; ")
         lines.append(f"boxes that contain no anchor point at strides {', '.join(f'{s:g}' for s in diagnosis.strides)}: "
-                     f"{_share(diagnosis.no_anchor_point, total)} (TAL and ATSS give them no positive; with "
-                     f"assigner=tal_small {_share(diagnosis.no_anchor_point_widened, total)}; SimOTA reaches them)")
+                     f"{_share(diagnosis.no_anchor_point, total)} (TAL and ATSS give them no positive; {widened}"
+                     "SimOTA reaches them)")
         if diagnosis.no_anchor_point:
             lines.append(f"  -> raise data.img_size (boxes scale with it), or assigner=tal_small / assigner=simota; "
                          f"boxes under the smallest stride ({smallest:g} px) are hard for any anchor-free head")
@@ -230,11 +246,3 @@ def _size_panel(ax, diagnosis: Diagnosis) -> None:
     ax.set_xlabel(f"box size sqrt(w*h), px at img_size {diagnosis.img_size} (red: strides, green: prior boxes)")
     ax.set_ylabel("boxes")
 
-
-@torch.no_grad()
-def model_priors(model_config: dict, img_size: int) -> Priors:
-    """The priors of the model of `model_config` (an untrained instance) for a square input of `img_size`."""
-    from detector.models.build import build_model
-
-    model = build_model(model_config).eval()
-    return model(torch.zeros(1, 3, img_size, img_size)).priors

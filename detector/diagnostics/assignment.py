@@ -3,7 +3,8 @@ their soft targets) and the best IoU any anchor offered it, drawn one panel per 
 
 `assign_sample` runs a model and a criterion's assignment on one dataset sample (no training step, no gradients);
 `summarize_gts` turns the `Assignment` into one `GTSummary` per box; `draw_assignments` draws the panels of one or
-more assigners for the same image. `scripts/visualize_assignment.py` (detector-visualize-assignment) is the command.
+more assigners for the same image; `visualize_assignments` does all three for composed configs, one row each (the
+command `detector-visualize-assignment`, detector/cli.py, composes them).
 
 "Best IoU" of a GT: over all anchors, of the box the assigner compares with it: the prior box on anchor-based heads
 (SSD), the decoded predicted box on anchor-free heads (with an untrained model these are near-random boxes); and
@@ -12,14 +13,20 @@ over its positives only. A GT with a high best IoU and no positives is one the a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torchvision.ops import box_iou
 
 from detector.assigners.base import Assignment
+from detector.config import check_combination
+from detector.deploy.load import load_detector
+from detector.models.build import build_model
 from detector.models.priors import Priors
 
 
@@ -133,71 +140,39 @@ def draw_assignments(
     return save_figure(figure, path, dpi=110)
 
 
-VISUALIZE_USAGE = """Draw what assigners do on a few images of a dataset: per GT box its positive anchors, one panel per level.
-
-    python scripts/visualize_assignment.py [assigner=tal,atss,simota] [data=...] [model=...] [key=value ...]
-    python scripts/visualize_assignment.py data=shapes_tiny assigner=tal,tal_small num_images=4
-    python scripts/visualize_assignment.py model=ssd_csp_n data.img_size=320 split=train
-    python scripts/visualize_assignment.py ckpt_path=logs/train/runs/<run>/checkpoints/best.ckpt assigner=tal,atss
-
-Any override of train.py composes the same config (configs/visualize_assignment.yaml adds ckpt_path, split,
-first_image, num_images, device, output_dir); `assigner=` takes a comma-separated list, drawn as rows of the same
-figure. Writes <output_dir>/<image>.png and <output_dir>/summary.txt (a line per GT: positives per level, best IoU).
-"""
-
-
-def visualize_command(argv: list[str], config_dir: Path) -> int:
-    """The command line of scripts/visualize_assignment.py; returns the exit status."""
-    import hydra
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from detector.config import check_combination, register_resolvers
-    from detector.deploy.load import load_detector
-    from detector.models.build import build_model
-
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(VISUALIZE_USAGE)
-        return 0
-    assigners = next((a.split("=", 1)[1].split(",") for a in argv if a.startswith("assigner=")), [None])
-    overrides = [a for a in argv if not a.startswith("assigner=")]
-    register_resolvers()
-    results: dict[str, list] = {}
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        for name in assigners:
-            cfg = compose("visualize_assignment", overrides=overrides + ([f"assigner={name}"] if name else []),
-                          return_hydra_config=True)
-            check_combination(cfg)
-            criterion = hydra.utils.instantiate(cfg.criterion).to(cfg.device)
-            if not results:  # the model and the images: the same for every assigner
-                if cfg.ckpt_path:
-                    model, _, meta = load_detector(cfg.ckpt_path, device=cfg.device)
-                    if meta["num_classes"] != cfg.data.num_classes:
-                        raise SystemExit(f"error: the checkpoint has {meta['num_classes']} classes, data.num_classes "
-                                         f"is {cfg.data.num_classes}: pass the data it was trained on (data=...)")
-                else:
-                    torch.manual_seed(cfg.seed)
-                    model = build_model(OmegaConf.to_container(cfg.model, resolve=True)).to(cfg.device)
-                datamodule = hydra.utils.instantiate(cfg.data)
-                dataset = datamodule.unaugmented_dataset(cfg.split)
-                indices = range(cfg.first_image, min(cfg.first_image + cfg.num_images, len(dataset)))
-                samples = [dataset[i] for i in indices]
-                class_names, output_dir = dataset.class_names, Path(cfg.output_dir)
-            label = cfg.hydra.runtime.choices.assigner  # the config option, e.g. tal_small
-            results[label] = [assign_sample(model, criterion, sample) for sample in samples]
-    lines = []
+def visualize_assignments(configs: Mapping[str, DictConfig]) -> list[str]:
+    """Draw the assignments of every config (row label -> a composed configs/visualize_assignment.yaml) on the same
+    images: the model (`ckpt_path`, else untrained, seeded), the images and `output_dir` come from the first config,
+    the criterion (assigner, losses) from each. Writes <output_dir>/<split>_<image id>.png and summary.txt and returns
+    the summary's lines. ValueError when the checkpoint's class count is not `data.num_classes`."""
+    first = next(iter(configs.values()))
+    for cfg in configs.values():
+        check_combination(cfg)
+    if first.ckpt_path:
+        model, _, meta = load_detector(first.ckpt_path, device=first.device)
+        if meta["num_classes"] != first.data.num_classes:
+            raise ValueError(f"the checkpoint has {meta['num_classes']} classes, data.num_classes is "
+                             f"{first.data.num_classes}: pass the data it was trained on (data=...)")
+    else:
+        torch.manual_seed(first.seed)
+        model = build_model(OmegaConf.to_container(first.model, resolve=True)).to(first.device)
+    dataset = hydra.utils.instantiate(first.data).unaugmented_dataset(first.split)
+    samples = [dataset[i] for i in range(first.first_image, min(first.first_image + first.num_images, len(dataset)))]
+    results = {}
+    for label, cfg in configs.items():
+        criterion = hydra.utils.instantiate(cfg.criterion).to(first.device)
+        results[label] = [assign_sample(model, criterion, sample) for sample in samples]
+    output_dir, lines = Path(first.output_dir), []
     for i, sample in enumerate(samples):
-        stem = f"{cfg.split}_{sample['image_id']}"
-        image = sample["image"].permute(1, 2, 0).numpy()
-        per_assigner = {name: runs[i] for name, runs in results.items()}
-        path = draw_assignments(image, sample["boxes"], per_assigner, output_dir / f"{stem}.png",
-                                title=f"{cfg.split} image {sample['image_id']}")
+        per_row = {label: runs[i] for label, runs in results.items()}
+        path = draw_assignments(sample["image"].permute(1, 2, 0).numpy(), sample["boxes"], per_row,
+                                output_dir / f"{first.split}_{sample['image_id']}.png",
+                                title=f"{first.split} image {sample['image_id']}")
         lines.append(f"{path.name}:")
-        for name, (assignment, output) in per_assigner.items():
+        for label, (assignment, output) in per_row.items():
             strides = output.priors.level_strides()
             for summary in summarize_gts(assignment, output, sample["boxes"], sample["labels"]):
-                lines.append(f"  {name}: {summary.line(class_names, strides)}")
+                lines.append(f"  {label}: {summary.line(dataset.class_names, strides)}")
+    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "summary.txt").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {len(samples)} figures and summary.txt to {output_dir}")
-    return 0
+    return lines

@@ -30,8 +30,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from matplotlib.figure import Figure  # the Agg canvas: no pyplot, no display, no global backend change
 
+from detector.data.doctor import diagnose, plot_labels
 from detector.deploy.predict import draw_detections
 from detector.evaluation.plots import save_figure
+from detector.models.build import model_priors
 from detector.training.callbacks import train_dataset
 
 # the panels of results.png: logged name -> title (those a run does not log are left out)
@@ -146,8 +148,6 @@ class RunPlots(Callback):
         self._first_epoch = trainer.current_epoch
 
     def _draw_labels(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from detector.data.doctor import diagnose, model_priors, plot_labels
-
         dataset = train_dataset(trainer)
         if getattr(dataset, "records", None) is None:
             rank_zero_info("RunPlots: no training dataset with records; labels.png not drawn")

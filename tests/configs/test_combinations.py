@@ -12,24 +12,10 @@ import torch
 from omegaconf import OmegaConf
 
 from detector.assigners.statistics import summarize
-from detector.config import ConfigError, check_combination, register_resolvers
+from detector.config import ConfigError, check_combination, compose
 
 ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-
-
-def compose_config(overrides: list[str]):
-    """`configs/train.yaml` composed with these overrides, in-process (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            return compose("train", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def build(overrides: list[str], tmp_path: Path, img_size: int = 64):
@@ -37,7 +23,7 @@ def build(overrides: list[str], tmp_path: Path, img_size: int = 64):
     (train.py saves it resolved), and instantiate the LitDetector."""
     from hydra.core.hydra_config import HydraConfig
 
-    cfg = compose_config([*overrides, f"paths.data_dir={tmp_path}", f"data.img_size={img_size}"])
+    cfg = compose("train", [*overrides, f"paths.data_dir={tmp_path}", f"data.img_size={img_size}"], return_hydra_config=True)
     check_combination(cfg)
     HydraConfig.instance().set_config(cfg)
     OmegaConf.to_container(cfg.module, resolve=True)
@@ -98,7 +84,7 @@ def test_combination_runs_a_training_step(tmp_path, overrides, components):
         assert (criterion.sampler is None) == ("loss=multibox_focal" in overrides)  # hard negative mining
 
 
-def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(tmp_path):
+def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(compose_config, tmp_path):
     cfg = compose_config(["model=ssd300_vgg16"])
     assert cfg.data.img_size == 300 and cfg.criterion._target_.endswith("MultiBoxCriterion")
     cfg, module = build(["model=ssd300_vgg16"], tmp_path, img_size=300)
@@ -118,7 +104,7 @@ def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(tmp_path):
         (["loss/dfl=l1"], r"^DistanceL1Loss regresses distances directly, .*: choose loss/dfl=dfl \(or loss/dfl=none\)$"),
     ],
 )
-def test_meaningless_combinations_are_refused_when_composed(overrides, error):
+def test_meaningless_combinations_are_refused_when_composed(compose_config, overrides, error):
     with pytest.raises(ConfigError, match=error):
         check_combination(compose_config(overrides))
 
@@ -130,10 +116,11 @@ def test_default_run_is_unchanged_by_the_criterion_group(tmp_path):
     assert module.criterion.gains == {"box": 7.5, "cls": 0.5, "dfl": 1.5}
 
 
-def test_train_refuses_a_combination_before_reading_any_data(tmp_path):
+def test_train_refuses_a_combination_before_reading_any_data(compose_config, tmp_path):
     from detector.training.runner import train
 
-    cfg = compose_config(["model=ssd_csp_n", "loss/cls=bce", "criterion=yolo", f"paths.data_dir={tmp_path / 'data'}"])
+    cfg = compose_config(["model=ssd_csp_n", "loss/cls=bce", "criterion=yolo", f"paths.data_dir={tmp_path / 'data'}"],
+                         return_hydra_config=True)
     with pytest.raises(ConfigError, match="choose criterion=multibox"):
         train(cfg)
     assert not (tmp_path / "data").exists()  # the synthetic data was not even generated

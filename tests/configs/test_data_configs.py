@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf.errors import MissingMandatoryValue
 
@@ -15,37 +14,28 @@ REPO = Path(__file__).resolve().parents[2]
 DATA_CONFIGS = sorted(p.stem for p in (REPO / "configs" / "data").glob("*.yaml"))
 
 
-def data_config(monkeypatch, *overrides: str):
-    monkeypatch.setenv("PROJECT_ROOT", str(REPO))
-    from detector.config import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides)).data
-
-
 @pytest.mark.parametrize("name", [n for n in DATA_CONFIGS if not n.startswith("custom_") and n != "auto"])
-def test_data_config_instantiates(monkeypatch, name):
-    cfg = data_config(monkeypatch, f"data={name}")
+def test_data_config_instantiates(compose_config, name):
+    cfg = compose_config([f"data={name}"]).data
     datamodule = instantiate(cfg)
     assert isinstance(datamodule, DetectionDataModule) and callable(datamodule.train_reader) and callable(datamodule.val_reader)
     assert all(type(a).__module__.startswith("albumentations") for a in datamodule.train_augmentations)
 
 
 @pytest.mark.parametrize("name", ["custom_yolo", "custom_coco", "custom_voc", "auto"])
-def test_templates_need_a_root(monkeypatch, tmp_path, name):
-    cfg = data_config(monkeypatch, f"data={name}")
+def test_templates_need_a_root(compose_config, tmp_path, name):
+    cfg = compose_config([f"data={name}"]).data
     with pytest.raises(MissingMandatoryValue):
         instantiate(cfg)
     extra = ["data.class_names=[a,b]"] if name == "custom_voc" else []
-    cfg = data_config(monkeypatch, f"data={name}", f"data.root={tmp_path}", "data.num_classes=2", *extra)
+    cfg = compose_config([f"data={name}", f"data.root={tmp_path}", "data.num_classes=2", *extra]).data
     datamodule = instantiate(cfg)
     assert datamodule.num_classes == 2 and str(tmp_path) in str(datamodule.train_reader.keywords)
 
 
-def test_coco128_formats_and_root_override(monkeypatch, coco128):
+def test_coco128_formats_and_root_override(compose_config, coco128):
     for fmt in ("yolo", "coco"):
-        cfg = data_config(monkeypatch, "data=coco128", f"data.format={fmt}", f"data.root={coco128}")
+        cfg = compose_config(["data=coco128", f"data.format={fmt}", f"data.root={coco128}"]).data
         assert cfg.train_reader.format == fmt and cfg.train_reader.data_yaml == f"{coco128}/data.yaml"
         records, names, _ = instantiate(cfg.train_reader)()
         assert len(records) == 128 and len(names) == cfg.num_classes == 80
@@ -53,11 +43,11 @@ def test_coco128_formats_and_root_override(monkeypatch, coco128):
         assert crowd == (10 if fmt == "coco" else 0)
 
 
-def test_default_shared_data_locations(monkeypatch, coco128, fruit_voc):
+def test_default_shared_data_locations(compose_config, monkeypatch, coco128, fruit_voc):
     monkeypatch.delenv("DETECTOR_SHARED_DATA", raising=False)
     for name, expected in (("coco128", coco128), ("fruit_voc", fruit_voc)):
-        cfg = data_config(monkeypatch, f"data={name}")
+        cfg = compose_config([f"data={name}"]).data
         if Path(cfg.root).resolve() != expected.resolve():
             pytest.skip("the shared data is found through DETECTOR_SHARED_DATA here, not <repo>/../shared/data")
-    records, names, _ = instantiate(data_config(monkeypatch, "data=fruit_voc").val_reader)()
+    records, names, _ = instantiate(compose_config(["data=fruit_voc"]).data.val_reader)()
     assert len(records) == 60 and names == ["apple", "banana", "orange"]

@@ -1,4 +1,5 @@
-"""Start-up check, load-time corruption, the DataModule's use of both, and scripts/check_dataset.py."""
+"""Start-up check, load-time corruption, the DataModule's use of both, check_dataset on readers, and
+scripts/check_dataset.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.data.checks import DatasetError, check_records
+from detector.data.checks import DatasetError, check_dataset, check_records, file_readers
 from detector.data.datamodule import DetectionDataModule
 from detector.data.dataset import DetectionDataset, Record, collate
 from detector.data.formats.coco import read_coco
@@ -100,6 +101,31 @@ def test_datamodule_runs_the_check(tmp_path, write_image):
     with pytest.raises(ValueError, match=r"data.class_names=\['y'\] but the val reader gives \['x'\]"):
         DetectionDataModule(coco_reader(tmp_path, write_image, 4, 0, "val"), coco_reader(tmp_path, write_image, 4, 0, "val"),
                             num_classes=1, class_names=["y"]).setup("fit")
+
+
+def test_check_dataset_checks_every_split_and_keeps_the_errors(tmp_path, write_image):
+    readers = {"train": coco_reader(tmp_path, write_image, 4, 1, "train"), "val": coco_reader(tmp_path, write_image, 2, 0, "val")}
+    result = check_dataset(readers, num_classes=1, max_bad_fraction=0.5)
+    assert result.usable and result.class_names == ["x"]
+    assert [(s.name, len(s.records), s.report.bad_images, s.error) for s in result.splits] == [("train", 3, 1, None), ("val", 2, 0, None)]
+    assert "[train] 3/4 images usable, 3 boxes" in result.summary() and "1 classes: x" in result.summary()
+    strict = check_dataset(readers, num_classes=1)  # 1 of 4 missing > 5%
+    assert not strict.usable and strict.splits[0].records == [] and "max_bad_fraction" in strict.splits[0].error
+    assert strict.splits[1].error is None and "[train] ERROR: [train] 1 of 4 images" in strict.summary()
+    wrong = check_dataset(readers, num_classes=2, max_bad_fraction=0.5)
+    assert not wrong.usable and wrong.splits[1].error == "data.num_classes=2 but the dataset has 1 classes"
+
+
+def test_file_readers_name_their_splits_and_refuse_what_is_missing(tmp_path, write_image):
+    coco_reader(tmp_path, write_image, 2, 0, "val")
+    readers = file_readers("coco", tmp_path / "val.json", images=tmp_path / "val")
+    assert list(readers) == ["val"] and len(readers["val"]()[0]) == 2
+    assert list(file_readers("voc", tmp_path, splits=["VOC2007/trainval", "test"])) == ["VOC2007/trainval", "test"]
+    assert list(file_readers("yolo", tmp_path / "data.yaml")) == ["train", "val"]
+    with pytest.raises(ValueError, match="the image folder is required"):
+        file_readers("coco", tmp_path / "val.json")
+    with pytest.raises(ValueError, match="unknown annotation format 'kitti'"):
+        file_readers("kitti", tmp_path)
 
 
 def load_script(name: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,11 @@ import pytest
 import torch
 
 from detector.assigners.tal import widen_small_boxes
-from detector.data.checks import check_dataset
+from detector.cli import check_dataset
 from detector.data.dataset import Record
 from detector.data.doctor import diagnose, plot_labels, points_inside, report_lines
 from detector.data.formats.synthetic import generate_shapes
 from detector.models.priors import Priors, anchor_points
-
-from ..conftest import ROOT
 
 
 def record(boxes, labels, size=(32, 32), name="a.jpg") -> Record:
@@ -43,7 +42,8 @@ def test_anchor_free_counts_boxes_without_an_anchor_point():
         record([[9, 9, 11.5, 11.5], [0, 0, 16, 16]], [0, 1]),  # the first holds no point of stride 8 or 16
         record([[1, 1, 3, 3]], [0], size=(64, 64)),  # letterboxed 64 -> 32: [0.5, 0.5, 1.5, 1.5], no point
     ]
-    diagnosis = diagnose(records, 2, 32, anchor_free_priors(32))
+    priors = anchor_free_priors(32)
+    diagnosis = diagnose(records, 2, 32, priors, widen=partial(widen_small_boxes, priors=priors))
     assert diagnosis.no_anchor_point == 2
     assert diagnosis.no_anchor_point_widened == 0  # widened to 16 px, both hold the point (8, 8)
     assert diagnosis.class_counts == [2, 1]
@@ -104,17 +104,17 @@ def test_the_labels_figure_draws_every_letterboxed_box_by_class(tmp_path):
 def test_check_dataset_prints_the_doctor_and_the_train_command(tmp_path, capsys):
     argv = ["data=shapes_tiny", f"paths.data_dir={tmp_path}", "data.prepare.num_train=3", "data.prepare.num_val=1",
             "data.prepare.image_size=64", "data.img_size=64", "--out", str(tmp_path / "doctor")]
-    assert check_dataset(argv, ROOT / "configs") == 0
+    assert check_dataset(argv) == 0
     out = capsys.readouterr().out
     assert "doctor: [train]" in out and "boxes that contain no anchor point at strides 8, 16, 32" in out
     assert "train on it with:\n  python train.py data=shapes_tiny " in out
     assert (tmp_path / "doctor" / "box_sizes_train.png").is_file() and (tmp_path / "doctor" / "labels_train.png").is_file()
-    assert check_dataset(argv + ["model=ssd_csp_n"], ROOT / "configs") == 0
+    assert check_dataset(argv + ["model=ssd_csp_n"]) == 0
     assert "boxes whose best prior IoU < 0.5" in capsys.readouterr().out
 
 
 def test_the_doctor_can_be_skipped(tmp_path, capsys):
     argv = ["data=shapes", f"paths.data_dir={tmp_path}", "data.prepare.num_train=1", "data.prepare.num_val=1",
             "data.prepare.image_size=32", "--no-doctor"]
-    assert check_dataset(argv, ROOT / "configs") == 0
+    assert check_dataset(argv) == 0
     assert "doctor:" not in capsys.readouterr().out

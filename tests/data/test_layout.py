@@ -13,7 +13,7 @@ import hydra
 import numpy as np
 import pytest
 
-from detector.data.checks import check_dataset
+from detector.cli import check_dataset
 from detector.data.layout import LayoutError, dataset_num_classes, detect_layout, read_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,10 +286,10 @@ def test_data_auto(compose_config, tmp_path, write_image):
 def test_check_dataset_with_only_a_path(tmp_path, write_image, capsys):
     root = tmp_path / "my data"  # a space: quoted in the printed command
     write_voc(root, root, write_image)
-    assert check_dataset([str(root), "--out", str(tmp_path / "doctor")], config_dir=ROOT / "configs") == 0
+    assert check_dataset([str(root), "--out", str(tmp_path / "doctor")]) == 0
     out = capsys.readouterr().out
     assert "voc dataset: Pascal VOC xml, the xml beside the images; no split" in out
     assert "RESULT: usable" in out and "3 classes: bird, cat, dog" in out
     assert f"python train.py data=auto \"data.root='{root}'\"" in out
-    assert check_dataset([str(tmp_path / "empty")], config_dir=ROOT / "configs") == 1
+    assert check_dataset([str(tmp_path / "empty")]) == 1
     assert "LayoutError" in capsys.readouterr().out

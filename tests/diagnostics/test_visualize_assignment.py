@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from detector.assigners.base import Assignment
-from detector.diagnostics.assignment import summarize_gts, visualize_command
+from detector.cli import visualize_assignment
+from detector.diagnostics.assignment import summarize_gts
 from detector.models.priors import Priors
-
-from ..conftest import ROOT
 
 
 def test_summary_counts_positives_per_gt_and_level_and_the_best_iou():
@@ -43,7 +42,7 @@ def _run(tmp_path, *overrides: str) -> list[str]:
     out = tmp_path / "out"
     argv = [f"paths.data_dir={tmp_path / 'data'}", "data.prepare.num_train=2", "data.prepare.num_val=2",
             "data.prepare.image_size=64", "data.img_size=64", "num_images=1", f"output_dir={out}", *overrides]
-    assert visualize_command(argv, ROOT / "configs") == 0
+    assert visualize_assignment(argv) == 0
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 1 and cv2.imread(str(pngs[0])) is not None
     return (out / "summary.txt").read_text().splitlines()
@@ -63,7 +62,7 @@ def test_anchor_based_model_draws_its_prior_boxes(tmp_path):
 
 
 def test_help_prints_the_usage(capsys):
-    assert visualize_command(["--help"], ROOT / "configs") == 0
+    assert visualize_assignment(["--help"]) == 0
     assert "assigner=tal,atss,simota" in capsys.readouterr().out
 
 
@@ -75,7 +74,7 @@ def test_a_checkpoint_is_drawn_with_its_own_model(trained, tmp_path):
     argv = [f"ckpt_path={trained['ckpt']}", f"paths.data_dir={trained['data'].parent}", "data.prepare.num_train=12",
             f"data.prepare.num_val={TRAINED_NUM_VAL}", f"data.prepare.image_size={TRAINED_IMG_SIZE}",
             f"data.img_size={TRAINED_IMG_SIZE}", "num_images=1", f"output_dir={out}", "assigner=tal,atss"]
-    assert visualize_command(argv, ROOT / "configs") == 0
+    assert visualize_assignment(argv) == 0
     assert len(list(out.glob("*.png"))) == 1
     with pytest.raises(SystemExit, match="the checkpoint has 5 classes, data.num_classes is 3"):
-        visualize_command([*argv, "data.num_classes=3"], ROOT / "configs")
+        visualize_assignment([*argv, "data.num_classes=3"])

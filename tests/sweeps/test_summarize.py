@@ -1,10 +1,14 @@
-"""summarize_sweep on a fabricated multirun directory with known numbers (tests/sweeps/conftest.py)."""
+"""The sweep summary (scripts/sweep_stats.py, scripts/summarize_sweep.py) on a fabricated multirun directory with
+known numbers (tests/sweeps/conftest.py): runs collected, tables against hand computation, baselines, reruns, and
+the command line: the files it writes, --baseline, a stored runs.csv summarised again, exit code 2 on bad input."""
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,17 +16,9 @@ import pytest
 
 from sweep_stats import SweepError, collect_runs, summarize, to_markdown, write_all
 
+from .conftest import fabricate, job_overrides, write_job
+
 ROOT = Path(__file__).resolve().parents[2]
-CONFTEST = Path(__file__).with_name("conftest.py")
-
-
-def load_fabricate():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sweep_fixtures", CONFTEST)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def by_label(summary):
@@ -95,7 +91,6 @@ def test_markdown_marks_significance_low_power_and_lists_every_problem(fabricate
 
 
 def test_baseline_from_the_experiment_preset_and_unmatched_default(tmp_path):
-    fabricate = load_fabricate().fabricate
     sweep = fabricate(tmp_path / "preset", baseline_hint="loss=diou")
     summary = summarize(collect_runs([sweep])[0])
     assert summary.baseline.label == "loss=diou" and summary.baseline_source.startswith("ablation.baseline")
@@ -110,10 +105,9 @@ def test_baseline_from_the_experiment_preset_and_unmatched_default(tmp_path):
 
 
 def test_a_rerun_supersedes_the_failed_run(fabricated_sweep, tmp_path):
-    fixtures = load_fabricate()
     rerun = tmp_path / "rerun"
     rerun.mkdir()
-    fixtures.write_job(rerun / "0", fixtures.job_overrides("diou", 2), 2, 0.33)
+    write_job(rerun / "0", job_overrides("diou", 2), 2, 0.33)
     runs, superseded = collect_runs([fabricated_sweep, rerun])
     summary = summarize(runs, superseded=superseded)
     diou = by_label(summary)["loss=diou"]
@@ -123,10 +117,9 @@ def test_a_rerun_supersedes_the_failed_run(fabricated_sweep, tmp_path):
 
 
 def test_multi_key_baseline_ambiguity_and_a_grouping_that_merges_runs_of_one_seed(tmp_path):
-    fixtures = load_fabricate()
     root = tmp_path / "two_keys"
     for job, (loss, lr) in enumerate([("ciou", "0.001"), ("ciou", "0.002"), ("giou", "0.001"), ("giou", "0.002")]):
-        fixtures.write_job(root / str(job), [f"loss={loss}", f"optimizer.lr={lr}", "seed=0"], 0, 0.4 + job / 100)
+        write_job(root / str(job), [f"loss={loss}", f"optimizer.lr={lr}", "seed=0"], 0, 0.4 + job / 100)
     runs, _ = collect_runs([root])
     summary = summarize(runs, baseline="loss=giou optimizer.lr=0.001")
     assert len(summary.configurations) == 4 and summary.baseline.label == "loss=giou optimizer.lr=0.001"
@@ -148,8 +141,7 @@ def test_metrics_file_without_status_counts_as_ok_and_nonsense_is_failed(tmp_pat
 
 
 def test_the_format_example_in_the_docs_is_this_code_on_the_fabricated_data(fabricated_sweep):
-    docs = (ROOT / "docs" / "ablations.md").read_text()
-    example = docs.split("## Format example (fabricated data — NOT results)")[1].split("## Results")[0]
+    example = (ROOT / "docs" / "ablations.md").read_text()  # its format example: every table row of this output
     runs, _ = collect_runs([fabricated_sweep])
     text = to_markdown(summarize(runs))
     table = [line for line in text.splitlines() if line.startswith("| ") and "loss=siou seed=2" not in line
@@ -164,3 +156,56 @@ def test_summarize_sweep_says_how_to_install_scipy(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed
     with pytest.raises(SystemExit, match=r'pip install -e "\.\[sweep\]"'):
         importlib.import_module("summarize_sweep")
+
+
+# --- the command line, scripts/summarize_sweep.py, as a subprocess ---------------------------------------------------
+
+
+def test_cli_writes_tables_and_plots_and_takes_a_baseline(fabricated_sweep, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize_sweep.py"), str(fabricated_sweep),
+                             "--baseline", "giou", "--group-by", "loss", "--out", str(out)],
+                            check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "- Baseline: `loss=giou` (--baseline)" in result.stdout
+    for name in ("summary.md", "summary.csv", "runs.csv", "bars.png", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "bars.png").read_bytes()[:4] == b"\x89PNG"
+    with open(out / "summary.csv") as f:
+        rows = {r["configuration"]: r for r in csv.DictReader(f)}
+    assert rows["loss=giou"]["is_baseline"] == "True" and rows["loss=ciou"]["map_diff"] != ""
+    assert float(rows["loss=ciou"]["map_diff"]) == pytest.approx(-1 / 60)
+    assert float(rows["loss=ciou"]["map_p"]) == pytest.approx(1 - 5 / math.sqrt(27))
+    assert float(rows["loss=ciou"]["map_ci_low"]) == pytest.approx(0.42 - 4.302653 * 0.02 / math.sqrt(3), abs=1e-6)
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == 12 and sorted(r["status"] for r in runs).count("ok") == 9
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize_sweep.py"), str(fabricated_sweep),
+                          "--baseline", "nope", "--out", str(out)], check=False, capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "matches no configuration" in bad.stderr and "loss=ciou" in bad.stderr
+
+
+def test_a_stored_runs_csv_is_summarised_again_to_the_same_statistics(fabricated_sweep, tmp_path):
+    script = [sys.executable, str(ROOT / "scripts" / "summarize_sweep.py")]
+    first = tmp_path / "first"
+    common = ["--baseline", "giou", "--group-by", "loss", "--no-plots", "--target-delta", "2"]
+    run = subprocess.run([*script, str(fabricated_sweep), *common, "--out", str(first)],
+                         check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    stored = tmp_path / "stored" / "runs.csv"
+    stored.parent.mkdir()
+    stored.write_bytes((first / "runs.csv").read_bytes())
+    rerun = subprocess.run([*script, str(stored), *common], check=False, capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    again = stored.parent  # written beside the runs.csv by default
+    with open(first / "summary.csv") as f, open(again / "summary.csv") as g:
+        assert list(csv.DictReader(f)) == list(csv.DictReader(g))
+    assert (again / "runs.csv").read_text() == (first / "runs.csv").read_text()
+    assert not (again / "curves.png").exists()  # no history in a runs.csv
+    assert f"- Sweep: `{fabricated_sweep}`" in rerun.stdout  # the runs' own sweep directory, for the seed commands
+    broken = tmp_path / "broken.csv"
+    broken.write_text("run,seed\nx,1\n")
+    bad = subprocess.run([*script, str(broken)], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "not a runs.csv" in bad.stderr and "broken.csv" in bad.stderr

@@ -16,7 +16,6 @@ import torch
 from detector.deploy.predict import class_color
 from detector.training.plots import PANELS, RunPlots, batch_grid, ground_truth, results_figure
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["circle", "square", "triangle"]
 
 
@@ -125,26 +124,18 @@ EPOCHS, BATCH, IMG = 2, 3, 64
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from detector.config import register_resolvers
+def tiny_run(compose_config, tmp_path_factory) -> Path:
     from detector.training.runner import train
 
     tmp = tmp_path_factory.mktemp("plots")
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.output_dir={tmp / 'run'}", f"paths.data_dir={tmp / 'data'}", "data.prepare.num_train=12",
-            "data.prepare.num_val=6", f"data.prepare.image_size={IMG}", f"data.img_size={IMG}",
-            f"data.batch_size={BATCH}", "data.num_workers=0", f"trainer.max_epochs={EPOCHS}",
-            "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "callbacks.recompute_batch_norm.batches=0",
-            # a checkpoint at every epoch (with val mAP tied at 0, save_last would not write the second one)
-            "callbacks.model_checkpoint.monitor=null"])
-    GlobalHydra.instance().clear()
+    cfg = compose_config([
+        f"paths.output_dir={tmp / 'run'}", f"paths.data_dir={tmp / 'data'}", "data.prepare.num_train=12",
+        "data.prepare.num_val=6", f"data.prepare.image_size={IMG}", f"data.img_size={IMG}",
+        f"data.batch_size={BATCH}", "data.num_workers=0", f"trainer.max_epochs={EPOCHS}",
+        "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "callbacks.recompute_batch_norm.batches=0",
+        # a checkpoint at every epoch (with val mAP tied at 0, save_last would not write the second one)
+        "callbacks.model_checkpoint.monitor=null"])
     assert train(cfg)["status"] == "ok"
     return tmp / "run"
 

@@ -25,7 +25,8 @@ import math
 import torch
 from torchmetrics import Metric
 
-from detector.assigners.base import Assignment, paired_box_iou
+from detector.assigners.base import Assignment
+from detector.boxes import paired_box_iou
 from detector.models.priors import Priors
 
 SIZE_BUCKETS = ("small", "medium", "large")

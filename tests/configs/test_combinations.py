@@ -110,8 +110,8 @@ def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(tmp_path):
 @pytest.mark.parametrize(
     "overrides, error",
     [
-        (["model=ssd_csp_n", "criterion=yolo"], "choose criterion=multibox"),
-        (["criterion=multibox"], "choose criterion=yolo"),
+        (["model=ssd_csp_n", "criterion=yolov8"], "choose criterion=multibox"),
+        (["criterion=multibox"], "choose criterion=yolov8 "),
         (["loss=multibox"], "CrossEntropy needs softmax class logits.*choose loss/cls=(.*,)?bce(,|$)"),
         (["model=ssd_csp_n", "loss/dfl=dfl"], "choose loss/dfl=none"),
         (["model=ssd_csp_n", "+model.end2end=true"], "SSDCSP has no one-to-one branch"),
@@ -134,7 +134,7 @@ def test_default_run_is_unchanged_by_the_criterion_group(tmp_path):
 def test_train_refuses_a_combination_before_reading_any_data(tmp_path):
     from detector.training.runner import train
 
-    cfg = compose_config(["model=ssd_csp_n", "loss/cls=bce", "criterion=yolo", f"paths.data_dir={tmp_path / 'data'}"])
+    cfg = compose_config(["model=ssd_csp_n", "loss/cls=bce", "criterion=yolov8", f"paths.data_dir={tmp_path / 'data'}"])
     with pytest.raises(ConfigError, match="choose criterion=multibox"):
         train(cfg)
     assert not (tmp_path / "data").exists()  # the synthetic data was not even generated

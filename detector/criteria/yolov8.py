@@ -39,7 +39,7 @@ from detector.losses.base import BoxLoss, ClassificationLoss, DistanceLoss, imag
 from detector.losses.dfl import distance_loss_mismatch
 from detector.models.coders import boxes_to_distances
 from detector.models.heads.dfl import DFLHeadOutput
-from detector.scheduling import EpochScheduled, linear_schedule
+from detector.schedules import EpochScheduled, linear_schedule
 
 
 class YOLOv8Criterion(Criterion, EpochScheduled):

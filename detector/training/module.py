@@ -15,7 +15,7 @@ from detector.criteria.base import Criterion, CriterionOutput
 from detector.data.transforms import unletterbox_boxes
 from detector.evaluation.coco import COCOEvaluator
 from detector.postprocess.postprocessors import Postprocessor
-from detector.scheduling import EpochScheduled
+from detector.schedules import EpochScheduled
 
 
 class NonFiniteLossError(RuntimeError):
@@ -76,7 +76,7 @@ class LitDetector(L.LightningModule):
         return self.model(images)
 
     def _follow_epoch(self) -> None:
-        """Hand the trainer's epoch to the epoch-scheduled parts of the criterion (detector.scheduling)."""
+        """Hand the trainer's epoch to the epoch-scheduled parts of the criterion (detector.schedules)."""
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         for module in self.criterion.modules():
             if isinstance(module, EpochScheduled):

@@ -13,11 +13,13 @@ from __future__ import annotations
 import torch
 
 
-def _intersection_union(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 0.0) -> dict[str, torch.Tensor]:
-    """Widths w1, w2, heights h1, h2 (+ eps), intersection `inter` and union (+ eps) of matched boxes; eps = 0
-    gives torchvision's `box_iou` arithmetic, operation for operation."""
-    x1, y1, x2, y2 = boxes1.unbind(-1)
-    u1, v1, u2, v2 = boxes2.unbind(-1)
+def _intersection_union(box1: tuple[torch.Tensor, ...], box2: tuple[torch.Tensor, ...], eps: float = 0.0,
+                        ) -> dict[str, torch.Tensor]:
+    """Widths w1, w2, heights h1, h2 (+ eps), intersection `inter` and union (+ eps) of matched boxes given as their
+    unbound coordinates (x1, y1, x2, y2): unbound once by the caller, so that the gradients of a box accumulate as
+    one sum. eps = 0 gives torchvision's `box_iou` arithmetic, operation for operation."""
+    x1, y1, x2, y2 = box1
+    u1, v1, u2, v2 = box2
     w1, h1 = x2 - x1, y2 - y1 + eps
     w2, h2 = u2 - u1, v2 - v1 + eps
     inter = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0) * (
@@ -29,7 +31,7 @@ def _intersection_union(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float =
 def paired_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """IoU of matched pairs of xyxy boxes (broadcastable (..., 4)) -> (...), with the arithmetic of torchvision's
     `box_iou` (the same values bit for bit); 0 where the union is not positive (two zero-area boxes) or not finite."""
-    t = _intersection_union(boxes1, boxes2)
+    t = _intersection_union(boxes1.unbind(-1), boxes2.unbind(-1))
     return torch.where(t["union"] > 0, t["inter"] / t["union"], torch.zeros_like(t["inter"]))
 
 
@@ -41,9 +43,9 @@ def pair_terms(pred: torch.Tensor, target: torch.Tensor, eps: float) -> dict[str
     enclose_diag2 = enclose_w^2 + enclose_h^2 + eps (c^2).
     """
     pred, target = pred.float(), target.float()
-    px1, py1, px2, py2 = pred.unbind(-1)
-    tx1, ty1, tx2, ty2 = target.unbind(-1)
-    t = _intersection_union(pred, target, eps)
+    px1, py1, px2, py2 = p = pred.unbind(-1)
+    tx1, ty1, tx2, ty2 = q = target.unbind(-1)
+    t = _intersection_union(p, q, eps)
     enclose_w = torch.maximum(px2, tx2) - torch.minimum(px1, tx1)
     enclose_h = torch.maximum(py2, ty2) - torch.minimum(py1, ty1)
     centre_dist2 = ((tx1 + tx2 - px1 - px2) ** 2 + (ty1 + ty2 - py1 - py2) ** 2) / 4

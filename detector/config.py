@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,17 @@ from detector.sweeps import register_resolver as register_sweep_resolvers
 
 class ConfigError(ValueError):
     """The composed config chooses parts that cannot work together."""
+
+
+# renamed config options, (group, old option) -> new option: the old config stays as an alias that composes the new
+# one, and a run that selects it warns once (`renamed_choices`), for a deprecation period (December 2026)
+RENAMED_CHOICES = {("criterion", "yolo"): "yolov8", ("loss", "ciou"): "yolov8"}
+
+
+def renamed_choices(choices: Mapping[str, Any]) -> list[str]:
+    """One deprecation message per renamed option among Hydra's `runtime.choices` (group -> chosen option)."""
+    return [f"{group}={option} is deprecated: it is now {group}={RENAMED_CHOICES[group, option]} (the same config)"
+            for group, option in choices.items() if (group, option) in RENAMED_CHOICES]
 
 
 def auto_precision() -> str:

@@ -65,7 +65,7 @@ from detector.assigners.statistics import assignment_statistics
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.tal_dense import DenseTaskAlignedAssigner
 from detector.config import compose
-from detector.criteria.dense import DetectionCriterion
+from detector.criteria.yolov8 import YOLOv8Criterion
 from detector.evaluation.coco import BACKENDS, faster_coco_eval_available, run_coco_eval, stats_dict
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
@@ -187,7 +187,7 @@ def train_step_case(model: str, size: int, batch: int, compile_model: bool, repe
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        criterion(network(images), *gt)["loss"].backward()
+        criterion(network(images), *gt).losses["loss"].backward()
         optimizer.step()
 
     result = timed(step, repeats, warmup)
@@ -224,12 +224,12 @@ def criterion_case(num_gt: int, dense: bool, batch: int, size: int, repeats: int
     output = DFLHeadOutput(box_logits, cls_logits, priors)
     gt = random_gt(batch, num_gt, size, NUM_CLASSES, g)
     assigner = (DenseTaskAlignedAssigner if dense else TaskAlignedAssigner)(NUM_CLASSES)
-    criterion = DetectionCriterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
+    criterion = YOLOv8Criterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
     losses = {}
 
     def step():
         box_logits.grad = cls_logits.grad = None
-        out = criterion(output, *gt)
+        out = criterion(output, *gt).losses
         out["loss"].backward()
         losses.update({k: float(v.detach()) for k, v in out.items()})
 

@@ -45,14 +45,8 @@ from __future__ import annotations
 
 import torch
 
-from detector.assigners.base import (
-    Assigner,
-    AssignerInput,
-    Assignment,
-    background_assignment,
-    paired_box_iou,
-    segment_max,
-)
+from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment, segment_max
+from detector.boxes import paired_box_iou
 from detector.models.priors import box_centres, square_priors
 
 SOFT_TARGETS = ("prediction_iou", "one_hot")

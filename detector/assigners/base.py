@@ -66,16 +66,3 @@ def segment_max(values: torch.Tensor, segments: torch.Tensor, size: int) -> torc
     """(size,) max of `values` within each segment id 0..size-1 (0 for empty segments): the per-GT or per-anchor
     maxima of the sparse assigners, computed on their lists of (GT, anchor) pairs."""
     return values.new_zeros(size).scatter_reduce(0, segments, values, "amax", include_self=False)
-
-
-def paired_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU of matched pairs of xyxy boxes (broadcastable (..., 4)) -> (...), with the arithmetic of torchvision's
-    `box_iou` (the same values bit for bit); 0 where the union is not positive (two zero-area boxes) or not finite."""
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    left_top = torch.max(boxes1[..., :2], boxes2[..., :2])
-    right_bottom = torch.min(boxes1[..., 2:], boxes2[..., 2:])
-    wh = (right_bottom - left_top).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1 + area2 - inter
-    return torch.where(union > 0, inter / union, torch.zeros_like(inter))

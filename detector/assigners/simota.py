@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import torch
 
-from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment, paired_box_iou
+from detector.assigners.base import Assigner, AssignerInput, Assignment, background_assignment
+from detector.boxes import paired_box_iou
 
 _PENALTY = 1e5  # cost added to pairs whose anchor is not both in box and in centre of the GT
 _IOU_EPS = 1e-8  # inside -log(IoU + eps)

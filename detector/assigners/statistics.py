@@ -4,7 +4,7 @@ level), how good they are, and a warning that names the cause when too many boxe
 Three steps, so that an epoch's numbers are exact (sums of sums, never means of means) and correct under DDP:
   1. `assignment_statistics(...)`: the sums and counts of one batch, from the `Assignment` the criterion already
      has (no second assignment pass): a few reductions over (B, M) and (B, A) tensors, no host synchronisation.
-     The criteria record them for their main (one-to-many) branch in `last_assignment_stats` while training.
+     The criteria return them for their main (one-to-many) branch with the losses of training calls.
   2. `AssignmentStatistics`: a torchmetrics `Metric` that adds them up over an epoch; `compute()` reduces them
      across DDP ranks (sums, and minima for the minimum and the smallest stride / prior).
   3. `summarize(totals)`: the ratios that `LitDetector` logs as `assign/<name>` (listed in its docstring), and
@@ -25,7 +25,8 @@ import math
 import torch
 from torchmetrics import Metric
 
-from detector.assigners.base import Assignment, paired_box_iou
+from detector.assigners.base import Assignment
+from detector.boxes import paired_box_iou
 from detector.models.priors import Priors
 
 SIZE_BUCKETS = ("small", "medium", "large")

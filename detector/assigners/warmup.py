@@ -3,14 +3,14 @@
 YOLOv6 and PP-YOLOE assign with ATSS (geometry only: boxes and anchor positions) while the predictions are still
 meaningless, and with TAL (which ranks by predicted score and box) once they are not. `warmup` assigns in epochs
 0 .. warmup_epochs - 1, `main` from epoch `warmup_epochs` on (YOLOv6's `atss_warmup_epoch`, default 4). The switch
-happens at an epoch boundary and follows the trainer's epoch (`detector.scheduling`), so it survives a resume.
+happens at an epoch boundary and follows the trainer's epoch (`detector.schedules`), so it survives a resume.
 `configs/assigner/atss_then_tal.yaml` is ATSS then TAL.
 """
 
 from __future__ import annotations
 
 from detector.assigners.base import Assigner, AssignerInput, Assignment
-from detector.scheduling import EpochScheduled
+from detector.schedules import EpochScheduled
 
 
 class WarmupAssigner(Assigner, EpochScheduled):

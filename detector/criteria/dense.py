@@ -1,137 +1,17 @@
-"""The dense (YOLOv8) criterion for the DFL head: assigner -> targets -> classification + box (+ DFL) losses.
-
-With T the assigned soft class targets and tss = max(sum T, 1) over the whole batch:
-    cls = sum_{anchors, classes} cls_loss(logits, T) / tss
-    box = sum_{positives} box_loss(pred, gt) * w / tss,  w = sum_c T(anchor, c)
-    dfl = sum_{positives} DFL(bins, gt distances) * w / tss
-    total = gain_box * box + gain_cls * cls + gain_dfl * dfl
-This is YOLOv8's definition, except that the total is *not* multiplied by the batch size: it is a
-per-batch quantity whose scale does not depend on the batch size (see docs/losses.md, "Loss scaling").
-Box losses see boxes in grid units (pixels / stride); the assigner works in pixels.
-
-DFL-free heads (reg_max = 1, YOLO26): there are no bins, so there is no DFL; the distance loss is then
-`DistanceL1Loss` (`loss/dfl=l1`, a DFL loss is refused with that choice named):
-    l1 = sum_{positives} mean_sides |d_pred - d_gt| * w / tss      (ltrb distances in grid units, i.e. / stride)
-weighted by the DFL gain and reported as 'l1' instead of 'dfl' (ultralytics 8.4 normalises these distances by
-the image size instead; the issue that specified this term asked for strides, which keeps it in the units of DFL).
-
-End-to-end heads (`model.end2end=true`, YOLOv10): the output's one-to-one branch gets the same losses with its own
-assigner (`one2one_assigner`, TAL with top-k 1), and
-    total = w_o2m(e) * total_one2many + w_o2o(e) * total_one2one
-each weight linear from its first to its last value over the epochs e (constant 1, 1 by default as YOLOv10;
-YOLO26's progressive schedule is o2m 0.8 -> 0.1, o2o 0.2 -> 0.9). The components are the weighted sums of the two
-branches; 'one2one' reports the one-to-one branch's own total (already inside 'loss').
-
-In training mode (and with `statistics=True`) each call also keeps the sums of the main branch's assignment
-statistics (`detector.assigners.statistics.assignment_statistics`: positives per GT, per level, their IoU and
-soft targets) in `last_assignment_stats`, detached tensors on the device, for `LitDetector` to aggregate per epoch.
-"""
+"""Deprecated name of `detector.criteria.yolov8` (renamed in December 2026 with `criterion=yolo` -> `yolov8`):
+`detector.criteria.dense.DetectionCriterion` still resolves to `YOLOv8Criterion`, with a FutureWarning, for
+configs and code written before the rename. To be removed with the `criterion=yolo` alias."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import warnings
 
-import torch
-from torch import nn
-
-from detector.assigners.base import Assigner, AssignerInput, Assignment
-from detector.assigners.statistics import assignment_statistics
-from detector.losses.base import BoxLoss, ClassificationLoss, DistanceLoss, image_size_argument
-from detector.losses.dfl import distance_loss_mismatch
-from detector.models.coders import boxes_to_distances
-from detector.models.heads.dfl import DFLHeadOutput
-from detector.scheduling import EpochScheduled, linear_schedule
+from detector.criteria import yolov8
 
 
-class DetectionCriterion(nn.Module, EpochScheduled):
-    # the head output it takes, and whether it trains a DFL term (read by the config check, detector.config)
-    head_output: ClassVar[type] = DFLHeadOutput
-    takes_dfl: ClassVar[bool] = True
-
-    def __init__(
-        self, assigner: Assigner, cls_loss: ClassificationLoss, box_loss: BoxLoss, dfl_loss: DistanceLoss | None,
-        box_gain: float = 7.5, cls_gain: float = 0.5, dfl_gain: float = 1.5, one2one_assigner: Assigner | None = None,
-        one2many_weight: tuple[float, float] = (1.0, 1.0), one2one_weight: tuple[float, float] = (1.0, 1.0),
-        statistics: bool = True,
-    ) -> None:
-        """`one2one_assigner` trains the one-to-one branch of end-to-end heads; the branch weights are
-        (first epoch, last epoch) pairs. `statistics`: record the assignment statistics of training calls."""
-        super().__init__()
-        self.assigner, self.cls_loss, self.box_loss, self.dfl_loss = assigner, cls_loss, box_loss, dfl_loss
-        self.one2one_assigner = one2one_assigner
-        self.gains = {"box": box_gain, "cls": cls_gain, "dfl": dfl_gain}
-        self.weight_schedules = {"one2many": tuple(one2many_weight), "one2one": tuple(one2one_weight)}
-        self.branch_weights = {name: float(start) for name, (start, _) in self.weight_schedules.items()}
-        self.statistics = statistics
-        self.last_assignment_stats: dict[str, torch.Tensor] | None = None
-
-    @property
-    def activation(self) -> str:
-        return self.cls_loss.activation
-
-    def set_epoch(self, epoch: int, max_epochs: int) -> None:
-        self.branch_weights = {name: linear_schedule(start, end, epoch, max_epochs)
-                               for name, (start, end) in self.weight_schedules.items()}
-
-    def forward(self, output: DFLHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
-                image_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
-        """gt_* are padded per image: labels (B, M), boxes (B, M, 4) xyxy in input pixels, mask (B, M); image_size:
-        the input's (height, width) in pixels, required by a box loss that `needs_image_size` (MPDIoU).
-        Returns the weighted components 'box', 'cls', 'dfl' (or 'l1' for a DFL-free head) and their sum 'loss'
-        (+ 'one2one' for an end-to-end head)."""
-        losses = self.branch_losses(output, self.assigner, gt_labels, gt_boxes, gt_mask, image_size, record=True)
-        if output.one2one is None:
-            return losses
-        if self.one2one_assigner is None:
-            raise ValueError("the head has a one-to-one branch (model.end2end=true) but the criterion has no one2one_assigner")
-        one2one = self.branch_losses(output.one2one, self.one2one_assigner, gt_labels, gt_boxes, gt_mask, image_size)
-        many, one = self.branch_weights["one2many"], self.branch_weights["one2one"]
-        combined = {name: many * value + one * one2one[name] for name, value in losses.items()}
-        combined["one2one"] = one2one["loss"].detach()
-        return combined
-
-    @torch.no_grad()
-    def assign(self, output: DFLHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
-               assigner: Assigner | None = None, pred_boxes: torch.Tensor | None = None) -> Assignment:
-        """The assignment the loss of `output` uses (by `assigner`, default the main branch's); `pred_boxes`: the
-        decoded boxes when the caller has them (scripts/visualize_assignment.py calls it with the head output only)."""
-        pred_boxes = output.decode_boxes() if pred_boxes is None else pred_boxes
-        return (assigner or self.assigner)(AssignerInput(
-            output.class_scores(self.activation).detach(), pred_boxes.detach(), output.priors,
-            gt_labels, gt_boxes.float(), gt_mask,
-        ))
-
-    def branch_losses(self, output: DFLHeadOutput, assigner: Assigner, gt_labels: torch.Tensor, gt_boxes: torch.Tensor,
-                      gt_mask: torch.Tensor, image_size: tuple[int, int] | None = None,
-                      record: bool = False) -> dict[str, torch.Tensor]:
-        """The losses of one head branch with its assigner; `record`: keep its assignment statistics (training)."""
-        strides = output.priors.strides
-        box_logits, cls_logits = output.box_logits.float(), output.cls_logits.float()
-        pred_pixels = output.decode_boxes()
-        assignment = self.assign(output, gt_labels, gt_boxes, gt_mask, assigner, pred_pixels)
-        target_scores = assignment.scores
-        total_score = target_scores.sum().clamp(min=1)
-        losses = {"cls": self.cls_loss(cls_logits, target_scores).sum() / total_score}
-
-        fg = assignment.foreground.nonzero(as_tuple=True)  # (image, anchor) of the positives: one synchronisation
-        if record and self.statistics and self.training:
-            self.last_assignment_stats = assignment_statistics(assignment, gt_boxes, gt_mask, output.priors, pred_pixels,
-                                                               positives=fg)
-        weight = target_scores.sum(-1)[fg]
-        pred_boxes = pred_pixels / strides  # grid units
-        target_boxes = (assignment.boxes / strides)[fg]
-        image = image_size_argument(self.box_loss, image_size, strides[fg[1]])  # in grid units, like the boxes
-        losses["box"] = (self.box_loss(pred_boxes[fg], target_boxes, *image) * weight).sum() / total_score
-        distance_term = "dfl" if output.reg_max > 1 else "l1"
-        if self.dfl_loss is None:
-            losses[distance_term] = box_logits.new_zeros(())
-        else:
-            mismatch = distance_loss_mismatch(type(self.dfl_loss), output.reg_max)
-            if mismatch:
-                raise ValueError(f"{mismatch}: choose loss/dfl={'dfl' if output.reg_max > 1 else 'l1'} or loss/dfl=none")
-            target_distances = boxes_to_distances((output.priors.points / strides)[fg[1]], target_boxes)
-            per_box = self.dfl_loss(box_logits[fg], target_distances)
-            losses[distance_term] = (per_box * weight).sum() / total_score
-        losses = {name: value * self.gains["dfl" if name == "l1" else name] for name, value in losses.items()}
-        losses["loss"] = losses["box"] + losses["cls"] + losses[distance_term]
-        return losses
+def __getattr__(name: str) -> type:
+    if name == "DetectionCriterion":
+        warnings.warn("detector.criteria.dense.DetectionCriterion is deprecated: it is now "
+                      "detector.criteria.yolov8.YOLOv8Criterion (criterion=yolov8)", FutureWarning, stacklevel=2)
+        return yolov8.YOLOv8Criterion
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

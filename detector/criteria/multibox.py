@@ -1,6 +1,6 @@
 """The MultiBox criterion of SSD heads: assigner -> targets -> (mined) classification + box losses.
 
-Same design as `detector.criteria.dense.DetectionCriterion` (any assigner, any classification loss, any box loss
+Same design as `detector.criteria.yolov8.YOLOv8Criterion` (any assigner, any classification loss, any box loss
 from the loss zoo), for heads that predict C + 1 class logits (background at index 0) and 4 offsets against
 prior boxes (`detector.models.heads.ssd.SSDHeadOutput`). What happens is read from the losses' declarations
 (`detector.losses.base`):
@@ -27,8 +27,8 @@ target score in sigmoid mode):
 Every assigner gets the predicted class probabilities of the C classes under the loss's activation, the decoded
 boxes and the head's priors (with its default boxes), all in pixels.
 
-In training mode (and with `statistics=True`) each call also keeps the sums of its assignment statistics
-(`detector.assigners.statistics.assignment_statistics`) in `last_assignment_stats`, as `DetectionCriterion` does.
+In training mode (and with `statistics=True`) each call also returns the sums of its assignment statistics
+(`CriterionOutput.assignment_stats`), as `YOLOv8Criterion` does.
 """
 
 from __future__ import annotations
@@ -38,15 +38,14 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from detector.assigners.base import Assigner, AssignerInput, Assignment
-from detector.assigners.statistics import assignment_statistics
+from detector.assigners.base import Assigner
+from detector.criteria.base import Criterion, CriterionOutput
 from detector.losses.base import BoxLoss, ClassificationLoss, image_size_argument
 from detector.models.coders import encode_boxes
 from detector.models.heads.ssd import SSDHeadOutput
 
 
-class MultiBoxCriterion(nn.Module):
-    # the head output it takes, and whether it trains a DFL term (read by the config check, detector.config)
+class MultiBoxCriterion(Criterion):
     head_output: ClassVar[type] = SSDHeadOutput
     takes_dfl: ClassVar[bool] = False
 
@@ -54,38 +53,21 @@ class MultiBoxCriterion(nn.Module):
         self, assigner: Assigner, cls_loss: ClassificationLoss, box_loss: BoxLoss, sampler: nn.Module | None = None,
         box_gain: float = 1.0, cls_gain: float = 1.0, statistics: bool = True,
     ) -> None:
-        """`statistics`: record the assignment statistics of training calls in `last_assignment_stats`."""
-        super().__init__()
-        self.assigner, self.cls_loss, self.box_loss, self.sampler = assigner, cls_loss, box_loss, sampler
+        """`statistics`: return the assignment statistics of training calls."""
+        super().__init__(assigner, cls_loss, box_loss, statistics)
+        self.sampler = sampler
         self.gains = {"box": box_gain, "cls": cls_gain}
-        self.statistics = statistics
-        self.last_assignment_stats: dict[str, torch.Tensor] | None = None
-
-    @property
-    def activation(self) -> str:
-        return self.cls_loss.activation
-
-    @torch.no_grad()
-    def assign(self, output: SSDHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
-               pred_boxes: torch.Tensor | None = None) -> Assignment:
-        """The assignment the loss of `output` uses; `pred_boxes`: the decoded boxes when the caller has them."""
-        pred_boxes = output.decode_boxes() if pred_boxes is None else pred_boxes
-        return self.assigner(AssignerInput(
-            output.class_scores(self.activation).detach(), pred_boxes.detach(), output.priors,
-            gt_labels, gt_boxes.float(), gt_mask,
-        ))
 
     def forward(self, output: SSDHeadOutput, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
-                image_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+                image_size: tuple[int, int] | None = None) -> CriterionOutput:
         """gt_* padded per image: labels (B, M), boxes (B, M, 4) xyxy input pixels, mask (B, M); image_size: the
         input's (height, width) in pixels, required by a box loss that `needs_image_size` (MPDIoU).
-        Returns the weighted components 'box', 'cls' and their sum 'loss'."""
+        The losses are the weighted components 'box', 'cls' and their sum 'loss'."""
         priors = output.priors.boxes
         deltas, logits = output.box_deltas.float(), output.cls_logits.float()
         pred_boxes = output.decode_boxes()  # (B, A, 4) pixels
         assignment = self.assign(output, gt_labels, gt_boxes, gt_mask, pred_boxes)
-        if self.statistics and self.training:
-            self.last_assignment_stats = assignment_statistics(assignment, gt_boxes, gt_mask, output.priors, pred_boxes)
+        stats = self.statistics_of(assignment, gt_boxes, gt_mask, output, pred_boxes)
         fg = assignment.foreground
         if self.activation == "softmax":
             targets = torch.where(fg, assignment.labels + 1, 0)
@@ -109,4 +91,4 @@ class MultiBoxCriterion(nn.Module):
         box = (box_losses * weight).sum() / normaliser
         losses = {"box": box * self.gains["box"], "cls": cls * self.gains["cls"]}
         losses["loss"] = losses["box"] + losses["cls"]
-        return losses
+        return CriterionOutput(losses, stats)

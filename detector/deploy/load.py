@@ -60,11 +60,13 @@ MOVED_MODULES = {
     "detector.models.torchvision_backbones.": "detector.models.backbones.torchvision.",
     "detector.models.detector.": "detector.models.yolo.",
     "detector.criterion_ssd.": "detector.criteria.multibox.",
-    "detector.criterion.": "detector.criteria.dense.",
+    "detector.criterion.": "detector.criteria.yolov8.",
     "detector.samplers.": "detector.criteria.hard_negative_mining.",
 }
 # classes renamed in place (old full name -> new full name)
-RENAMED_CLASSES = {"detector.losses.iou.RIoULoss": "detector.losses.iou.RisingGradientIoULoss"}
+RENAMED_CLASSES = {"detector.losses.iou.RIoULoss": "detector.losses.iou.RisingGradientIoULoss",
+                   "detector.criterion.DetectionCriterion": "detector.criteria.yolov8.YOLOv8Criterion",
+                   "detector.criteria.dense.DetectionCriterion": "detector.criteria.yolov8.YOLOv8Criterion"}
 # settings that older configs passed and today's classes read from the head output or the loss instead
 DROPPED_SETTINGS = {"model": ("reg_max",), "postprocess": ("reg_max", "variances", "cls_loss")}
 

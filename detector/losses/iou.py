@@ -10,7 +10,7 @@ diagonal. Every extra denominator introduced by the newer losses (EIoU's C_w^2 a
 centre distance and max(w, w_gt), Wise-IoU's W_g^2 + H_g^2) also gets `+ eps`. With this, value and
 gradient stay finite for coincident, nested, disjoint and zero-area boxes.
 
-The geometry of a pair is computed once, in `_pair_terms`; each loss is a few lines on top of it.
+The geometry of a pair is computed once, in `detector.boxes.pair_terms`; each loss is a few lines on top of it.
 """
 
 from __future__ import annotations
@@ -19,36 +19,10 @@ import math
 
 import torch
 
+from detector.boxes import pair_terms
 from detector.losses.base import BoxLoss
 
 ALPHA_IOU_BASES = ("iou", "giou", "diou", "ciou")
-
-
-def _pair_terms(pred: torch.Tensor, target: torch.Tensor, eps: float) -> dict[str, torch.Tensor]:
-    """Everything the IoU family needs about matched boxes, in float32:
-
-    iou, union, pw/ph/tw/th (widths, heights + eps), enclose_w/enclose_h (smallest enclosing box),
-    dx/dy (target centre minus predicted centre), centre_dist2 = dx^2 + dy^2 (rho^2),
-    enclose_diag2 = enclose_w^2 + enclose_h^2 + eps (c^2).
-    """
-    pred, target = pred.float(), target.float()
-    px1, py1, px2, py2 = pred.unbind(-1)
-    tx1, ty1, tx2, ty2 = target.unbind(-1)
-    pw, ph = px2 - px1, py2 - py1 + eps
-    tw, th = tx2 - tx1, ty2 - ty1 + eps
-    inter = (torch.minimum(px2, tx2) - torch.maximum(px1, tx1)).clamp(min=0) * (
-        torch.minimum(py2, ty2) - torch.maximum(py1, ty1)
-    ).clamp(min=0)
-    union = pw * ph + tw * th - inter + eps
-    enclose_w = torch.maximum(px2, tx2) - torch.minimum(px1, tx1)
-    enclose_h = torch.maximum(py2, ty2) - torch.minimum(py1, ty1)
-    centre_dist2 = ((tx1 + tx2 - px1 - px2) ** 2 + (ty1 + ty2 - py1 - py2) ** 2) / 4
-    return dict(
-        iou=inter / union, union=union, pw=pw, ph=ph, tw=tw, th=th,
-        enclose_w=enclose_w, enclose_h=enclose_h, centre_dist2=centre_dist2,
-        enclose_diag2=enclose_w**2 + enclose_h**2 + eps,
-        dx=(tx1 + tx2 - px1 - px2) / 2, dy=(ty1 + ty2 - py1 - py2) / 2,
-    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -77,25 +51,25 @@ def _ciou_aspect_term(t: dict[str, torch.Tensor], eps: float) -> tuple[torch.Ten
 
 def iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """IoU = |A ∩ B| / |A ∪ B|."""
-    return _pair_terms(pred, target, eps)["iou"]
+    return pair_terms(pred, target, eps)["iou"]
 
 
 def giou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Generalized IoU (Rezatofighi et al., CVPR 2019): IoU - |C \\ (A ∪ B)| / |C|, C the enclosing box."""
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     return t["iou"] - _giou_penalty(t, eps)
 
 
 def diou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Distance IoU (Zheng et al., AAAI 2020): IoU - rho^2(b, b_gt) / c^2, c the enclosing box diagonal."""
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     return t["iou"] - _diou_penalty(t)
 
 
 def ciou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Complete IoU (Zheng et al., AAAI 2020): IoU - rho^2 / c^2 - alpha * v, with
     v = 4 / pi^2 * (atan(w_gt / h_gt) - atan(w / h))^2 and alpha = v / (1 - IoU + v), alpha without gradient."""
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     alpha, v = _ciou_aspect_term(t, eps)
     return t["iou"] - (_diou_penalty(t) + alpha * v)
 
@@ -141,7 +115,7 @@ def eiou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
     C_w, C_h the width and height of the smallest enclosing box. Unlike CIoU's aspect-ratio term, the last two
     terms penalise width and height differences directly (they are non-zero for same-shape boxes of different size).
     (Not mmdetection's "EIoU", which is the unrelated "Extended IoU" of Peng & Yu.)"""
-    return _eiou_loss(_pair_terms(pred, target, eps), eps)
+    return _eiou_loss(pair_terms(pred, target, eps), eps)
 
 
 def _eiou_loss(t: dict[str, torch.Tensor], eps: float) -> torch.Tensor:
@@ -162,7 +136,7 @@ def focal_eiou_loss(
     (`detach_weight=True`, as the paper's code uses the IoU value): differentiating through it would, for
     IoU < gamma / (1 + gamma), push the IoU *down* (d/dIoU of IoU^gamma (1 - IoU) is > 0 there) and has an
     infinite slope at IoU = 0. With `detach_weight=False` the IoU is clamped to >= eps before the power."""
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     weight = t["iou"].detach() if detach_weight else t["iou"].clamp(min=eps)
     return weight.pow(gamma) * _eiou_loss(t, eps)
 
@@ -194,7 +168,7 @@ def alpha_iou_loss(
     high-IoU pairs."""
     if base not in ALPHA_IOU_BASES:
         raise ValueError(f"base must be one of {ALPHA_IOU_BASES}, got {base!r}")
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     iou_power = t["iou"].clamp(min=eps).pow(alpha) if alpha < 1 else _power(t["iou"], alpha, eps)  # exact at IoU = 1
     loss = 1.0 - iou_power
     if base == "giou":
@@ -247,7 +221,7 @@ def siou_loss(pred: torch.Tensor, target: torch.Tensor, theta: float = 4.0, eps:
     The paper switches to beta = pi/2 - alpha when alpha > pi/4; both give
     Lambda = sin(2 alpha) = 2 |dx| |dy| / sigma^2, which is what is computed here (no arcsin, so no infinite
     slope at x = 1, and the same value in both branches)."""
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     dx, dy = t["dx"], t["dy"]
     angle = 2 * (dx * dy).abs() / (t["centre_dist2"] + eps)
     gamma = 2.0 - angle
@@ -277,7 +251,7 @@ def wise_iou_loss(
     both very good (small beta) and outlier (large beta) boxes get less."""
     if version not in (1, 2, 3):
         raise ValueError(f"version must be 1, 2 or 3, got {version}")
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     loss_iou = 1.0 - t["iou"]
     distance_attention = torch.exp(t["centre_dist2"] / (t["enclose_w"] ** 2 + t["enclose_h"] ** 2 + eps).detach())
     loss = distance_attention * loss_iou
@@ -300,7 +274,7 @@ def mpdiou_loss(
     d_1 (d_2) the distance between the top-left (bottom-right) corners of the two boxes, w, h the width and height
     of the input image, `image_size` (..., 2) = (w, h) in the units of the boxes (broadcast against them). The
     normaliser is the image's, not the enclosing box's: the penalty does not fade for boxes far apart."""
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     pred, target = pred.float(), target.float()
     image_size = torch.as_tensor(image_size, dtype=torch.float32, device=pred.device)
     diag2 = (image_size**2).sum(-1) + eps
@@ -322,7 +296,7 @@ def shape_iou_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 0.0,
     `scale` is the paper's scale factor (related to the size of the dataset's objects); 0 (the authors' released
     default) gives ww = hh = 1. For a wide GT (w_gt > h_gt, scale > 0) hh < 1 < ww: errors along the GT's short
     side (y centre, height) cost more, as the paper argues they should."""
-    t = _pair_terms(pred, target, eps)
+    t = pair_terms(pred, target, eps)
     gt_w, gt_h = t["tw"].pow(scale), t["th"].pow(scale)
     ww, hh = 2 * gt_w / (gt_w + gt_h), 2 * gt_h / (gt_w + gt_h)
     distance = (hh * t["dx"] ** 2 + ww * t["dy"] ** 2) / t["enclose_diag2"]

@@ -11,11 +11,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
 from detector.assigners.statistics import AssignmentStatistics, summarize, totals_to_python, unassigned_warning
-from detector.criteria.dense import DetectionCriterion
+from detector.criteria.base import Criterion, CriterionOutput
 from detector.data.transforms import unletterbox_boxes
 from detector.evaluation.coco import COCOEvaluator
 from detector.postprocess.postprocessors import Postprocessor
-from detector.scheduling import EpochScheduled
+from detector.schedules import EpochScheduled
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,7 +28,7 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 class LitDetector(L.LightningModule):
     def __init__(
-        self, model: nn.Module, criterion: DetectionCriterion | nn.Module, postprocess: Postprocessor | Callable,
+        self, model: nn.Module, criterion: Criterion, postprocess: Postprocessor | Callable,
         optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None, channels_last: bool = False,
         compile_model: bool = False, max_nonfinite_steps: int = 10, run_config: dict | None = None,
         unassigned_warning: float | None = 0.05,
@@ -37,8 +37,8 @@ class LitDetector(L.LightningModule):
         `max_nonfinite_steps` such steps in a row training stops with NonFiniteLossError.
         `channels_last`: the model's weights and the input images in channels_last memory format.
         `compile_model`: torch.compile the model's forward when the Trainer sets the module up.
-        The assignment statistics that the criterion records in training steps (`last_assignment_stats`) are summed
-        over each training epoch and logged as `assign/<name>` (`detector.assigners.statistics.summarize`);
+        The assignment statistics that the criterion returns for training steps (`CriterionOutput.assignment_stats`)
+        are summed over each training epoch and logged as `assign/<name>` (`detector.assigners.statistics.summarize`);
         `unassigned_warning`: warn when more than this share of an epoch's GT boxes got no positive (None: never)."""
         super().__init__()
         self.model, self.criterion, self.postprocess = model, criterion, postprocess
@@ -76,7 +76,7 @@ class LitDetector(L.LightningModule):
         return self.model(images)
 
     def _follow_epoch(self) -> None:
-        """Hand the trainer's epoch to the epoch-scheduled parts of the criterion (detector.scheduling)."""
+        """Hand the trainer's epoch to the epoch-scheduled parts of the criterion (detector.schedules)."""
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         for module in self.criterion.modules():
             if isinstance(module, EpochScheduled):
@@ -87,16 +87,18 @@ class LitDetector(L.LightningModule):
         self.assignment_stats.to(self.device).reset()
         self._assignment_totals = None
 
-    def _losses(self, batch: dict, output) -> dict[str, torch.Tensor]:
-        return self.criterion(output, batch["labels"], batch["boxes"], batch["mask"],
-                              image_size=tuple(batch["images"].shape[-2:]))
+    def _criterion(self, batch: dict, output) -> CriterionOutput:
+        result = self.criterion(output, batch["labels"], batch["boxes"], batch["mask"],
+                                image_size=tuple(batch["images"].shape[-2:]))
+        if not isinstance(result, CriterionOutput):
+            raise TypeError(f"{type(self.criterion).__name__} returned a {type(result).__name__}: a criterion returns a "
+                            "CriterionOutput(losses, assignment_stats) (detector.criteria.base)")
+        return result
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        losses = self._losses(batch, self(batch["images"]))
-        stats = getattr(self.criterion, "last_assignment_stats", None)
+        losses, stats = self._criterion(batch, self(batch["images"]))
         if stats is not None:
             self.assignment_stats.update(stats)
-            self.criterion.last_assignment_stats = None
         self._input_size = int(batch["images"].shape[-1])
         self._last_losses = {k: v.detach() for k, v in losses.items()}
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["images"]))
@@ -172,7 +174,7 @@ class LitDetector(L.LightningModule):
         """Logs the losses, adds the detections to the COCO evaluation; returns them in the batch's letterboxed pixels
         (`detections`: one dict of boxes, scores, labels per image), for callbacks that draw them."""
         output = self(batch["images"])
-        losses = self._losses(batch, output)
+        losses = self._criterion(batch, output).losses
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["images"]), sync_dist=True)
         detections = self.postprocess(output)
         for image_detections, image_id, (height, width), scale in zip(

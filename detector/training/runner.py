@@ -8,6 +8,7 @@ import logging
 import math
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from detector.atomic import remove_stale_temporaries, write_text
-from detector.config import check_combination, register_resolvers
+from detector.config import check_combination, register_resolvers, renamed_choices
 from detector.jsonsafe import json_safe
 from detector.training.callbacks import MetricsHistory
 
@@ -59,6 +60,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     that the sweep goes on (the objective is NaN); in a single run it is re-raised."""
     register_resolvers()  # joblib/submitit workers import this module without running train.py's top level
     check_combination(cfg)  # before any data is read: a combination that cannot train is refused here
+    for message in renamed_choices(config_choices(cfg)):
+        warnings.warn(message, FutureWarning, stacklevel=2)
     output_dir = Path(cfg.paths.output_dir)
     remove_stale_temporaries(run_folders(cfg))
     history, module, trainer = MetricsHistory(), None, None
@@ -113,6 +116,18 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def config_choices(cfg: DictConfig) -> dict[str, Any]:
+    """The config-group choices of the run (Hydra's `runtime.choices`, without hydra/ groups): from the running
+    Hydra app, else from a config composed with its hydra node; {} when there are none."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else OmegaConf.select(
+        cfg, "hydra.runtime.choices", default=None)
+    if choices is None:
+        return {}
+    return {k: v for k, v in OmegaConf.to_container(choices).items() if not k.startswith("hydra/")}
+
+
 def _run_record(cfg: DictConfig, history: MetricsHistory, module: L.LightningModule | None, start: float) -> dict[str, Any]:
     """What identifies and describes a run in metrics.json besides its COCO stats."""
     from hydra.core.hydra_config import HydraConfig
@@ -125,8 +140,7 @@ def _run_record(cfg: DictConfig, history: MetricsHistory, module: L.LightningMod
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         record["overrides"] = list(hydra_cfg.overrides.task)
-        choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
-        record["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra/")}
+        record["choices"] = config_choices(cfg)
         record["job_num"] = OmegaConf.select(hydra_cfg, "job.num", default=None)
     record["combination"] = {key: _resolved(cfg, key) for key in COMBINATION_KEYS}
     record["history"] = history.history()

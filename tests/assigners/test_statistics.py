@@ -1,6 +1,6 @@
 """Assignment statistics (detector/assigners/statistics.py): exact numbers on a hand-made assignment (a GT without
 positive, padded rows, an image without GT), exact epoch sums over batches, the warning threshold and its message,
-both criteria recording them, LitDetector logging and warning at the epoch end, and two DDP ranks reducing to the
+both criteria returning them, LitDetector logging and warning at the epoch end, and two DDP ranks reducing to the
 whole batch."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from detector.assigners.statistics import (
     unassigned_warning,
 )
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criteria.dense import DetectionCriterion
 from detector.criteria.multibox import MultiBoxCriterion
+from detector.criteria.yolov8 import YOLOv8Criterion
 from detector.losses.classification import BCEWithLogits, CrossEntropy
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
@@ -153,47 +153,45 @@ def test_warning_names_the_prior_scales_for_prior_boxes_and_crowding_otherwise()
 # --------------------------------------------------------------------------- both criteria record the statistics
 
 
-def test_dense_criterion_records_its_main_branch_only_in_training():
+def test_yolov8_criterion_returns_its_main_branch_statistics_only_in_training():
     torch.manual_seed(0)
     points = torch.tensor([[4.0, 4], [12, 4], [4, 12], [12, 12]])
     priors = Priors(points, torch.full((4, 1), 8.0), None, (4,))
     output = DFLHeadOutput(torch.randn(1, 4, 64), torch.randn(1, 4, 2), priors)
     one2one = DFLHeadOutput(torch.randn(1, 4, 64), torch.randn(1, 4, 2), priors)
     gt = (torch.tensor([[1]]), torch.tensor([[[0.0, 0, 16, 16]]]), torch.tensor([[True]]))
-    criterion = DetectionCriterion(TaskAlignedAssigner(2, topk=3), BCEWithLogits(), CIoULoss(), DFLoss(),
-                                   one2one_assigner=TaskAlignedAssigner(2, topk=1))
-    losses = criterion(output._replace(one2one=one2one), *gt)
-    stats = criterion.last_assignment_stats
+    criterion = YOLOv8Criterion(TaskAlignedAssigner(2, topk=3), BCEWithLogits(), CIoULoss(), DFLoss(),
+                                one2one_assigner=TaskAlignedAssigner(2, topk=1))
+    losses, stats = criterion(output._replace(one2one=one2one), *gt)
     assert set(stats) == set(STATES) and stats["positives"] == 3  # the one-to-many branch's top 3, not the top 1
     assert stats["gts"].tolist() == [1, 0, 0] and not stats["iou_sum"].requires_grad
-    without = DetectionCriterion(TaskAlignedAssigner(2, topk=3), BCEWithLogits(), CIoULoss(), DFLoss(),
-                                 one2one_assigner=TaskAlignedAssigner(2, topk=1), statistics=False)
-    assert without.last_assignment_stats is None
-    unchanged = without(output._replace(one2one=one2one), *gt)
+    without = YOLOv8Criterion(TaskAlignedAssigner(2, topk=3), BCEWithLogits(), CIoULoss(), DFLoss(),
+                              one2one_assigner=TaskAlignedAssigner(2, topk=1), statistics=False)
+    unchanged, none = without(output._replace(one2one=one2one), *gt)
+    assert none is None
     assert all(torch.equal(losses[name], unchanged[name]) for name in losses)  # no loss value changes
     criterion.eval()
-    criterion.last_assignment_stats = None
-    criterion(output, *gt)
-    assert criterion.last_assignment_stats is None  # validation: not recorded
+    assert criterion(output, *gt).assignment_stats is None  # validation: none computed
+    assert not hasattr(criterion, "last_assignment_stats")  # and nothing kept between calls
 
 
-def test_multibox_criterion_records_the_prior_boxes():
+def test_multibox_criterion_returns_the_prior_boxes():
     boxes = torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30], [20, 20, 30, 30], [40, 40, 50, 50]])
     priors = Priors(box_centres(boxes), torch.full((5, 1), 10.0), boxes, (4, 1))
     output = SSDHeadOutput(torch.zeros(2, 5, 4), torch.zeros(2, 5, 3), priors)
     criterion = MultiBoxCriterion(SSDMatcher(2), CrossEntropy(), SmoothL1Loss())
-    criterion(output, torch.tensor([[1], [-1]]), torch.tensor([[[0.0, 0, 10, 12]], [[0.0, 0, 0, 0]]]),
-              torch.tensor([[True], [False]]))
-    summary = summarize(criterion.last_assignment_stats)
+    stats = criterion(output, torch.tensor([[1], [-1]]), torch.tensor([[[0.0, 0, 10, 12]], [[0.0, 0, 0, 0]]]),
+                      torch.tensor([[True], [False]])).assignment_stats
+    summary = summarize(stats)
     # one GT (small), matched by prior 0 only (IoU 100 / 120); its zero deltas decode to the prior itself
     assert summary["gt_count"] == 1 and summary["pos_per_gt"] == 1 and summary["pos_per_image"] == 0.5
     assert summary["level0_share"] == 1 and summary["level1_share"] == 0
     assert summary["pos_iou"] == pytest.approx(100 / 120) and summary["pos_quality"] == 1.0
-    assert criterion.last_assignment_stats["min_prior"] == 10.0
+    assert stats["min_prior"] == 10.0
 
 
 def test_lit_detector_logs_and_warns_at_the_epoch_end_naming_the_count(monkeypatch):
-    criterion = DetectionCriterion(TaskAlignedAssigner(2), BCEWithLogits(), CIoULoss(), DFLoss())
+    criterion = YOLOv8Criterion(TaskAlignedAssigner(2), BCEWithLogits(), CIoULoss(), DFLoss())
     module = LitDetector(YOLODetector(2, "n", image_size=64), criterion, Postprocessor(),
                          lambda groups: torch.optim.SGD(groups, lr=0.01), unassigned_warning=0.2)
     logged = {}

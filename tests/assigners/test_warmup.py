@@ -12,7 +12,7 @@ from detector.assigners.atss import ATSSAssigner
 from detector.assigners.base import background_assignment
 from detector.assigners.tal import TaskAlignedAssigner
 from detector.assigners.warmup import WarmupAssigner
-from detector.criteria.dense import DetectionCriterion
+from detector.criteria.yolov8 import YOLOv8Criterion
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
@@ -83,7 +83,7 @@ def fit(module, log, root, max_epochs, ckpt_path=None):
 def build(log):
     torch.manual_seed(0)
     assigner = WarmupAssigner(2, Recording("warmup", log), Recording("main", log), warmup_epochs=2)
-    criterion = DetectionCriterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
+    criterion = YOLOv8Criterion(assigner, BCEWithLogits(), CIoULoss(), DFLoss())
     model = YOLODetector(2, "n", image_size=64)
     return LitDetector(model, criterion, Postprocessor(), lambda groups: torch.optim.SGD(groups, lr=1e-3))
 

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from detector.assigners.statistics import summarize
 from detector.config import ConfigError, check_combination, compose
+from detector.criteria.base import CriterionOutput
 
 ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
@@ -40,12 +41,12 @@ def batch(img_size: int = 64):
     return images, labels, boxes, mask
 
 
-def one_step(module, img_size: int = 64) -> dict[str, torch.Tensor]:
+def one_step(module, img_size: int = 64) -> CriterionOutput:
     images, labels, boxes, mask = batch(img_size)
     optimizer = torch.optim.SGD(module.model.parameters(), lr=1e-3)
     module.train()
-    losses = module.criterion(module.model(images), labels, boxes, mask, image_size=tuple(images.shape[-2:]))
-    losses["loss"].backward()
+    output = module.criterion(module.model(images), labels, boxes, mask, image_size=tuple(images.shape[-2:]))
+    output.losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in module.model.parameters() if p.grad is not None)
     optimizer.step()
     module.eval()
@@ -53,7 +54,7 @@ def one_step(module, img_size: int = 64) -> dict[str, torch.Tensor]:
         detections = module.postprocess(module.model(images))
     assert len(detections) == 2 and all(d["boxes"].shape[-1] == 4 and len(d["scores"]) == len(d["labels"]) for d in detections)
     assert all(d["labels"].min() >= 0 and d["labels"].max() < 5 for d in detections if len(d["labels"]))
-    return losses
+    return output
 
 
 @pytest.mark.parametrize(
@@ -67,8 +68,8 @@ def one_step(module, img_size: int = 64) -> dict[str, torch.Tensor]:
         (["model=ssd_csp_n", "loss=multibox_focal"], ("MultiBoxCriterion", "SSDMatcher", "FocalLoss", "SmoothL1Loss", "sigmoid")),
         (["model=ssd_csp_n", "assigner=tal", "loss/cls=bce", "loss/box=ciou"], ("MultiBoxCriterion", "TaskAlignedAssigner", "BCEWithLogits", "CIoULoss", "sigmoid")),
         (["model=ssd_csp_n", "postprocess=nms"], ("MultiBoxCriterion", "SSDMatcher", "CrossEntropy", "SmoothL1Loss", "softmax")),
-        (["assigner=ssd"], ("DetectionCriterion", "SSDMatcher", "BCEWithLogits", "CIoULoss", "sigmoid")),
-        (["postprocess=ssd"], ("DetectionCriterion", "TaskAlignedAssigner", "BCEWithLogits", "CIoULoss", "sigmoid")),
+        (["assigner=ssd"], ("YOLOv8Criterion", "SSDMatcher", "BCEWithLogits", "CIoULoss", "sigmoid")),
+        (["postprocess=ssd"], ("YOLOv8Criterion", "TaskAlignedAssigner", "BCEWithLogits", "CIoULoss", "sigmoid")),
     ],
 )
 def test_combination_runs_a_training_step(tmp_path, overrides, components):
@@ -77,7 +78,7 @@ def test_combination_runs_a_training_step(tmp_path, overrides, components):
     names = (type(criterion).__name__, type(criterion.assigner).__name__, type(criterion.cls_loss).__name__,
              type(criterion.box_loss).__name__, getattr(module.postprocess, "activation", None))
     assert names == components
-    losses = one_step(module)
+    losses = one_step(module).losses
     assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
     if "MultiBoxCriterion" in names:
         assert set(losses) == {"box", "cls", "loss"} and cfg.loss.dfl is None
@@ -95,8 +96,8 @@ def test_ssd300_model_alone_runs_a_training_step_at_its_input_size(compose_confi
 @pytest.mark.parametrize(
     "overrides, error",
     [
-        (["model=ssd_csp_n", "criterion=yolo"], "choose criterion=multibox"),
-        (["criterion=multibox"], "choose criterion=yolo"),
+        (["model=ssd_csp_n", "criterion=yolov8"], "choose criterion=multibox"),
+        (["criterion=multibox"], "choose criterion=yolov8 "),
         (["loss=multibox"], "CrossEntropy needs softmax class logits.*choose loss/cls=(.*,)?bce(,|$)"),
         (["model=ssd_csp_n", "loss/dfl=dfl"], "choose loss/dfl=none"),
         (["model=ssd_csp_n", "+model.end2end=true"], "SSDCSP has no one-to-one branch"),
@@ -111,7 +112,7 @@ def test_meaningless_combinations_are_refused_when_composed(compose_config, over
 
 def test_default_run_is_unchanged_by_the_criterion_group(tmp_path):
     cfg, module = build([], tmp_path)
-    assert cfg.criterion._target_ == "detector.criteria.dense.DetectionCriterion"
+    assert cfg.criterion._target_ == "detector.criteria.yolov8.YOLOv8Criterion"
     assert type(module.criterion.assigner).__name__ == "TaskAlignedAssigner"
     assert module.criterion.gains == {"box": 7.5, "cls": 0.5, "dfl": 1.5}
 
@@ -119,7 +120,7 @@ def test_default_run_is_unchanged_by_the_criterion_group(tmp_path):
 def test_train_refuses_a_combination_before_reading_any_data(compose_config, tmp_path):
     from detector.training.runner import train
 
-    cfg = compose_config(["model=ssd_csp_n", "loss/cls=bce", "criterion=yolo", f"paths.data_dir={tmp_path / 'data'}"],
+    cfg = compose_config(["model=ssd_csp_n", "loss/cls=bce", "criterion=yolov8", f"paths.data_dir={tmp_path / 'data'}"],
                          return_hydra_config=True)
     with pytest.raises(ConfigError, match="choose criterion=multibox"):
         train(cfg)
@@ -143,10 +144,10 @@ def assigner_head_grid():
 @pytest.mark.parametrize("overrides", assigner_head_grid())
 def test_every_assigner_trains_every_head(tmp_path, overrides):
     cfg, module = build(overrides, tmp_path)
-    losses = one_step(module)
+    losses, stats = one_step(module)
     assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
-    # the training step recorded its assignment statistics: the batch's 3 GT boxes, each with positives
-    stats = summarize(module.criterion.last_assignment_stats)
+    # the training step returned its assignment statistics: the batch's 3 GT boxes, each with positives
+    stats = summarize(stats)
     assert stats["gt_count"] == 3 and stats["gt_without_pos"] == 0 and 0 < stats["pos_iou"] <= 1
     if "model.end2end=true" in overrides:
         assert "one2one" in losses and type(module.criterion.one2one_assigner).__name__ == "TaskAlignedAssigner"
@@ -166,7 +167,7 @@ def test_every_assigner_trains_every_head(tmp_path, overrides):
 ])
 def test_new_assigners_and_heads_with_other_losses(tmp_path, overrides):
     _, module = build(overrides, tmp_path)
-    assert torch.isfinite(one_step(module)["loss"])
+    assert torch.isfinite(one_step(module).losses["loss"])
 
 
 @pytest.mark.parametrize("overrides", [
@@ -180,5 +181,5 @@ def test_new_assigners_and_heads_with_other_losses(tmp_path, overrides):
 def test_losses_after_2022_train(tmp_path, overrides):
     """The new options from the command line, with the image size reaching MPDIoU on both heads."""
     _, module = build(overrides, tmp_path)
-    losses = one_step(module)
+    losses = one_step(module).losses
     assert torch.isfinite(losses["loss"]) and losses["box"] > 0

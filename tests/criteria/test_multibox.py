@@ -43,7 +43,7 @@ def criterion(**kwargs):
 
 
 def test_multibox_loss_by_hand():
-    losses = criterion()(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    losses = criterion()(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK).losses
     # 1 positive (target class 2) -> 3 negatives, the largest of log(2 + e^k) over priors 1..4 (k = 1, 2, 3, 0)
     cls = math.log(3) + math.log(2 + math.e) + math.log(2 + math.e**2) + math.log(2 + math.e**3)
     # target offsets of GT (centre (5, 6), 10 x 12) against prior 0: (0, 1 / (0.1 * 10), 0, log(1.2) / 0.2)
@@ -56,16 +56,16 @@ def test_multibox_loss_by_hand():
 
 
 def test_alpha_weighting_label_smoothing_and_mining_ratio():
-    base = criterion()(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
-    weighted = criterion(box_gain=2.0, cls_gain=0.5)(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    base = criterion()(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK).losses
+    weighted = criterion(box_gain=2.0, cls_gain=0.5)(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK).losses
     assert math.isclose(weighted["box"].item(), 2 * base["box"].item(), rel_tol=1e-6)
     assert math.isclose(weighted["cls"].item(), 0.5 * base["cls"].item(), rel_tol=1e-6)
     # ratio 1: the positive and the hardest negative (prior 3) only
-    one = criterion(sampler=HardNegativeMiner(1.0))(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    one = criterion(sampler=HardNegativeMiner(1.0))(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK).losses
     assert math.isclose(one["cls"].item(), math.log(3) + math.log(2 + math.e**3), rel_tol=1e-5)
     # label smoothing eps over the K - 1 other classes: -(1 - eps) log p_true - eps / 2 * sum log p_other
     eps = 0.1
-    smooth = criterion(cls_loss=CrossEntropy(eps), sampler=HardNegativeMiner(1.0))(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK)
+    smooth = criterion(cls_loss=CrossEntropy(eps), sampler=HardNegativeMiner(1.0))(tiny_output(), GT_LABELS, GT_BOXES, GT_MASK).losses
     log_z = math.log(2 + math.e**3)
     expected = math.log(3) + ((1 - eps) * log_z + eps / 2 * (log_z + log_z - 3))
     assert math.isclose(smooth["cls"].item(), expected, rel_tol=1e-5)
@@ -73,7 +73,7 @@ def test_alpha_weighting_label_smoothing_and_mining_ratio():
 
 def test_no_mining_with_focal_loss_uses_every_anchor_and_the_foreground_logits():
     out = tiny_output()
-    losses = criterion(cls_loss=FocalLoss(), sampler=None)(out, GT_LABELS, GT_BOXES, GT_MASK)
+    losses = criterion(cls_loss=FocalLoss(), sampler=None)(out, GT_LABELS, GT_BOXES, GT_MASK).losses
     targets = torch.zeros(2, 5, 2)
     targets[0, 0, 1] = 1.0
     expected = FocalLoss()(out.cls_logits[..., 1:], targets).sum() / 1  # N = 1 positive
@@ -82,7 +82,7 @@ def test_no_mining_with_focal_loss_uses_every_anchor_and_the_foreground_logits()
 
 def test_iou_family_box_loss_compares_decoded_boxes():
     out = tiny_output()
-    losses = criterion(box_loss=GIoULoss())(out, GT_LABELS, GT_BOXES, GT_MASK)
+    losses = criterion(box_loss=GIoULoss())(out, GT_LABELS, GT_BOXES, GT_MASK).losses
     # decoded prior 0: centre (5 + 0.1 * 0.1 * 10, 5 - 0.2 * 0.1 * 10), size 10 e^(2 * 0.2) x 10 e^(0.3 * 0.2)
     cx, cy, w, h = 5.1, 4.8, 10 * math.exp(0.4), 10 * math.exp(0.06)
     pred = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
@@ -94,10 +94,10 @@ def test_iou_family_box_loss_compares_decoded_boxes():
 
 def test_gradients_flow_and_an_empty_batch_gives_zero_box_loss():
     out = tiny_output()
-    criterion()(out, GT_LABELS, GT_BOXES, GT_MASK)["loss"].backward()
+    criterion()(out, GT_LABELS, GT_BOXES, GT_MASK).losses["loss"].backward()
     assert out.box_deltas.grad[0, 0].abs().sum() > 0 and out.box_deltas.grad[0, 1:].eq(0).all()
     assert out.cls_logits.grad[1].eq(0).all()  # image 1 has no positives, hence no mined negatives
-    empty = criterion()(tiny_output(), torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool))
+    empty = criterion()(tiny_output(), torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool)).losses
     assert empty["box"].item() == 0 and empty["cls"].item() == 0 and torch.isfinite(empty["loss"])
 
 
@@ -107,7 +107,7 @@ def test_mpdiou_gets_the_image_size_in_pixels():
     from detector.losses.iou import MPDIoULoss, mpdiou_loss
 
     output = tiny_output()
-    losses = criterion(box_loss=MPDIoULoss())(output, GT_LABELS, GT_BOXES, GT_MASK, image_size=(60, 80))
+    losses = criterion(box_loss=MPDIoULoss())(output, GT_LABELS, GT_BOXES, GT_MASK, image_size=(60, 80)).losses
     decoded = output.decode_boxes()[0, :1].detach()
     expected = mpdiou_loss(decoded, GT_BOXES[0], torch.tensor([80.0, 60.0]))
     assert math.isclose(losses["box"].item(), expected.item(), rel_tol=1e-5)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criteria.dense import DetectionCriterion
+from detector.criteria.yolov8 import YOLOv8Criterion
 from detector.data.checks import check_records
 from detector.data.dataset import DetectionDataset, collate
 from detector.data.formats.coco import read_coco
@@ -60,15 +60,15 @@ def write_yolo(root: Path, write_image, splits: dict[str, list[tuple[str, int, i
     return data_yaml
 
 
-def criterion() -> DetectionCriterion:
-    return DetectionCriterion(TaskAlignedAssigner(len(NAMES)), BCEWithLogits(), CIoULoss(), DFLoss())
+def criterion() -> YOLOv8Criterion:
+    return YOLOv8Criterion(TaskAlignedAssigner(len(NAMES)), BCEWithLogits(), CIoULoss(), DFLoss())
 
 
 def training_step(model: YOLODetector, batch: dict) -> dict[str, torch.Tensor]:
     """Forward + criterion + backward on a collated batch; asserts finite losses and gradients."""
     model.zero_grad()
     images = batch["images"].float() / 255 if batch["images"].dtype == torch.uint8 else batch["images"]
-    losses = criterion()(model(images), batch["labels"], batch["boxes"], batch["mask"])
+    losses = criterion()(model(images), batch["labels"], batch["boxes"], batch["mask"]).losses
     assert all(torch.isfinite(v) for v in losses.values()), losses
     losses["loss"].backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
+from detector.boxes import pair_terms
 from detector.losses import gaussian as G
 from detector.losses import iou as L
 
@@ -268,7 +269,7 @@ def _paper_angle_cost(dx: float, dy: float) -> float:
 def test_siou_matches_the_papers_angle_cost(dx, dy):
     target = torch.tensor([[0.0, 0, 4, 3]])
     pred = target - torch.tensor([dx, dy, dx, dy])  # same size: shape cost 0; target centre - pred centre = (dx, dy)
-    t = L._pair_terms(pred, target, EPS)
+    t = pair_terms(pred, target, EPS)
     gamma = 2 - _paper_angle_cost(dx, dy)
     rho_x, rho_y = dx**2 / t["enclose_w"].item() ** 2, dy**2 / t["enclose_h"].item() ** 2
     expected = 1 - t["iou"].item() + ((1 - math.exp(-gamma * rho_x)) + (1 - math.exp(-gamma * rho_y))) / 2
@@ -286,7 +287,7 @@ def test_wiou_v1_detaches_the_enclosing_box_denominator():
     torch.testing.assert_close(pred.grad, frozen.grad)
     # ... which is not the full derivative (the enclosing box does depend on the prediction)
     full = pred.detach().clone().requires_grad_()
-    t = L._pair_terms(full, target, EPS)
+    t = pair_terms(full, target, EPS)
     (torch.exp(t["centre_dist2"] / (t["enclose_w"] ** 2 + t["enclose_h"] ** 2)) * (1 - t["iou"])).sum().backward()
     assert not torch.allclose(pred.grad, full.grad)
 

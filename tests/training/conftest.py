@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criteria.dense import DetectionCriterion
+from detector.criteria.yolov8 import YOLOv8Criterion
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
@@ -26,7 +26,7 @@ Losses = dict[str, torch.Tensor]
 def build_module(**options) -> LitDetector:
     torch.manual_seed(0)
     model = YOLODetector(NUM_CLASSES, "n", image_size=IMG_SIZE)
-    criterion = DetectionCriterion(TaskAlignedAssigner(NUM_CLASSES), BCEWithLogits(), CIoULoss(), DFLoss())
+    criterion = YOLOv8Criterion(TaskAlignedAssigner(NUM_CLASSES), BCEWithLogits(), CIoULoss(), DFLoss())
     return LitDetector(model, criterion, Postprocessor(), lambda groups: torch.optim.SGD(groups, lr=0.01), **options)
 
 
@@ -51,7 +51,7 @@ def train_step(module: LitDetector, batch: dict[str, torch.Tensor]) -> tuple[Los
     """(loss components, gradients by parameter name) of one training-mode forward + backward."""
     module.train()
     module.zero_grad(set_to_none=True)
-    losses = module.criterion(module(batch["images"]), batch["labels"], batch["boxes"], batch["mask"])
+    losses = module.criterion(module(batch["images"]), batch["labels"], batch["boxes"], batch["mask"]).losses
     losses["loss"].backward()
     return losses, {name: p.grad for name, p in module.model.named_parameters() if p.grad is not None}
 

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criteria.dense import DetectionCriterion
+from detector.criteria.yolov8 import YOLOv8Criterion
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
@@ -15,7 +15,7 @@ from detector.postprocess.postprocessors import Postprocessor
 from detector.training.module import LitDetector, NonFiniteLossError
 
 
-class PoisonedCriterion(DetectionCriterion):
+class PoisonedCriterion(YOLOv8Criterion):
     """Returns a NaN box loss on the steps listed in `bad_steps` (counted per call)."""
 
     def __init__(self, bad_steps):
@@ -23,12 +23,13 @@ class PoisonedCriterion(DetectionCriterion):
         self.bad_steps, self.calls = set(bad_steps), 0
 
     def forward(self, *args, **kwargs):
-        losses = super().forward(*args, **kwargs)
+        output = super().forward(*args, **kwargs)
+        losses = output.losses
         if self.calls in self.bad_steps:
             losses["box"] = losses["box"] * float("nan")
             losses["loss"] = losses["box"] + losses["cls"] + losses["dfl"]
         self.calls += 1
-        return losses
+        return output
 
 
 def batches(n):

@@ -18,7 +18,7 @@ from torchvision.models import (
 )
 
 from detector.assigners.tal import TaskAlignedAssigner
-from detector.criteria.dense import DetectionCriterion
+from detector.criteria.yolov8 import YOLOv8Criterion
 from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
@@ -142,7 +142,7 @@ def test_resnet_depth_is_checked():
 
 
 def criterion():
-    return DetectionCriterion(TaskAlignedAssigner(3), BCEWithLogits(), CIoULoss(), DFLoss())
+    return YOLOv8Criterion(TaskAlignedAssigner(3), BCEWithLogits(), CIoULoss(), DFLoss())
 
 
 def targets():
@@ -158,7 +158,7 @@ def test_a_training_step_reaches_the_backbone(name):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     stem = next(model.backbone.parameters())  # the first conv's weight
     before = stem.detach().clone()
-    losses = criterion()(model(torch.rand(2, 3, 64, 64)), *targets())
+    losses = criterion()(model(torch.rand(2, 3, 64, 64)), *targets()).losses
     assert all(torch.isfinite(v) for v in losses.values()) and losses["box"] > 0
     losses["loss"].backward()
     grads = [p.grad for p in model.parameters()]
@@ -188,7 +188,7 @@ def test_freeze_backbone_keeps_its_weights_and_norm_statistics_until_unfrozen(na
     assert not any(m.training for m in norms(model.backbone)) and all(m.training for m in norms(model.neck))
     stats = [m.running_mean.clone() for m in norms(model.backbone)]
     neck_stats = norms(model.neck)[0].running_mean.clone()
-    losses = criterion()(model(torch.rand(2, 3, 64, 64)), *targets())
+    losses = criterion()(model(torch.rand(2, 3, 64, 64)), *targets()).losses
     losses["loss"].backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert all(torch.equal(m.running_mean, s) for m, s in zip(norms(model.backbone), stats))

@@ -42,6 +42,7 @@ from detector.models.safe_pickle import (
     module_state_dict,
 )
 from detector.models.scales import SCALES, Scale
+from detector.models.yolo import YOLODetector
 
 STAND_IN_PREFIXES = ("ultralytics.", "torch.nn.modules.")
 # layer i of the YOLOv8 detection layout: (type, input layers)
@@ -89,7 +90,7 @@ class YOLOv8Weights:
         """The model config that builds the network these weights belong to (configs/model/yolov8.yaml)."""
         return {
             "_target_": "detector.models.yolo.YOLODetector", "num_classes": self.num_classes, "scale": self.scale,
-            "reg_max": self.reg_max, "image_size": self.img_size, "init_from": None, "freeze": None,
+            "reg_max": self.reg_max, "image_size": self.img_size,
             "backbone": {"_target_": "detector.models.backbones.csp.CSPDarknet", "scale": self.scale},
             "end2end": False,
         }
@@ -256,8 +257,6 @@ def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
 
 
 def _weights(checkpoint: Any, path: str) -> YOLOv8Weights:
-    from detector.models.yolo import YOLODetector
-
     if not isinstance(checkpoint, dict):
         raise YOLOv8ImportError(f"not an ultralytics checkpoint (a {type(checkpoint).__name__}, not a dict)")
     model = checkpoint.get("ema") or checkpoint.get("model")

@@ -57,7 +57,10 @@ MOVED_MODULES = {
     "detector.postprocess.": "detector.postprocess.postprocessors.",
     "detector.models.backbones.": "detector.models.backbones.csp.",
     "detector.models.torchvision_backbones.": "detector.models.backbones.torchvision.",
-    "detector.models.detector.": "detector.models.yolo.",
+    "detector.models.detector.": "detector.models.detectors.yolo.",
+    # the detectors apart from their heads (models/heads/ssd.py is the SSD head; December 2026)
+    "detector.models.yolo.": "detector.models.detectors.yolo.",
+    "detector.models.ssd.": "detector.models.detectors.ssd.",
     "detector.criterion_ssd.": "detector.criteria.multibox.",
     "detector.criterion.": "detector.criteria.dense.",
     "detector.samplers.": "detector.criteria.hard_negative_mining.",

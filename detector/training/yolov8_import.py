@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from detector.jsonsafe import plain_json
+from detector.models.detectors.yolo import YOLODetector
 from detector.models.safe_pickle import (
     CheckpointError,
     StandIn,
@@ -42,7 +43,6 @@ from detector.models.safe_pickle import (
     module_state_dict,
 )
 from detector.models.scales import SCALES, Scale
-from detector.models.yolo import YOLODetector
 
 STAND_IN_PREFIXES = ("ultralytics.", "torch.nn.modules.")
 # layer i of the YOLOv8 detection layout: (type, input layers)
@@ -89,7 +89,7 @@ class YOLOv8Weights:
     def model_config(self) -> dict[str, Any]:
         """The model config that builds the network these weights belong to (configs/model/yolov8.yaml)."""
         return {
-            "_target_": "detector.models.yolo.YOLODetector", "num_classes": self.num_classes, "scale": self.scale,
+            "_target_": "detector.models.detectors.yolo.YOLODetector", "num_classes": self.num_classes, "scale": self.scale,
             "reg_max": self.reg_max, "image_size": self.img_size,
             "backbone": {"_target_": "detector.models.backbones.csp.CSPDarknet", "scale": self.scale},
             "end2end": False,

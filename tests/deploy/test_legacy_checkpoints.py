@@ -9,8 +9,8 @@ import torchvision.models._api as torchvision_api
 
 from detector.deploy.load import load_detector, upgrade_run_config
 from detector.models.backbones.torchvision import ResNet
-from detector.models.ssd import SSD300VGG16, SSDCSP
-from detector.models.yolo import YOLODetector
+from detector.models.detectors.ssd import SSD300VGG16, SSDCSP
+from detector.models.detectors.yolo import YOLODetector
 
 # what train.py stored in a checkpoint's run_config before December 2026 (the parts load_detector reads)
 OLD_YOLO = {
@@ -48,6 +48,9 @@ def test_old_run_configs_are_upgraded_to_todays_targets_and_settings():
         "_target_": "detector.postprocess.postprocessors.Postprocessor", "conf_threshold": 0.001, "iou_threshold": 0.7,
         "max_detections": 300, "max_candidates": 30000, "nms": "class_aware", "activation": "sigmoid"}
     assert "reg_max" not in ssd["model"] and ssd["postprocess"]["activation"] == "softmax"
+    assert ssd["model"]["_target_"] == "detector.models.detectors.ssd.SSDCSP"  # models/ssd.py until December 2026
+    assert upgrade_run_config({"_target_": "detector.models.yolo.YOLODetector"}) == {
+        "_target_": "detector.models.detectors.yolo.YOLODetector"}
     assert ssd["postprocess"]["_target_"] == "detector.postprocess.postprocessors.SSDPostprocessor"
     assert not {"variances", "cls_loss"} & set(ssd["postprocess"])
     assert upgrade_run_config(yolo) == yolo  # today's configs pass through unchanged

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from detector import cli
+from detector.models.detectors.yolo import YOLODetector
 from detector.models.safe_pickle import CheckpointError, UnsafeCheckpointError
-from detector.models.yolo import YOLODetector
 
 from ..models.hostile_files import FOUR_FLOATS, one_view, text, torch_zip
 from ..training.fake_ultralytics import fuse, save_ultralytics_checkpoint, ultralytics_layout

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from detector.models.detectors.yolo import YOLODetector
 from detector.models.scales import SCALES
-from detector.models.yolo import YOLODetector
 from detector.training.yolov8_import import LAYOUT, _module_pairs
 
 

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from detector.deploy.load import load_detector
+from detector.models.detectors.yolo import YOLODetector
 from detector.models.safe_pickle import UnsafePickleError, load_without_code
-from detector.models.yolo import YOLODetector
 from detector.postprocess.postprocessors import Postprocessor
 from detector.training.finetune import load_matching_weights, prepare_model, read_state_dict
 from detector.training.yolov8_import import (

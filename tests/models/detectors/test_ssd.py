@@ -7,9 +7,9 @@ import pytest
 import torch
 from torchvision.models import get_model
 
+from detector.models.detectors.ssd import SSD300VGG16, SSDCSP
 from detector.models.heads.ssd import SSDHeadOutput
 from detector.models.priors import ssd300_default_boxes
-from detector.models.ssd import SSD300VGG16, SSDCSP
 from detector.training.finetune import prepare_model
 
 

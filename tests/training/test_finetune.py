@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from detector.models import YOLODetector
+from detector.models.detectors.ssd import SSDCSP
 from detector.training.callbacks import Unfreeze
 from detector.training.finetune import load_matching_weights, prepare_model
 from detector.training.module import LitDetector
@@ -103,3 +104,13 @@ def test_end_to_end_model_starts_its_one_to_one_head_from_a_plain_checkpoint(tmp
     prepare_model(model, init_from=str(tmp_path / "plain.ckpt"))
     for name, value in source.head.state_dict().items():
         assert torch.equal(model.head.state_dict()[name], value) and torch.equal(model.one2one_head.state_dict()[name], value)
+
+
+def test_ssd_models_fine_tune_too_and_a_model_without_backbone_is_named(source_checkpoint):
+    model = SSDCSP(3)
+    report = load_matching_weights(model, source_checkpoint[1])  # a YOLO checkpoint: its CSP backbone and PAN fit
+    assert {k for k in model.state_dict() if k.startswith(("backbone.", "neck."))} <= set(report["loaded"])
+    prepare_model(model, freeze="backbone")
+    assert not any(p.requires_grad for p in model.backbone.parameters()) and all(p.requires_grad for p in model.head.parameters())
+    with pytest.raises(ValueError, match=r"model.freeze='backbone': Linear has no `backbone` to freeze"):
+        prepare_model(torch.nn.Linear(2, 2), freeze="backbone")

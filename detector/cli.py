@@ -312,9 +312,9 @@ def visualize_assignment(argv: list[str] | None = None) -> int:
 
 def convert_ultralytics(argv: list[str] | None = None) -> int:
     """`detector-convert-ultralytics yolov8n.pt out.ckpt [--debug]`: an ultralytics YOLOv8 detection checkpoint -> a
-    checkpoint of this project (detector.models.yolov8_import); returns 0 once written, and a file that cannot be
+    checkpoint of this project (detector.training.yolov8_import); returns 0 once written, and a file that cannot be
     read, converted or written exits with status 2 and `error: <file>: <reason>` on stderr."""
-    from detector.models.yolov8_import import convert_checkpoint
+    from detector.training.yolov8_import import convert_checkpoint
 
     parser = argparse.ArgumentParser(
         prog="detector-convert-ultralytics",

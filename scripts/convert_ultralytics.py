@@ -3,7 +3,7 @@
 
     python scripts/convert_ultralytics.py yolov8n.pt yolov8n.ckpt
 
-The file is read without ultralytics and without running code from it (detector.models.yolov8_import); the result
+The file is read without ultralytics and without running code from it (detector.training.yolov8_import); the result
 is taken by model.init_from=, scripts/evaluate.py, scripts/predict.py and scripts/export.py. Exit status 0 = written,
 2 = refused with one line `error: <file>: <reason>` on stderr (a file that fails the reader's checks, another task,
 another architecture, a pickle naming anything beyond tensors and model classes; `--debug` shows the traceback)."""

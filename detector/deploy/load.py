@@ -27,6 +27,7 @@ from detector.config import loss_activation
 from detector.models.build import build_model
 from detector.models.safe_pickle import CheckpointError, checkpoint_file, load_weights_only
 from detector.postprocess.postprocessors import Postprocessor
+from detector.training.yolov8_import import is_ultralytics_checkpoint
 
 POSTPROCESS_KEYS = ("conf_threshold", "iou_threshold", "max_detections", "max_candidates", "nms", "one2one")
 
@@ -41,8 +42,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     """The checkpoint dict, read by `load_weights_only` (the file checked first, then `torch.load(weights_only=True)`:
     tensors and plain data only); a CheckpointError naming the file otherwise."""
-    from detector.models.yolov8_import import is_ultralytics_checkpoint
-
     with checkpoint_file(ckpt_path):
         if is_ultralytics_checkpoint(ckpt_path):
             raise CheckpointError("an ultralytics checkpoint: convert it first (detector-convert-ultralytics <it> "
@@ -58,7 +57,10 @@ MOVED_MODULES = {
     "detector.postprocess.": "detector.postprocess.postprocessors.",
     "detector.models.backbones.": "detector.models.backbones.csp.",
     "detector.models.torchvision_backbones.": "detector.models.backbones.torchvision.",
-    "detector.models.detector.": "detector.models.yolo.",
+    "detector.models.detector.": "detector.models.detectors.yolo.",
+    # the detectors apart from their heads (models/heads/ssd.py is the SSD head; December 2026)
+    "detector.models.yolo.": "detector.models.detectors.yolo.",
+    "detector.models.ssd.": "detector.models.detectors.ssd.",
     "detector.criterion_ssd.": "detector.criteria.multibox.",
     "detector.criterion.": "detector.criteria.yolov8.",
     "detector.samplers.": "detector.criteria.hard_negative_mining.",
@@ -84,7 +86,8 @@ def upgrade_run_config(config: Any) -> Any:
     """A run config of an older checkpoint, in today's terms: moved `_target_` modules renamed, settings that are
     no longer arguments dropped (an SSD model's `reg_max: null`, the post-processors' `reg_max`/`variances`), and
     the post-processing activation taken from the classification loss's declaration. Today's configs pass through
-    unchanged."""
+    unchanged. (The weight options of older model configs, `init_from`, `backbone.pretrained`, ..., need nothing
+    here: `build_model` leaves every run option out, by today's name or the deprecated one.)"""
     if isinstance(config, list):
         return [upgrade_run_config(v) for v in config]
     if not isinstance(config, dict):
@@ -119,23 +122,6 @@ def check_targets(config: Any, allowed: tuple[str, ...] = SAFE_TARGET_PREFIXES, 
     elif isinstance(config, list):
         for index, value in enumerate(config):
             check_targets(value, allowed, f"{where}[{index}]")
-
-
-# model arguments that fetch weights from elsewhere when the model is built (a fine-tuning source checkpoint,
-# torchvision's ImageNet downloads or local copies of them), and their values when the weights come from the checkpoint being loaded
-WEIGHT_SOURCES = {"init_from": None, "pretrained": False, "pretrained_backbone": False, "weights": None,
-                  "backbone_weights": None}
-
-
-def weights_from_checkpoint_only(config: Any) -> Any:
-    """A copy of a model config with every WEIGHT_SOURCES argument, at any depth, switched off: rebuilding a
-    trained model needs neither the checkpoint it was fine-tuned from nor internet access."""
-    if isinstance(config, dict):
-        return {k: WEIGHT_SOURCES[k] if k in WEIGHT_SOURCES else weights_from_checkpoint_only(v)
-                for k, v in config.items()}
-    if isinstance(config, list):
-        return [weights_from_checkpoint_only(v) for v in config]
-    return config
 
 
 def load_detector(
@@ -177,8 +163,8 @@ def load_detector(
         model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         check_targets(config["model"], where="model")
         check_targets(config.get("postprocess") or {}, where="postprocess")
-        # eager: a run's `model.compile` is not applied here
-        model = build_model(weights_from_checkpoint_only(config["model"]))
+        # fresh weights, then the checkpoint's; the run options (`model.compile`, `model.init_from`, ...) are not applied
+        model = build_model(config["model"])
         model.load_state_dict(model_state)
 
         # the training config's post-processor (resolved), with the overrides

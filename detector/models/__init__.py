@@ -1,4 +1,4 @@
+from detector.models.detectors.yolo import YOLODetector
 from detector.models.heads.dfl import DFLHeadOutput
-from detector.models.yolo import YOLODetector
 
 __all__ = ["DFLHeadOutput", "YOLODetector"]

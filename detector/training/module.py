@@ -16,6 +16,7 @@ from detector.data.transforms import unletterbox_boxes
 from detector.evaluation.coco import COCOEvaluator
 from detector.postprocess.postprocessors import Postprocessor
 from detector.schedules import EpochScheduled
+from detector.training.finetune import keep_frozen_norms_in_eval
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,6 +69,14 @@ class LitDetector(L.LightningModule):
         the module is an ordinary module, and in the process that trains (DDP spawn pickles the module)."""
         if self.compile_model:
             self.model.compile()
+
+    def train(self, mode: bool = True) -> LitDetector:
+        """nn.Module.train, except that the model's BatchNorm layers whose parameters are frozen (`model.freeze`)
+        stay in eval mode."""
+        super().train(mode)
+        if mode:
+            keep_frozen_norms_in_eval(self.model)
+        return self
 
     def forward(self, images: torch.Tensor):
         images = images.float() / 255 if images.dtype == torch.uint8 else images

@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from matplotlib.figure import Figure  # the Agg canvas: no pyplot, no display, no global backend change
 
 from detector.data.doctor import diagnose, plot_labels
+from detector.deploy.evaluate import evaluate_checkpoint, evaluation_config
 from detector.deploy.predict import draw_detections
 from detector.evaluation.plots import save_figure
 from detector.models.build import model_priors
@@ -248,8 +249,6 @@ class RunPlots(Callback):
         if not checkpoint or not Path(checkpoint).is_file():
             rank_zero_info("RunPlots: no best checkpoint; eval/ not written")
             return
-        from detector.deploy.evaluate import evaluate_checkpoint, evaluation_config
-
         out = self.run_dir(trainer) / "eval"
         print(f"\nEvaluating the best checkpoint into {out} (as scripts/evaluate.py does)")
         try:

@@ -22,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from detector.atomic import remove_stale_temporaries, write_text
 from detector.config import check_combination, register_resolvers, renamed_choices
 from detector.jsonsafe import json_safe
+from detector.models.build import WEIGHT_OPTIONS, split_model_config
 from detector.training.callbacks import MetricsHistory
+from detector.training.finetune import prepare_model
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,13 @@ def instantiate_all(
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
+
+
+def prepare_run_model(module: L.LightningModule, cfg: DictConfig) -> None:
+    """Load the starting weights of the module's freshly built model and freeze what the model config's run options
+    say (`model.init_from`, `model.freeze`, `model.pretrained_backbone`, `model.backbone_weights`)."""
+    _, options = split_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    prepare_model(module.model, **{key: options[key] for key in WEIGHT_OPTIONS if key in options})
 
 
 def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -69,6 +78,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         L.seed_everything(cfg.seed, workers=True)
         datamodule, module, trainer = instantiate_all(cfg, extra_callbacks=(history,))
+        prepare_run_model(module, cfg)
         module.run_config = OmegaConf.to_container(cfg, resolve=True)  # into the checkpoints (detector.deploy.load)
         save_config(cfg, output_dir)
         start = time.perf_counter()

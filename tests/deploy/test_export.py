@@ -44,7 +44,7 @@ def test_nms_in_the_graph_matches_the_postprocessor(trained, tmp_path):
 
 
 def test_an_ssd_model_exports_with_its_softmax_scores(tmp_path):
-    from detector.models.ssd import SSDCSP
+    from detector.models.detectors.ssd import SSDCSP
     from detector.postprocess.postprocessors import SSDPostprocessor
 
     torch.manual_seed(0)

@@ -8,20 +8,12 @@ Input: images in [0, 1], as the detector receives them. torchvision's ImageNet w
 (x - mean) / std with ImageNet's mean and std, so the wrapper normalises its input first, always (also
 without pretrained weights, so that a model is the same function whichever way it was initialised).
 
-`pretrained=True` loads torchvision's ImageNet weights (`<Model>_Weights.DEFAULT`, through torchvision's
-weights API: downloaded once into the torch hub cache, `torch.hub.get_dir()/checkpoints/<file name of the URL>`, which
-is read before any download); False starts from random weights. `weights=<path>` loads a local copy of such a file
-instead (no network; `pretrained` is then irrelevant). Without network access a download fails with a message that
-names the file and both places it can go.
+A wrapper is built with random weights. It is a `TorchvisionLayers`: it names the torchvision model and weights it
+comes from and maps that model's state-dict keys to its own, and the training side loads those weights into it
+(`model.pretrained_backbone=true` or `model.backbone_weights=<file>`, detector.training.finetune).
 """
 
 from __future__ import annotations
-
-import os
-import pickle
-from pathlib import Path
-from urllib.error import URLError
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -32,36 +24,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET_DEPTHS = (18, 34, 50)
 
 
-def imagenet_weights(name: str, pretrained: bool) -> WeightsEnum | None:
-    """The torchvision weights that `pretrained` selects for model `name` (its DEFAULT ImageNet weights), or None."""
-    return get_model_weights(name).DEFAULT if pretrained else None
+class TorchvisionLayers(nn.Module):
+    """A module made of the layers of torchvision's model `torchvision_name` (built with random weights):
+    `torchvision_weights` are the ImageNet weights it is meant to start from, `torchvision_keys` maps that model's
+    state-dict keys to this module's (what `detector.training.finetune.load_torchvision_weights` loads)."""
 
+    torchvision_name: str
+    torchvision_weights: WeightsEnum
+    torchvision_keys: dict[str, str]
 
-def torchvision_model(name: str, weights: WeightsEnum | None, weights_file: str | Path | None = None,
-                      option: str = "model.backbone.weights") -> nn.Module:
-    """torchvision's model `name` with `weights` (None: random), or with the state dict of `weights_file` (a local
-    copy of a torchvision weights file: no download). A failed download raises a RuntimeError that says where to put
-    the file by hand (the torch hub cache) or which `option` takes its path."""
-    if weights_file is not None:
-        path = Path(weights_file).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{option}={weights_file}: no such file")
-        model = get_model(name, weights=None)
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except (RuntimeError, pickle.UnpicklingError) as error:
-            raise ValueError(f"{option}={weights_file} is not a state dict of torchvision's {name}: {error}") from None
-        return model
-    try:
-        return get_model(name, weights=weights)
-    except (URLError, ConnectionError, TimeoutError) as error:
-        file_name = os.path.basename(urlparse(weights.url).path)
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-        raise RuntimeError(
-            f"could not download torchvision's {weights} weights for {name} from {weights.url} ({error}). Without "
-            f"network access, download that file elsewhere and either place it at {cache} (torch's hub cache, read "
-            f"before any download) or pass its path: {option}=/path/to/{file_name}"
-        ) from None
+    def comes_from(self, source: nn.Module, name: str, weights: WeightsEnum) -> None:
+        """Record that this module holds layers of `source`, torchvision's model `name` meant for `weights`: the
+        keys of `source` whose tensors are this module's (the same objects), mapped to their keys here."""
+        ours = {id(tensor): key for key, tensor in self.state_dict(keep_vars=True).items()}
+        self.torchvision_name, self.torchvision_weights = name, weights
+        self.torchvision_keys = {key: ours[id(tensor)] for key, tensor in source.state_dict(keep_vars=True).items()
+                                 if id(tensor) in ours}
 
 
 def output_channels(stage: nn.Module) -> int:
@@ -72,7 +50,7 @@ def output_channels(stage: nn.Module) -> int:
     return norms[-1].num_features
 
 
-class ImageNetBackbone(nn.Module):
+class ImageNetBackbone(TorchvisionLayers):
     """ImageNet normalisation, then stem -> stage2 -> ... -> stage5; returns the outputs of stages 3, 4, 5."""
 
     def __init__(
@@ -98,13 +76,14 @@ class ResNet(ImageNetBackbone):
     (stride 4), stage2..stage5 = layer1..layer4 (strides 4, 8, 16, 32). Channels (128, 256, 512) for
     ResNet-18/34, (512, 1024, 2048) for ResNet-50."""
 
-    def __init__(self, depth: int = 18, pretrained: bool = False, weights: str | None = None) -> None:
+    def __init__(self, depth: int = 18) -> None:
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"ResNet depth must be one of {RESNET_DEPTHS}, got {depth}")
         name = f"resnet{depth}"
-        net = torchvision_model(name, imagenet_weights(name, pretrained), weights)
+        net = get_model(name, weights=None)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         super().__init__(stem, net.layer1, net.layer2, net.layer3, net.layer4)
+        self.comes_from(net, name, get_model_weights(name).DEFAULT)
 
 
 class MobileNetV3(ImageNetBackbone):
@@ -113,7 +92,9 @@ class MobileNetV3(ImageNetBackbone):
     (32, ending with the 1x1 conv to 960 channels, as torchvision's detection models use it).
     Channels (40, 112, 960)."""
 
-    def __init__(self, pretrained: bool = False, weights: str | None = None) -> None:
+    def __init__(self) -> None:
         name = "mobilenet_v3_large"
-        features = torchvision_model(name, imagenet_weights(name, pretrained), weights).features
+        net = get_model(name, weights=None)
+        features = net.features
         super().__init__(features[0:2], features[2:4], features[4:7], features[7:13], features[13:17])
+        self.comes_from(net, name, get_model_weights(name).DEFAULT)

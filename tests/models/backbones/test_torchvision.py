@@ -1,7 +1,9 @@
 """torchvision ImageNet backbones under the YOLOv8-style detector: feature strides and channels, ImageNet
-normalisation, the weights that `pretrained` selects (the download is mocked), a training step, freezing by
-part or stage count with frozen BatchNorm statistics, Unfreeze, Hydra configs, checkpoints and ONNX export."""
+normalisation, the weights that `model.pretrained_backbone` selects and loads on the training side (the download is
+mocked), a training step, freezing by part or stage count with frozen BatchNorm statistics, Unfreeze, Hydra configs
+(and the deprecated `model.backbone.pretrained` / `.weights`), checkpoints and ONNX export."""
 
+from contextlib import nullcontext
 from urllib.error import URLError
 
 import hydra
@@ -23,9 +25,12 @@ from detector.losses.classification import BCEWithLogits
 from detector.losses.dfl import DFLoss
 from detector.losses.iou import CIoULoss
 from detector.models import YOLODetector
-from detector.models.backbones.torchvision import MobileNetV3, ResNet, imagenet_weights
+from detector.models.backbones.torchvision import MobileNetV3, ResNet
 from detector.postprocess.postprocessors import Postprocessor
 from detector.training.callbacks import Unfreeze
+from detector.training.finetune import load_torchvision_weights, prepare_model
+from detector.training.module import LitDetector
+from detector.training.runner import prepare_run_model
 
 BACKBONES = {  # config name: (constructor, P3/P4/P5 channels, torchvision name, DEFAULT weights)
     "resnet18": (lambda **kw: ResNet(18, **kw), (128, 256, 512), "resnet18", ResNet18_Weights.IMAGENET1K_V1),
@@ -81,13 +86,16 @@ def test_inputs_are_normalised_as_the_imagenet_weights_expect():
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_pretrained_selects_the_default_imagenet_weights_without_downloading(name, fake_download):
+def test_pretrained_loads_the_default_imagenet_weights_on_the_training_side(name, fake_download):
     make, _, torchvision_name, weights = BACKBONES[name]
-    assert imagenet_weights(torchvision_name, True) is weights and imagenet_weights(torchvision_name, False) is None
-    assert next(make().parameters()).ne(0.5).any() and fake_download == []  # pretrained=False: no weights fetched
-    backbone = make(pretrained=True)
+    backbone = make()
+    assert (backbone.torchvision_name, backbone.torchvision_weights) == (torchvision_name, weights)
+    assert next(backbone.parameters()).ne(0.5).any() and fake_download == []  # built: no weights fetched
+    model = YOLODetector(3, "n", image_size=64, backbone=backbone)
+    prepare_model(model, pretrained_backbone=True)
     assert fake_download == [weights.url]
-    assert all(p.eq(0.5).all() for p in backbone.parameters())  # the (fake) ImageNet weights were loaded
+    assert all(p.eq(0.5).all() for p in model.backbone.parameters())  # the (fake) ImageNet weights were loaded
+    assert not any(p.eq(0.5).all() for p in model.neck.parameters())  # and nothing else
 
 
 @pytest.fixture
@@ -104,36 +112,54 @@ def no_network(monkeypatch, tmp_path):
 
 def test_without_network_the_error_says_where_to_put_the_weights_file(no_network):
     with pytest.raises(RuntimeError) as error:
-        ResNet(18, pretrained=True)
+        load_torchvision_weights(ResNet(18))
     message = str(error.value)
     assert "could not download torchvision's ResNet18_Weights.IMAGENET1K_V1 weights for resnet18 from " \
            "https://download.pytorch.org/models/resnet18-f37072fd.pth (<urlopen error" in message
     assert f"place it at {no_network / 'resnet18-f37072fd.pth'} (torch's hub cache" in message
-    assert "model.backbone.weights=/path/to/resnet18-f37072fd.pth" in message
+    assert "model.backbone_weights=/path/to/resnet18-f37072fd.pth" in message
     # the file placed in the cache is used, no download
     assert not list(no_network.iterdir())  # nothing left behind by the failed download
     source = get_model("resnet18", weights=None)
     torch.save(source.state_dict(), no_network / "resnet18-f37072fd.pth")
-    assert torch.equal(ResNet(18, pretrained=True).stem[0].weight, source.conv1.weight)
+    backbone = ResNet(18)
+    assert len(load_torchvision_weights(backbone)) == len(source.state_dict()) - 2  # all but the classifier fc
+    assert torch.equal(backbone.stem[0].weight, source.conv1.weight)
 
 
 def test_a_local_weights_file_is_loaded_without_network(no_network, tmp_path):
     torch.manual_seed(0)
     source = get_model("mobilenet_v3_large", weights=None)
     torch.save(source.state_dict(), tmp_path / "mobilenet.pth")
-    backbone = MobileNetV3(weights=str(tmp_path / "mobilenet.pth"))
-    assert torch.equal(backbone.stem[0][0].weight, source.features[0][0].weight)
-    assert torch.equal(backbone.stage5[-1][0].weight, source.features[16][0].weight)
-    with pytest.raises(FileNotFoundError, match=r"model.backbone.weights=.*gone.pth: no such file"):
-        ResNet(18, weights=str(tmp_path / "gone.pth"))
-    with pytest.raises(ValueError, match=r"model.backbone.weights=.*mobilenet.pth is not a state dict of torchvision's resnet18"):
-        ResNet(18, weights=str(tmp_path / "mobilenet.pth"))
+    model = YOLODetector(3, "n", image_size=64, backbone=MobileNetV3())
+    prepare_model(model, backbone_weights=str(tmp_path / "mobilenet.pth"))
+    assert torch.equal(model.backbone.stem[0][0].weight, source.features[0][0].weight)
+    assert torch.equal(model.backbone.stage5[-1][0].weight, source.features[16][0].weight)
+    with pytest.raises(FileNotFoundError, match=r"model.backbone_weights=.*gone.pth: no such file"):
+        load_torchvision_weights(ResNet(18), str(tmp_path / "gone.pth"))
+    with pytest.raises(ValueError, match=r"model.backbone_weights=.*mobilenet.pth is not a state dict of torchvision's resnet18"):
+        load_torchvision_weights(ResNet(18), str(tmp_path / "mobilenet.pth"))
+    with pytest.raises(ValueError, match=r"YOLODetector has no part made of torchvision layers .*model/backbone=resnet18"):
+        prepare_model(YOLODetector(3, "n", image_size=64), pretrained_backbone=True)
 
 
-def test_hydra_backbone_weights_option(compose_config, no_network, tmp_path):
-    torch.save(get_model("resnet18", weights=None).state_dict(), tmp_path / "r18.pth")
-    cfg = compose_config(["model/backbone=resnet18", f"model.backbone.weights={tmp_path / 'r18.pth'}"])
-    assert isinstance(hydra.utils.instantiate(cfg.model.backbone), ResNet)
+@pytest.mark.parametrize("option", ["model.backbone_weights", "model.backbone.weights"])
+def test_hydra_backbone_weights_option_and_its_deprecated_name(compose_config, no_network, tmp_path, option):
+    torch.manual_seed(0)
+    source = get_model("resnet18", weights=None)
+    torch.save(source.state_dict(), tmp_path / "r18.pth")
+    cfg = compose_config(["model/backbone=resnet18", f"{option}={tmp_path / 'r18.pth'}", f"paths.data_dir={tmp_path}"],
+                         return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    module = hydra.utils.instantiate(cfg.module)
+    assert isinstance(module.model.backbone, ResNet) and not torch.equal(module.model.backbone.stem[0].weight, source.conv1.weight)
+    if option == "model.backbone_weights":
+        prepare_run_model(module, cfg)
+    else:
+        with pytest.warns(FutureWarning, match="model.backbone.weights is deprecated .*: use model.backbone_weights") as caught:
+            prepare_run_model(module, cfg)
+        assert len(caught) == 1
+    assert torch.equal(module.model.backbone.stem[0].weight, source.conv1.weight)
 
 
 def test_resnet_depth_is_checked():
@@ -172,17 +198,17 @@ def norms(module):
     return [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
 
-class Holder(torch.nn.Module):
-    """Stands in for the LightningModule that holds the detector as `model`."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
+def frozen(name: str, spec) -> YOLODetector:
+    """The detector on backbone `name`, frozen by `spec` as the runner does, in training mode as Lightning sets it."""
+    model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0]())
+    prepare_model(model, freeze=spec)
+    LitDetector(model, None, None, None).train()
+    return model
 
 
 @pytest.mark.parametrize("name", LIGHT)
 def test_freeze_backbone_keeps_its_weights_and_norm_statistics_until_unfrozen(name):
-    model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0](), freeze="backbone").train()
+    model = frozen(name, "backbone")
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in [*model.neck.parameters(), *model.head.parameters()])
     assert not any(m.training for m in norms(model.backbone)) and all(m.training for m in norms(model.neck))
@@ -194,7 +220,7 @@ def test_freeze_backbone_keeps_its_weights_and_norm_statistics_until_unfrozen(na
     assert all(torch.equal(m.running_mean, s) for m, s in zip(norms(model.backbone), stats))
     assert not torch.equal(norms(model.neck)[0].running_mean, neck_stats)
 
-    holder = Holder(model).train()
+    holder = LitDetector(model, None, None, None).train()
     assert not any(m.training for m in norms(model.backbone))  # still, after another train()
     trainer = type("FakeTrainer", (), {"current_epoch": 3})()
     Unfreeze(epoch=3).on_train_epoch_start(trainer, holder)
@@ -205,37 +231,47 @@ def test_freeze_backbone_keeps_its_weights_and_norm_statistics_until_unfrozen(na
 
 @pytest.mark.parametrize("name", LIGHT)
 def test_freeze_by_stage_count(name):
-    model = YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0](), freeze=3)
+    model = frozen(name, 3)
     for index, stage in enumerate(STAGES):
         parameters = list(getattr(model.backbone, stage).parameters())
         assert all(p.requires_grad == (index >= 3) for p in parameters), stage
         assert all(m.training == (index >= 3) for m in norms(getattr(model.backbone, stage))), stage
     stages = r"a number of backbone stages \(0\.\.5: stem, stage2, stage3, stage4, stage5\).*got 6"
     with pytest.raises(ValueError, match=stages):
-        YOLODetector(3, "n", image_size=64, backbone=BACKBONES[name][0](), freeze=6)
+        frozen(name, 6)
 
 
 def test_hydra_backbone_group_builds_the_detector(compose_config, tmp_path):
     cfg = compose_config(["model/backbone=mobilenet_v3_large", "data.img_size=64", "model.freeze=backbone",
                           f"paths.data_dir={tmp_path}"], return_hydra_config=True)
     assert cfg.model.backbone == {"_target_": "detector.models.backbones.torchvision.MobileNetV3", "pretrained": False,
-                                  "weights": None}
+                                  "weights": None}  # the deprecated names, off
     HydraConfig.instance().set_config(cfg)
-    model = hydra.utils.instantiate(cfg.module).model
+    module = hydra.utils.instantiate(cfg.module)
+    model = module.model
     assert isinstance(model, YOLODetector) and isinstance(model.backbone, MobileNetV3)
+    assert all(p.requires_grad for p in model.parameters())  # built only
+    prepare_run_model(module, cfg)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert compose_config().model.backbone == {"_target_": "detector.models.backbones.csp.CSPDarknet", "scale": "n"}
     assert compose_config(["model.scale=s"]).model.backbone.scale == "s"
 
 
-@pytest.mark.parametrize("name", ["resnet34", "resnet50"])
-def test_hydra_pretrained_true_loads_the_imagenet_weights(compose_config, fake_download, name):
-    cfg = compose_config([f"model/backbone={name}", "model.backbone.pretrained=true"])
-    backbone = hydra.utils.instantiate(cfg.model.backbone)
-    assert fake_download == [BACKBONES[name][3].url] and backbone.stem[0].weight.eq(0.5).all()
+@pytest.mark.parametrize(("name", "option"), [("resnet34", "model.pretrained_backbone"),
+                                            ("resnet50", "model.backbone.pretrained")])
+def test_hydra_pretrained_true_loads_the_imagenet_weights(compose_config, fake_download, name, option, tmp_path):
+    cfg = compose_config([f"model/backbone={name}", f"{option}=true", f"paths.data_dir={tmp_path}"],
+                         return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    module = hydra.utils.instantiate(cfg.module)
+    assert fake_download == []  # building fetches nothing
+    with pytest.warns(FutureWarning, match="model.backbone.pretrained is deprecated") if "backbone." in option else nullcontext():
+        prepare_run_model(module, cfg)
+    assert fake_download == [BACKBONES[name][3].url] and module.model.backbone.stem[0].weight.eq(0.5).all()
 
 
-def test_checkpoint_of_a_pretrained_run_rebuilds_without_downloading(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["today", "before December 2026"])
+def test_checkpoint_of_a_pretrained_run_rebuilds_without_downloading(tmp_path, monkeypatch, layout):
     from detector.deploy.load import load_detector
 
     def no_download(*args, **kwargs):
@@ -243,16 +279,20 @@ def test_checkpoint_of_a_pretrained_run_rebuilds_without_downloading(tmp_path, m
 
     monkeypatch.setattr(torchvision_api, "load_state_dict_from_url", no_download)
     model = YOLODetector(3, "n", image_size=64, backbone=ResNet(18))
+    weights = {"pretrained_backbone": True, "backbone_weights": str(tmp_path / "gone.pth")}  # nor the local file
+    if layout != "today":  # the weight options inside the backbone's config
+        weights = {"backbone": {"pretrained": True, "weights": str(tmp_path / "gone.pth")}}
     config = {"model": {
         "_target_": "detector.models.YOLODetector", "num_classes": 3, "scale": "n", "image_size": 64,
         "init_from": str(tmp_path / "gone.ckpt"), "freeze": "backbone",  # the fine-tuning source need not exist
-        "backbone": {"_target_": "detector.models.backbones.torchvision.ResNet", "depth": 18, "pretrained": True,
-                     "weights": str(tmp_path / "gone.pth")},  # nor the local weights file
+        "backbone": {"_target_": "detector.models.backbones.torchvision.ResNet", "depth": 18, **weights.pop("backbone", {})},
+        **weights,
     }}
     path = tmp_path / "run.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "run_config": config}, path)
     loaded, _, _ = load_detector(path, "cpu")
     assert torch.equal(loaded.backbone.stem[0].weight, model.backbone.stem[0].weight)
+    assert all(p.requires_grad for p in loaded.parameters())  # `freeze` is the training side's
 
 
 @pytest.mark.parametrize("name", LIGHT)

@@ -1,4 +1,4 @@
-"""YOLOv8 checkpoints of ultralytics, imported without ultralytics (detector.models.yolov8_import): the converted model
+"""YOLOv8 checkpoints of ultralytics, imported without ultralytics (detector.training.yolov8_import): the converted model
 computes what ultralytics' model computes.
 
 The reference checkpoints are built by ultralytics itself (optional: `pip install -e .[reference]`; skipped when it is
@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from detector.deploy.load import load_detector
-from detector.models.finetune import load_matching_weights, read_state_dict
+from detector.models.detectors.yolo import YOLODetector
 from detector.models.safe_pickle import UnsafePickleError, load_without_code
-from detector.models.yolo import YOLODetector
-from detector.models.yolov8_import import (
+from detector.postprocess.postprocessors import Postprocessor
+from detector.training.finetune import load_matching_weights, prepare_model, read_state_dict
+from detector.training.yolov8_import import (
     STAND_IN_PREFIXES,
     YOLOv8ImportError,
     convert_checkpoint,
@@ -31,7 +32,6 @@ from detector.models.yolov8_import import (
     read_yolov8,
     yolov8_weights,
 )
-from detector.postprocess.postprocessors import Postprocessor
 
 from .fake_ultralytics import fuse, save_ultralytics_checkpoint, ultralytics_layout
 
@@ -177,7 +177,9 @@ def test_half_precision_checkpoint_round_trip(checkpoints, tmp_path):
     convert_checkpoint(path, converted)
     assert torch.equal(read_state_dict(converted)["head.cls_branches.0.2.weight"], weights.state_dict["head.cls_branches.0.2.weight"])
     # init_from takes the ultralytics file directly, or the converted one: the same weights
-    direct, via_file = YOLODetector(3, "n", init_from=str(path)), YOLODetector(3, "n", init_from=str(converted))
+    direct, via_file = YOLODetector(3, "n"), YOLODetector(3, "n")
+    prepare_model(direct, init_from=str(path))
+    prepare_model(via_file, init_from=str(converted))
     for key, value in direct.state_dict().items():
         assert torch.equal(value, via_file.state_dict()[key]) and torch.equal(value, weights.state_dict[key])
 
@@ -189,13 +191,13 @@ def test_init_from_with_another_class_count_reinitialises_the_class_branch(check
     assert report["shape_mismatch"] == [f"head.cls_branches.{level}.2.{name}" for level in range(3) for name in ("weight", "bias")]
     assert not report["not_in_checkpoint"] and not report["unused"] and len(report["loaded"]) == 354 - 6
     with pytest.raises(ValueError, match=r"YOLOv8n checkpoint.*model.scale=n"):
-        YOLODetector(3, "s", init_from=str(path))
+        prepare_model(YOLODetector(3, "s"), init_from=str(path))
 
 
 @pytest.mark.parametrize("scale", ["n", "s", "m", "l", "x"])
 def test_the_key_map_covers_every_tensor_of_our_model_once_at_every_scale(scale):
     from detector.models.scales import SCALES
-    from detector.models.yolov8_import import _module_pairs
+    from detector.training.yolov8_import import _module_pairs
 
     with torch.device("meta"):
         ours = YOLODetector(80, scale).state_dict()
@@ -279,7 +281,7 @@ def test_an_ultralytics_file_that_names_os_system_is_refused_before_it_runs(tmp_
     marker = tmp_path / "ran"
     torch.save({"model": DetectionModel(marker), "kind": DetectionModel}, tmp_path / "evil.pt")
     monkeypatch.undo()
-    for read in (is_ultralytics_checkpoint, lambda path: YOLODetector(3, "n", init_from=str(path))):
+    for read in (is_ultralytics_checkpoint, lambda path: prepare_model(YOLODetector(3, "n"), init_from=str(path))):
         with pytest.raises(UnsafePickleError, match=r"evil.pt: refusing to load: .*references (posix|nt)\.system"):
             read(tmp_path / "evil.pt")
     assert not marker.exists()
@@ -322,7 +324,7 @@ def test_a_converted_checkpoint_goes_through_evaluate_predict_export_and_fine_tu
 @pytest.fixture(scope="module")
 def fake_checkpoints(tmp_path_factory) -> dict:
     """Without ultralytics: our YOLOv8n (3 classes, random batch-norm parameters and statistics, so that every tensor
-    matters) in ultralytics' module tree (tests/models/fake_ultralytics.py), saved as its trainer saves it, with a
+    matters) in ultralytics' module tree (tests/training/fake_ultralytics.py), saved as its trainer saves it, with a
     datetime as its date and a numpy scalar as its version; and the same model fused."""
     import datetime
 

@@ -80,12 +80,3 @@ def test_one_to_one_loss_trains_only_its_own_head():
     (output.one2one.box_logits.sum() + output.one2one.cls_logits.sum()).backward()
     grads = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert grads and all(name.startswith("one2one_head.") for name in grads)
-
-
-def test_end_to_end_model_starts_its_one_to_one_head_from_a_plain_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    source = YOLODetector(3, "n", image_size=64)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "plain.ckpt")
-    model = YOLODetector(3, "n", image_size=64, end2end=True, init_from=str(tmp_path / "plain.ckpt"))
-    for name, value in source.head.state_dict().items():
-        assert torch.equal(model.head.state_dict()[name], value) and torch.equal(model.one2one_head.state_dict()[name], value)

@@ -1,7 +1,7 @@
 """A YOLOv8 detection checkpoint pickled as ultralytics pickles one, made without ultralytics: the module tree
 (`DetectionModel` > `model` = 23 layers of `Conv`, `C2f`, `SPPF`, `Upsample`, `Concat`, `Detect`) under the class
 names of ultralytics, holding the weights of one of our `YOLODetector`s through the key map of
-detector.models.yolov8_import. The classes are registered as `ultralytics.*` modules for the save only (pickle
+detector.training.yolov8_import. The classes are registered as `ultralytics.*` modules for the save only (pickle
 names a class by its module), and removed afterwards."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from detector.models.detectors.yolo import YOLODetector
 from detector.models.scales import SCALES
-from detector.models.yolo import YOLODetector
-from detector.models.yolov8_import import LAYOUT, _module_pairs
+from detector.training.yolov8_import import LAYOUT, _module_pairs
 
 
 class Conv(nn.Module):

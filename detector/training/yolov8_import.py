@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from detector.jsonsafe import plain_json
+from detector.models.detectors.yolo import YOLODetector
 from detector.models.safe_pickle import (
     CheckpointError,
     StandIn,
@@ -88,8 +89,8 @@ class YOLOv8Weights:
     def model_config(self) -> dict[str, Any]:
         """The model config that builds the network these weights belong to (configs/model/yolov8.yaml)."""
         return {
-            "_target_": "detector.models.yolo.YOLODetector", "num_classes": self.num_classes, "scale": self.scale,
-            "reg_max": self.reg_max, "image_size": self.img_size, "init_from": None, "freeze": None,
+            "_target_": "detector.models.detectors.yolo.YOLODetector", "num_classes": self.num_classes, "scale": self.scale,
+            "reg_max": self.reg_max, "image_size": self.img_size,
             "backbone": {"_target_": "detector.models.backbones.csp.CSPDarknet", "scale": self.scale},
             "end2end": False,
         }
@@ -256,8 +257,6 @@ def yolov8_weights(checkpoint: Any, path: str) -> YOLOv8Weights:
 
 
 def _weights(checkpoint: Any, path: str) -> YOLOv8Weights:
-    from detector.models.yolo import YOLODetector
-
     if not isinstance(checkpoint, dict):
         raise YOLOv8ImportError(f"not an ultralytics checkpoint (a {type(checkpoint).__name__}, not a dict)")
     model = checkpoint.get("ema") or checkpoint.get("model")

@@ -9,8 +9,6 @@ import torch
 from torch import nn
 
 from detector.models.backbones.csp import CSPDarknet
-from detector.models.finetune import freeze as finetune_freeze
-from detector.models.finetune import keep_frozen_norms_in_eval, load_matching_weights
 from detector.models.heads.dfl import DFLHead, DFLHeadOutput
 from detector.models.necks.pan import PAN
 from detector.models.priors import Priors, anchor_points
@@ -37,11 +35,10 @@ class YOLODetector(nn.Module):
 
     def __init__(
         self, num_classes: int, scale: str = "n", reg_max: int = 16, image_size: int = 640,
-        init_from: str | None = None, freeze: str | int | None = None, backbone: nn.Module | None = None,
-        end2end: bool = False,
+        backbone: nn.Module | None = None, end2end: bool = False,
     ) -> None:
-        """`init_from`: a checkpoint whose matching weights are loaded (fine-tuning); `freeze`: 'backbone'
-        or a number of backbone stages to freeze (see detector.models.finetune)."""
+        """Builds the network with fresh weights; starting weights and freezing are the training side's
+        (detector.training.finetune)."""
         super().__init__()
         if reg_max < 1:
             raise ValueError(f"reg_max must be >= 1 (1: distances without bins), got {reg_max}")
@@ -53,20 +50,7 @@ class YOLODetector(nn.Module):
         self.head = DFLHead(self.neck.out_channels, num_classes, self.strides, reg_max)
         self.head.reset_bias(image_size)
         self.one2one_head = copy.deepcopy(self.head) if end2end else None
-        if init_from is not None:
-            report = load_matching_weights(self, init_from)
-            if end2end and not any(k.startswith("one2one_head.") for k in report["loaded"]):
-                self.one2one_head.load_state_dict(self.head.state_dict())  # start as the loaded one-to-many head
-        finetune_freeze(self, freeze)
-        keep_frozen_norms_in_eval(self)
         self._priors: dict[tuple, Priors] = {}
-
-    def train(self, mode: bool = True) -> YOLODetector:
-        """nn.Module.train, except that BatchNorm layers whose parameters are frozen stay in eval mode."""
-        super().train(mode)
-        if mode:
-            keep_frozen_norms_in_eval(self)
-        return self
 
     @torch.compiler.disable  # a Python-side cache: kept out of torch.compile's graph (no recompiles)
     def priors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> Priors:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import VGG16_Weights
+from torchvision.models import VGG16_Weights, get_model
 
 from detector.models.backbones.csp import CSPDarknet
-from detector.models.backbones.torchvision import torchvision_model
+from detector.models.backbones.torchvision import TorchvisionLayers
 from detector.models.blocks import Conv
 from detector.models.heads.ssd import SSDHead, SSDHeadOutput, boxes_per_location
 from detector.models.necks.pan import PAN
@@ -84,20 +84,19 @@ class L2Norm(nn.Module):
         return x / (x.norm(dim=1, keepdim=True) + self.eps) * self.weight.view(1, -1, 1, 1)
 
 
-class SSD300VGG16(_SSDBase):
+class SSD300VGG16(_SSDBase, TorchvisionLayers):
     """SSD300 with a VGG16 backbone (the reference architecture, as torchvision's `ssd300_vgg16`).
 
-    `pretrained_backbone=True` loads torchvision's ImageNet VGG16 weights (`VGG16_Weights.IMAGENET1K_FEATURES`,
-    the weights torchvision's SSD300 starts from; downloaded on first use into the torch hub cache, needs internet);
-    `backbone_weights=<path>` loads a local copy of that file instead (no network). Inputs in [0, 1]
+    Built with random weights; its VGG16 layers are meant to start from torchvision's ImageNet VGG16 weights
+    (`VGG16_Weights.IMAGENET1K_FEATURES`, the weights torchvision's SSD300 starts from), which the training side loads
+    (`model.pretrained_backbone=true`, or a local copy of the file: `model.backbone_weights=<path>`). Inputs in [0, 1]
     are normalised inside the model the way those weights expect (x * 255 - mean * 255, std 1/255).
     Feature maps 38/19/10/5/3/1 on a 300 x 300 input (inputs below about 268 px leave no 1 x 1 last level)."""
 
     out_channels = (512, 1024, 512, 256, 256, 256)
 
     def __init__(
-        self, num_classes: int, pretrained_backbone: bool = False, backbone_weights: str | None = None,
-        aspect_ratios: tuple[tuple[float, ...], ...] = SSD300_ASPECT_RATIOS,
+        self, num_classes: int, aspect_ratios: tuple[tuple[float, ...], ...] = SSD300_ASPECT_RATIOS,
         scales: tuple[float, ...] | None = SSD300_SCALES, min_scale: float = 0.2, max_scale: float = 0.9,
         first_scale: float | None = 0.1, steps: tuple[float, ...] | None = SSD300_STEPS, clip: bool = True,
         variances: tuple[float, float] = (0.1, 0.2),
@@ -107,8 +106,8 @@ class SSD300VGG16(_SSDBase):
         self._init_priors(aspect_ratios, scales, min_scale, max_scale, first_scale, steps, clip, variances)
         if len(self.aspect_ratios) != 6:
             raise ValueError(f"SSD300VGG16 has 6 feature levels, got {len(self.aspect_ratios)} aspect-ratio lists")
-        features = torchvision_model("vgg16", VGG16_Weights.IMAGENET1K_FEATURES if pretrained_backbone else None,
-                                     backbone_weights, option="model.backbone_weights").features
+        vgg = get_model("vgg16", weights=None)
+        features = vgg.features
         features[16].ceil_mode = True  # pool3: 75 -> 38, as in SSD
         self.conv4_3 = features[:23]  # up to conv4_3 + ReLU
         self.l2norm = L2Norm(512, 20.0)
@@ -138,6 +137,7 @@ class SSD300VGG16(_SSDBase):
         boxes = tuple(boxes_per_location(r) for r in self.aspect_ratios)
         self.head = SSDHead(self.out_channels, boxes, num_classes)
         self.register_buffer("mean", torch.tensor([0.48235, 0.45882, 0.40784]).view(1, 3, 1, 1), persistent=False)
+        self.comes_from(vgg, "vgg16", VGG16_Weights.IMAGENET1K_FEATURES)
 
     def forward(self, images: torch.Tensor) -> SSDHeadOutput:
         x = (images - self.mean) * 255.0

@@ -1,19 +1,19 @@
-"""SSD models: output shapes, priors (8732 for SSD300) and their cache, no download by default."""
+"""SSD models: output shapes, priors (8732 for SSD300) and their cache; built without weights, SSD300's VGG16 takes
+torchvision's on the training side."""
 
-import inspect
 from urllib.error import URLError
 
 import pytest
 import torch
 from torchvision.models import get_model
 
+from detector.models.detectors.ssd import SSD300VGG16, SSDCSP
 from detector.models.heads.ssd import SSDHeadOutput
 from detector.models.priors import ssd300_default_boxes
-from detector.models.ssd import SSD300VGG16, SSDCSP
+from detector.training.finetune import prepare_model
 
 
 def test_ssd300_vgg16_gives_8732_boxes_on_300px_and_caches_its_priors():
-    assert inspect.signature(SSD300VGG16).parameters["pretrained_backbone"].default is False
     torch.manual_seed(0)
     model = SSD300VGG16(num_classes=3).eval()
     with torch.no_grad():
@@ -37,12 +37,16 @@ def test_ssd300_without_network_names_the_vgg_file_and_takes_a_local_copy(monkey
     with pytest.raises(RuntimeError, match=r"could not download .*vgg16_features-amdegroot-88682ab5.pth.* place it at "
                                            r".*hub/checkpoints/vgg16_features-amdegroot-88682ab5.pth.*"
                                            r"model.backbone_weights=/path/to/vgg16_features-amdegroot-88682ab5.pth"):
-        SSD300VGG16(num_classes=3, pretrained_backbone=True)
+        prepare_model(SSD300VGG16(num_classes=3), pretrained_backbone=True)
     torch.manual_seed(0)
     vgg = get_model("vgg16", weights=None)
     torch.save(vgg.state_dict(), tmp_path / "vgg16.pth")
-    model = SSD300VGG16(num_classes=3, backbone_weights=str(tmp_path / "vgg16.pth"))
+    model = SSD300VGG16(num_classes=3)
+    head = model.head.state_dict()
+    prepare_model(model, backbone_weights=str(tmp_path / "vgg16.pth"))
     assert torch.equal(model.conv4_3[0].weight, vgg.features[0].weight)
+    assert torch.equal(model.conv7[5].bias, vgg.features[28].bias)  # conv5_3, after pool4
+    assert all(torch.equal(v, model.head.state_dict()[k]) for k, v in head.items())  # the rest as built
 
 
 def test_ssd_csp_outputs_follow_the_default_box_order():

@@ -1,0 +1,171 @@
+"""Augmentation on the device (`data.augment_on=device`, detector.data.batch_augment): boxes follow the pixels, the
+scale/translate distributions are the worker path's, seeded batches repeat, CloseMosaic closes it, the datamodule
+wires it in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from detector.data.batch_augment import BatchAugment
+from detector.data.dataset import DetectionDataset, Record, collate
+from detector.data.transforms import build_pipeline
+from detector.training.callbacks import CloseMosaic
+
+from .test_augment import coco128_augmentations, hue_colour, hue_mask, rectangles_image, tight_box
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
+HUES = list(range(0, 180, 15))  # 12 object colours, 15 OpenCV hue units apart
+
+
+def coloured_batch(tmp_path: Path, size: int = 128) -> dict:
+    """6 images of different shapes, 2 rectangles each, every rectangle its own colour and class (= its hue index),
+    letterboxed to `size` as the loader serves them with data.augment_on=device."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i, (w, h) in enumerate([(128, 96), (96, 128), (128, 128), (128, 64), (200, 150), (90, 180)]):
+        boxes, labels = rectangles_image(tmp_path / f"{i}.png", w, h, rng, [hue_colour(HUES[2 * i + k]) for k in range(2)])
+        records.append(Record(tmp_path / f"{i}.png", i + 1, w, h, boxes, np.asarray(labels, np.int64) + 2 * i))
+    dataset = DetectionDataset(records, [str(k) for k in range(12)], size)
+    return collate([dataset[i] for i in range(len(records))])
+
+
+def test_boxes_follow_the_pixels(tmp_path):
+    """Each output box is the tight box of its rectangle's visible pixels, through mosaic, flip and scale/translate
+    (coco128's worker settings), and every visible rectangle has its box. (Without the colour jitter, whose
+    oversaturation moves the hues of this 12-colour palette by more than their spacing.)"""
+    batch = coloured_batch(tmp_path)
+    augment, left_out = BatchAugment.from_albumentations(coco128_augmentations(), mosaic_prob=0.5, min_area=1.0)
+    assert left_out == ["RandomCropFromBorders"]
+    assert augment.scale == (0.5, 1.5) and augment.translate == (-0.1, 0.1) and augment.flip_p == 0.5
+    assert augment.colour_p == 1.0 and augment.brightness == pytest.approx((0.6, 1.4)) and augment.hue == (-0.015, 0.015)
+    augment.colour_p = 0.0
+    mosaics = 0
+    for epoch in range(8):
+        out = augment(batch, epoch=epoch)
+        assert out["images"].dtype == torch.uint8 and out["images"].shape == batch["images"].shape
+        for image, boxes, labels, mask in zip(out["images"], out["boxes"], out["labels"], out["mask"]):
+            image = image.permute(1, 2, 0).numpy()
+            kept = dict(zip(labels[mask].tolist(), boxes[mask].numpy()))
+            assert len(kept) == int(mask.sum())  # a rectangle appears at most once per image
+            present = [label for label, hue in enumerate(HUES) if hue_mask(image, hue).sum() > 0]
+            mosaics += len({label // 2 for label in present}) > 1
+            for label, hue in enumerate(HUES):
+                pixels = hue_mask(image, hue)
+                if label in kept:  # (bilinear resampling at scale <= 1.5 blends about 1.5 px of edge)
+                    assert tight_box(pixels) is not None, (epoch, label)
+                    assert np.abs(tight_box(pixels) - kept[label]).max() <= 2.0, (epoch, label, tight_box(pixels), kept[label])
+                elif pixels.any():  # a dropped box (under min_area) leaves at most a sliver of blended edge pixels
+                    x1, y1, x2, y2 = tight_box(pixels)
+                    assert min(x2 - x1, y2 - y1) <= 2, (epoch, label, tight_box(pixels))
+    assert mosaics > 8
+
+
+def box_statistics(boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(N, 3): width ratio, height ratio and centre shift in x of one box against its unaugmented `reference`."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    ref_size = reference[2:] - reference[:2]
+    centre_shift = (boxes[:, 0] + boxes[:, 2]) / 2 - (reference[0] + reference[2]) / 2
+    return np.stack([size[:, 0] / ref_size[0], size[:, 1] / ref_size[1], centre_shift], 1)
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+    grid = np.sort(np.concatenate([a, b]))
+    cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)  # noqa: E731
+    return float(np.abs(cdf(a) - cdf(b)).max())
+
+
+@pytest.mark.parametrize("config", ["coco128", "shapes"])
+def test_scale_and_translation_match_the_worker_path(config):
+    """One small box in the middle of a 64-px image, 1500 times through the data config's Affine on the workers
+    (albumentations) and on the device: the same distributions of width and height ratio and of the centre's shift."""
+    affine = [t for t in instantiate(OmegaConf.load(CONFIGS / f"{config}.yaml").train_augmentations) if isinstance(t, A.Affine)]
+    size, count = 64, 1500
+    reference = np.array([28.0, 26.0, 36.0, 38.0], np.float32)
+    image = np.full((size, size, 3), 100, np.uint8)
+    worker = build_pipeline(size, affine)
+    worker.set_random_state(np.random.default_rng(0), __import__("random").Random(0))
+    worker_boxes = np.stack([worker(image=image, bboxes=reference[None], labels=[0])["bboxes"][0] for _ in range(count)])
+    augment, left_out = BatchAugment.from_albumentations(affine)
+    assert left_out == []
+    batch = {
+        "images": torch.full((count, 3, size, size), 100, dtype=torch.uint8),
+        "boxes": torch.from_numpy(reference).expand(count, 1, 4).clone(), "labels": torch.zeros(count, 1, dtype=torch.long),
+        "mask": torch.ones(count, 1, dtype=torch.bool), "image_ids": list(range(count)),
+        "orig_sizes": [(size, size)] * count, "scales": [(1.0, 1.0)] * count,
+    }
+    out = augment(batch)
+    assert bool(out["mask"].all())  # the box stays inside at these ranges
+    device = box_statistics(out["boxes"][:, 0].numpy(), reference)
+    workers = box_statistics(worker_boxes.astype(np.float32), reference)
+    for column in range(3):
+        a, b = device[:, column], workers[:, column]
+        assert abs(a.mean() - b.mean()) < 4 * np.hypot(a.std(), b.std()) / np.sqrt(count), (column, a.mean(), b.mean())
+        assert a.std() == pytest.approx(b.std(), rel=0.1), (column, a.std(), b.std())
+        assert ks_distance(a, b) < 0.08, column  # the 99.9% critical value at n = 1500 is 0.071
+        ends = [0.005, 0.995]  # the same range: a few percent too wide or narrow fails here
+        assert np.quantile(a, ends) == pytest.approx(np.quantile(b, ends), abs=0.02 * np.ptp(b)), column
+    unchanged = np.isclose(device, [1.0, 1.0, 0.0]).all(1).mean()
+    assert unchanged == pytest.approx(1 - affine[0].p, abs=0.05)
+
+
+def test_seeded_batches_repeat_and_epochs_differ(tmp_path):
+    batch = coloured_batch(tmp_path, size=64)
+    augment, _ = BatchAugment.from_albumentations(coco128_augmentations(), mosaic_prob=0.5, seed=3)
+    first, again = augment(batch, epoch=1), BatchAugment.from_albumentations(coco128_augmentations(), mosaic_prob=0.5, seed=3)[0](batch, epoch=1)
+    for key in ("images", "boxes", "labels", "mask"):
+        assert torch.equal(first[key], again[key]), key
+    assert not torch.equal(first["images"], augment(batch, epoch=2)["images"])
+    augment.seed = 4
+    assert not torch.equal(first["images"], augment(batch, epoch=1)["images"])
+
+
+def solid_batch(count: int = 8, size: int = 32) -> dict:
+    """Single-colour images: an output with several colours is a mosaic."""
+    images = torch.stack([torch.full((3, size, size), 10 + 25 * i, dtype=torch.uint8) for i in range(count)])
+    return {"images": images, "boxes": torch.tensor([[[4.0, 4.0, 20.0, 20.0]]]).repeat(count, 1, 1),
+            "labels": torch.zeros(count, 1, dtype=torch.long), "mask": torch.ones(count, 1, dtype=torch.bool),
+            "image_ids": list(range(count)), "orig_sizes": [(size, size)] * count, "scales": [(1.0, 1.0)] * count}
+
+
+def test_close_mosaic_closes_the_device_mosaic():
+    augment = BatchAugment(mosaic_prob=1.0)
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_dataset=None, batch_augment=augment), max_epochs=10,
+                              current_epoch=7)
+
+    def mosaics() -> int:
+        return sum(len(image.reshape(3, -1).unique(dim=1).T) > 1 for image in augment(solid_batch())["images"])
+
+    callback = CloseMosaic(epochs=2)
+    callback.on_train_epoch_start(trainer, None)
+    assert augment.mosaic_enabled and mosaics() == 8
+    trainer.current_epoch = 8
+    callback.on_train_epoch_start(trainer, None)
+    assert not augment.mosaic_enabled and mosaics() == 0
+    trainer.current_epoch = 0  # a restarted fit
+    callback.on_train_epoch_start(trainer, None)
+    assert augment.mosaic_enabled
+
+
+def test_datamodule_augments_training_batches_only(tmp_path):
+    from detector.data.datamodule import DetectionDataModule
+
+    batch = coloured_batch(tmp_path)
+    with pytest.raises(ValueError, match="choose worker or device"):
+        DetectionDataModule(None, None, 12, augment_on="gpu")
+    datamodule = DetectionDataModule(None, None, 12, img_size=128, augment_on="device", mosaic_prob=1.0,
+                                     train_augmentations=coco128_augmentations())
+    with pytest.warns(UserWarning, match="leaves out what has no batch version: RandomCropFromBorders"):
+        datamodule.batch_augment = datamodule._batch_augment()
+    datamodule.trainer = SimpleNamespace(training=False, current_epoch=0)
+    assert datamodule.on_after_batch_transfer(batch, 0) is batch
+    datamodule.trainer.training = True
+    out = datamodule.on_after_batch_transfer(batch, 0)
+    assert not torch.equal(out["images"], batch["images"]) and out["mask"].sum(1).max() > 2  # mosaics of 2-box images

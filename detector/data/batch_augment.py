@@ -5,9 +5,9 @@ mosaics, the colour jitter, the horizontal flips and the random scale/translate 
 It follows the worker path (`detector.data.transforms`, albumentations) and takes its parameters from the same
 `train_augmentations` (`BatchAugment.from_albumentations`): the same distributions of mosaic window, scale, translation,
 flip and colour factors; each image keeps its own canvas (the letterboxed content, or the whole square for a mosaic),
-as albumentations transforms the image before the letterbox pads it. The colour jitter is torchvision's functional
-ops, whose formulas albumentations' ColorJitter reproduces; flip and scale/translate are one per-image matrix applied
-to the batch by one `affine_grid` + `grid_sample` (torchvision's functional affine takes one matrix per call).
+as albumentations transforms the image before the letterbox pads it. The colour jitter has torchvision's formulas
+(which albumentations' ColorJitter reproduces) with a factor per image, where torchvision's functional ops take one per
+call; flip and scale/translate are one matrix per image, applied to the batch by one `grid_sample`.
 Differences, why, and the measured speed: docs/data.md, "Augmentation on the device".
 """
 
@@ -25,7 +25,36 @@ import torchvision.transforms.v2.functional as TF
 from detector.data.transforms import PAD_VALUE
 
 Range = tuple[float, float]
-_COLOUR_OPS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+
+
+def _brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (x * factor).clamp_(0, 1)
+
+
+def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    mean = TF.rgb_to_grayscale(x).mean((-3, -2, -1), keepdim=True)
+    return (factor * x + (1 - factor) * mean).clamp_(0, 1)
+
+
+def _saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (factor * x + (1 - factor) * TF.rgb_to_grayscale(x)).clamp_(0, 1)
+
+
+def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Hue turned by `shift` (turns) in HSV, value and saturation kept: torchvision's adjust_hue, one shift per image."""
+    red, green, blue = x.unbind(-3)
+    low, value = x.aminmax(dim=-3)
+    delta = value - low
+    divisor = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue6 = torch.where(value == red, (green - blue) / divisor,
+                       torch.where(value == green, 2 + (blue - red) / divisor, 4 + (red - green) / divisor))
+    hue6 = (hue6 + 6 * shift[:, 0]).remainder_(6)
+    # back to RGB: channel n in (5, 3, 1) = value - delta * clamp(min(k, 4 - k), 0, 1), k = (n + hue6) mod 6
+    channels = [(hue6 + n).remainder_(6) for n in (5, 3, 1)]
+    return torch.stack([value - delta * torch.minimum(k, 4 - k).clamp_(0, 1) for k in channels], -3)
+
+
+_COLOUR_OPS = (_brightness, _contrast, _saturation, _hue)  # A.ColorJitter's (and torchvision's) order of factors
 _IDENTITY = (1.0, 1.0, 1.0, 0.0)  # the factor of each colour op that leaves the image unchanged
 
 
@@ -138,14 +167,13 @@ class BatchAugment:
         if self.keep_ratio:
             scale[:, 1] = scale[:, 0]
 
-        device = images.device
         canvas = canvas_sizes(batch, size)
         canvas[mosaic] = size
         fill = self.fill / 255
         x = images.float().div_(255)
         boxes, labels, keep, full_area = self._mosaic(x, batch, mosaic, corners, partners, fill)
         x = self._colour(x, colour, factors, orders)
-        x = _fill_outside(x, canvas.to(device), fill)
+        _fill_outside(x, canvas, fill)
         x, boxes, full_area = self._geometry(x, boxes, full_area, canvas, flip, affine, shift, scale, fill)
         wh = boxes[..., 2:] - boxes[..., :2]
         area = wh.prod(-1)
@@ -203,12 +231,14 @@ class BatchAugment:
 
     @staticmethod
     def _colour(x: torch.Tensor, colour: torch.Tensor, factors: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
-        for i in colour.nonzero().flatten().tolist():
-            image = x[i]
-            for op in orders[i].tolist():
-                if float(factors[i, op]) != _IDENTITY[op]:
-                    image = _COLOUR_OPS[op](image, float(factors[i, op]))
-            x[i] = image
+        """Each image's 4 colour ops in its own order: in step k, every image that does op j there, batched."""
+        for step in range(4):
+            for op, function in enumerate(_COLOUR_OPS):
+                rows = (colour & (orders[:, step] == op) & (factors[:, op] != _IDENTITY[op])).nonzero().flatten()
+                if len(rows):
+                    factor = factors[rows, op].to(x.device)[:, None, None, None]
+                    rows = rows.to(x.device)
+                    x.index_copy_(0, rows, function(x.index_select(0, rows), factor))
         return x
 
     @staticmethod
@@ -228,13 +258,16 @@ class BatchAugment:
         moved = (flip | affine).nonzero().flatten()
         if len(moved):
             inverse_a, inverse_c = 1 / a[moved], -c[moved] / a[moved]
-            theta = torch.zeros(len(moved), 2, 3)
-            theta[:, 0, 0], theta[:, 1, 1] = inverse_a[:, 0], inverse_a[:, 1]
-            theta[:, :, 2] = inverse_a + 2 * inverse_c / size - 1
-            part = x[moved.to(x.device)] - fill  # zeros outside the image = the fill value
-            grid = F.affine_grid(theta.to(x.device), list(part.shape), align_corners=False)
-            x[moved.to(x.device)] = F.grid_sample(part, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
-            x = _fill_outside(x, canvas.to(x.device), fill)
+            # no rotation or shear: the sampling grid's x depends on the column only, its y on the row only
+            centres = (torch.arange(size) + 0.5) * 2 / size - 1  # output pixel centres, normalised (align_corners=False)
+            source = centres[None, :, None] * inverse_a[:, None] + (inverse_a + 2 * inverse_c / size - 1)[:, None]
+            source = source.to(x.device)  # (n, S, 2), small; the grid itself is built on the device
+            grid = torch.stack(torch.broadcast_tensors(source[:, None, :, 0], source[:, :, None, 1]), -1)
+            whole = len(moved) == len(x)
+            part = (x if whole else x[moved.to(x.device)]) - fill  # zeros outside the image = the fill value
+            sampled = F.grid_sample(part, grid, mode="bilinear", padding_mode="zeros", align_corners=False).add_(fill)
+            x = sampled if whole else x.index_copy(0, moved.to(x.device), sampled)
+            _fill_outside(x, canvas, fill)
         a, c = a.to(boxes.device), c.to(boxes.device)
         corners = boxes.view(*boxes.shape[:2], 2, 2) * a[:, None, None, :] + c[:, None, None, :]
         moved_boxes = torch.cat([corners.amin(2), corners.amax(2)], -1)
@@ -243,9 +276,11 @@ class BatchAugment:
         return x, moved_boxes, full_area * a.prod(-1).abs()[:, None]
 
 
-def _fill_outside(x: torch.Tensor, canvas: torch.Tensor, fill: float) -> torch.Tensor:
-    """Pixels beyond each image's canvas (height, width) set to `fill` (the letterbox padding)."""
+def _fill_outside(x: torch.Tensor, canvas: torch.Tensor, fill: float) -> None:
+    """Pixels beyond each image's canvas (height, width) set to `fill` (the letterbox padding), in place."""
     size = x.shape[-1]
-    positions = torch.arange(size, device=x.device)
-    inside = (positions[None, :, None] < canvas[:, 0, None, None]) & (positions[None, None, :] < canvas[:, 1, None, None])
-    return torch.where(inside[:, None], x, torch.full_like(x, fill))
+    for i, (height, width) in enumerate(canvas.tolist()):
+        if height < size:
+            x[i, :, height:] = fill
+        if width < size:
+            x[i, :, :, width:] = fill

@@ -68,6 +68,28 @@ def test_boxes_follow_the_pixels(tmp_path):
     assert mosaics > 8
 
 
+def test_colour_jitter_is_torchvisions_per_image():
+    """The batched colour ops, each image with its own factors and order, give what torchvision's functional ops
+    (the formulas of albumentations' ColorJitter) give image by image."""
+    import torchvision.transforms.v2.functional as TF
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 3, 24, 20, generator=generator)
+    images[0] = 0.5  # grey: no hue
+    images[1, :, :4] = 0.0  # black
+    factors = torch.tensor([[0.6, 1.0, 1.7, 0.015], [1.4, 0.7, 0.3, -0.015], [1.0, 1.3, 1.0, 0.4], [0.8, 1.0, 1.2, -0.3],
+                            [1.2, 1.0, 0.5, 0.0], [1.0, 1.0, 1.0, 0.1]])
+    orders = torch.rand(6, 4, generator=generator).argsort(1)
+    colour = torch.tensor([True, True, True, True, True, False])
+    out = BatchAugment._colour(images.clone(), colour, factors, orders)
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for i in range(6):
+        expected = images[i]
+        for op in orders[i].tolist() if colour[i] else []:
+            expected = ops[op](expected, float(factors[i, op]))
+        assert torch.allclose(out[i], expected, atol=1e-5), (i, (out[i] - expected).abs().max())
+
+
 def box_statistics(boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(N, 3): width ratio, height ratio and centre shift in x of one box against its unaugmented `reference`."""
     size = boxes[:, 2:] - boxes[:, :2]

@@ -27,18 +27,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None] = lambda: None) -> float:
-    """Median seconds of `fn` over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed_alternately(cases: dict[str, tuple[Callable[[], object], int]], repeats: int, warmup: int,
+                      sync: Callable[[], None] = lambda: None) -> dict[str, tuple[float, float]]:
+    """{name: (best, median) img/s} of `cases` {name: (fn, images per call)}, run in turn `repeats` times after
+    `warmup` rounds, so that a busy machine slows every case alike."""
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for round_ in range(warmup + repeats):
+        for name, (fn, _) in cases.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            if round_ >= warmup:
+                seconds[name].append(time.perf_counter() - start)
+    return {name: (images / min(seconds[name]), images / statistics.median(seconds[name]))
+            for name, (_, images) in cases.items()}
 
 
 def datamodule(root: Path, size: int, augment_on: str, cache: bool):
@@ -53,8 +55,8 @@ def datamodule(root: Path, size: int, augment_on: str, cache: bool):
     return module
 
 
-def worker_rate(dataset, samples: int, repeats: int, warmup: int) -> float:
-    """img/s of `dataset[i]` on this process's one thread (what one DataLoader worker does)."""
+def worker_samples(dataset, samples: int) -> Callable[[], None]:
+    """`samples` calls of `dataset[i]`, the next ones each time (what one DataLoader worker does, on one thread)."""
     start = 0
 
     def run() -> None:
@@ -63,7 +65,7 @@ def worker_rate(dataset, samples: int, repeats: int, warmup: int) -> float:
             dataset[(i % len(dataset), i // len(dataset))]
         start += samples
 
-    return samples / timed(run, repeats, warmup)
+    return run
 
 
 def synthetic(batch: int, size: int, generator: torch.Generator) -> dict:
@@ -117,44 +119,41 @@ def main() -> None:
     if not have_data:
         print(f"no COCO128 at {args.root}: synthetic batches, worker rows skipped")
     print(f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}, batch augmentation on {device} "
-          f"({args.threads} thread(s) on cpu), batch {args.batch}; median of {args.repeats}")
+          f"({args.threads} thread(s) on cpu), batch {args.batch}; best [median] of {args.repeats}, cases in turn; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| size | path | img/s |")
     print("|---|---|---|")
     for size in args.sizes:
-        rows = []
+        cases = {}
         if have_data:
             for cache in (False, True):
                 tag = "RAM cache" if cache else "decoding"
                 worker = datamodule(args.root, size, "worker", cache).train_dataset
-                rows.append((f"worker path, one worker ({tag}): mosaic + albumentations",
-                             worker_rate(worker, args.samples, args.repeats, args.warmup)))
+                cases[f"worker path, one worker ({tag}): mosaic + albumentations"] = (
+                    worker_samples(worker, args.samples), args.samples)
                 module = datamodule(args.root, size, "device", cache)
-                rows.append((f"device path, one worker's share ({tag}): decode/copy + letterbox",
-                             worker_rate(module.train_dataset, args.samples, args.repeats, args.warmup)))
+                cases[f"device path, one worker's share ({tag}): decode or copy + letterbox"] = (
+                    worker_samples(module.train_dataset, args.samples), args.samples)
             dataset = module.train_dataset
             batches = [collate([dataset[(b * args.batch + i) % len(dataset)] for i in range(args.batch)]) for b in range(4)]
         else:
             batches = [synthetic(args.batch, size, torch.Generator().manual_seed(b)) for b in range(4)]
-        augment = coco128_batch_augment()
         batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()} for batch in batches]
-        epoch = 0
+        augment = coco128_batch_augment()
+        without_colour = coco128_batch_augment()
+        without_colour.colour_p = 0.0
+        for name, augmenter in (("mosaic + colour + flip + affine", augment), ("the same without colour", without_colour)):
+            epoch = 0
 
-        def augment_batches(augmenter=augment, batches=batches) -> None:
-            nonlocal epoch
-            epoch += 1
-            for batch in batches:
-                augmenter(batch, epoch=epoch)
+            def augment_batches(augmenter=augmenter, batches=batches) -> None:
+                nonlocal epoch
+                epoch += 1
+                for batch in batches:
+                    augmenter(batch, epoch=epoch)
 
-        seconds = timed(augment_batches, args.repeats, args.warmup, sync)
-        rows.append((f"device path, BatchAugment on {device.type} (mosaic + colour + flip + affine)",
-                     len(batches) * args.batch / seconds))
-        colour_p, augment.colour_p = augment.colour_p, 0.0
-        seconds = timed(augment_batches, args.repeats, args.warmup, sync)
-        augment.colour_p = colour_p
-        rows.append((f"device path, BatchAugment on {device.type} without the colour jitter",
-                     len(batches) * args.batch / seconds))
-        for name, rate in rows:
-            print(f"| {size} | {name} | {rate:.1f} |")
+            cases[f"device path, BatchAugment on {device.type}: {name}"] = (augment_batches, len(batches) * args.batch)
+        for name, (best, median) in timed_alternately(cases, args.repeats, args.warmup, sync).items():
+            print(f"| {size} | {name} | {best:.1f} [{median:.1f}] |")
 
 
 if __name__ == "__main__":

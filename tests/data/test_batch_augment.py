@@ -138,6 +138,38 @@ def test_scale_and_translation_match_the_worker_path(config):
     assert unchanged == pytest.approx(1 - affine[0].p, abs=0.05)
 
 
+def test_mosaic_window_matches_the_worker_path(tmp_path):
+    """Square images whose one box is the whole image: in a mosaic, each box is the part of its cell that the window
+    shows, and the mosaic's own image takes the largest part (as A.Mosaic places it). Over 300 mosaics on the workers
+    (A.Mosaic) and on the device, the same distribution of that part's corners and sides, and the same range."""
+    import cv2
+
+    size, count = 64, 300
+    records = []
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((size, size, 3), 40 * i, np.uint8))
+        records.append(Record(tmp_path / f"{i}.png", i + 1, size, size, np.array([[0, 0, size, size]], np.float32),
+                              np.array([i])))
+    worker = DetectionDataset(records, list("abcd"), size, mosaic_prob=1.0, min_visibility=0.0, min_area=0.0,
+                              cache_images="ram")
+    # the largest part is the mosaic's own image (its partners may be copies of it: all copies on the device)
+    largest = lambda boxes: boxes[(boxes[:, 2:] - boxes[:, :2]).prod(1).argmax()]  # noqa: E731
+    worker_boxes = []
+    for epoch in range(count):
+        sample = worker[(0, epoch)]
+        worker_boxes.append(largest(sample["boxes"][sample["labels"] == 0]).numpy())
+    batch = collate([DetectionDataset(records[:1], list("abcd"), size)[0]] * count)
+    batch["image_ids"] = list(range(count))
+    out = BatchAugment(mosaic_prob=1.0, min_area=0.0)(batch)
+    own = torch.stack([largest(boxes[mask]) for boxes, mask in zip(out["boxes"], out["mask"])]).numpy()
+    worker_boxes = np.stack(worker_boxes)
+    with_sides = lambda boxes: np.concatenate([boxes, boxes[:, 2:] - boxes[:, :2]], 1)  # noqa: E731
+    for column, (a, b) in enumerate(zip(with_sides(own).T, with_sides(worker_boxes).T)):
+        assert ks_distance(a, b) < 0.16, (column, a.mean(), b.mean())  # the 99.9% critical value at n = 300 is 0.159
+        assert (a.min(), a.max()) == pytest.approx((b.min(), b.max()), abs=1.0), column  # window corner: whole pixels
+    assert (own[:, 2:] - own[:, :2]).min() >= size / 2
+
+
 def test_seeded_batches_repeat_and_epochs_differ(tmp_path):
     batch = coloured_batch(tmp_path, size=64)
     augment, _ = BatchAugment.from_albumentations(coco128_augmentations(), mosaic_prob=0.5, seed=3)

@@ -152,16 +152,17 @@ def test_mosaic_window_matches_the_worker_path(tmp_path):
                               np.array([i])))
     worker = DetectionDataset(records, list("abcd"), size, mosaic_prob=1.0, min_visibility=0.0, min_area=0.0,
                               cache_images="ram")
-    # the largest part is the mosaic's own image (its partners may be copies of it: all copies on the device)
+    # on the workers, the largest part of label 0 is the mosaic's own image (a partner may be a copy of it)
     largest = lambda boxes: boxes[(boxes[:, 2:] - boxes[:, :2]).prod(1).argmax()]  # noqa: E731
     worker_boxes = []
     for epoch in range(count):
         sample = worker[(0, epoch)]
         worker_boxes.append(largest(sample["boxes"][sample["labels"] == 0]).numpy())
     batch = collate([DetectionDataset(records[:1], list("abcd"), size)[0]] * count)
-    batch["image_ids"] = list(range(count))
+    batch["image_ids"], batch["labels"][:, 0] = list(range(count)), torch.arange(count)  # labels tell the copies apart
     out = BatchAugment(mosaic_prob=1.0, min_area=0.0)(batch)
-    own = torch.stack([largest(boxes[mask]) for boxes, mask in zip(out["boxes"], out["mask"])]).numpy()
+    own = torch.stack([boxes[mask & (labels == i)][0] for i, (boxes, labels, mask)
+                       in enumerate(zip(out["boxes"], out["labels"], out["mask"]))]).numpy()
     worker_boxes = np.stack(worker_boxes)
     with_sides = lambda boxes: np.concatenate([boxes, boxes[:, 2:] - boxes[:, :2]], 1)  # noqa: E731
     for column, (a, b) in enumerate(zip(with_sides(own).T, with_sides(worker_boxes).T)):

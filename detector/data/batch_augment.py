@@ -109,7 +109,7 @@ class BatchAugment:
             elif isinstance(transform, A.ColorJitter):
                 kwargs.update(colour_p=transform.p, brightness=tuple(transform.brightness), hue=tuple(transform.hue),
                               contrast=tuple(transform.contrast), saturation=tuple(transform.saturation))
-            elif isinstance(transform, A.Affine) and type(transform) is A.Affine:
+            elif type(transform) is A.Affine:  # (not its subclasses, e.g. ShiftScaleRotate)
                 scale, translate = transform.scale, transform.translate_percent or {"x": (0.0, 0.0)}
                 if scale["x"] != scale["y"] or translate["x"] != translate.get("y", translate["x"]):
                     left_out.append("Affine with different x and y ranges")

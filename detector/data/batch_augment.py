@@ -207,7 +207,7 @@ class BatchAugment:
             largest = int(visible.prod(1).argmax())
             others = [q for q in range(4) if q != largest]
             members = [i, *partners[i].tolist()]
-            members += members[1:2] * (4 - len(members)) if len(members) > 1 else [i] * (4 - len(members))
+            members += members[-1:] * (4 - len(members))  # batches of fewer than 4 images repeat one
             x[i] = fill
             for quadrant, source in zip([largest, *others], members):
                 height, width = sizes[source].tolist()
@@ -248,8 +248,7 @@ class BatchAugment:
         """Flip and scale/translate about each canvas' centre, as one matrix per image: x' = a x + c."""
         size = x.shape[-1]
         extent = canvas.flip(1).float()  # (B, 2) width, height
-        sign = torch.where(flip, -1.0, 1.0)[:, None].expand(-1, 2).clone()
-        sign[:, 1] = 1.0
+        sign = torch.stack([torch.where(flip, -1.0, 1.0), torch.ones(len(flip))], 1)  # x' = w - x when flipped
         factor = torch.where(affine[:, None], scale, torch.ones_like(scale))
         offset = torch.where(affine[:, None], (shift * extent).trunc(), torch.zeros_like(shift))  # whole pixels, as A.Affine
         a = factor * sign

@@ -224,3 +224,16 @@ def test_datamodule_augments_training_batches_only(tmp_path):
     datamodule.trainer.training = True
     out = datamodule.on_after_batch_transfer(batch, 0)
     assert not torch.equal(out["images"], batch["images"]) and out["mask"].sum(1).max() > 2  # mosaics of 2-box images
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_small_batches_and_images_without_boxes(count):
+    """Fewer than 4 images still make mosaics (of repeated images); a batch without any box stays without."""
+    augment = BatchAugment(mosaic_prob=1.0, affine_p=1.0, scale=(0.5, 1.5), flip_p=0.5)
+    out = augment(solid_batch(count))
+    assert out["images"].shape == (count, 3, 32, 32) and out["mask"].sum(1).min() >= 1
+    empty = solid_batch(count)
+    empty.update(boxes=torch.zeros(count, 0, 4), labels=torch.zeros(count, 0, dtype=torch.long),
+                 mask=torch.zeros(count, 0, dtype=torch.bool))
+    out = augment(empty)
+    assert out["boxes"].shape == (count, 0, 4) and out["mask"].shape == (count, 0)

@@ -44,12 +44,12 @@ def timed_alternately(cases: dict[str, tuple[Callable[[], object], int]], repeat
 
 
 def datamodule(root: Path, size: int, augment_on: str, cache: bool):
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["data=coco128", f"data.root={root}", f"data.img_size={size}",
-                                          f"data.augment_on={augment_on}", f"data.cache_images={str(cache).lower()}"])
+    from detector.config import compose
+
+    cfg = compose(overrides=["data=coco128", f"data.root={root}", f"data.img_size={size}", f"data.augment_on={augment_on}",
+                             f"data.cache_images={str(cache).lower()}"])
     module = instantiate(cfg.data)
     module.setup("fit")
     return module

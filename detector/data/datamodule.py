@@ -167,9 +167,11 @@ class DetectionDataModule(L.LightningDataModule):
         return self.val_dataset.class_names
 
     def set_mosaic(self, enabled: bool) -> None:
-        """Turn mosaic on/off for the training set (also inside running DataLoader workers)."""
+        """Turn mosaic on/off for the training set (also inside running DataLoader workers, or on the device)."""
         if self.train_dataset is not None:
             self.train_dataset.set_mosaic(enabled)
+        if self.batch_augment is not None:
+            self.batch_augment.set_mosaic(enabled)
 
     def _loader(self, dataset: DetectionDataset, shuffle: bool) -> DataLoader:
         workers = self.num_workers > 0

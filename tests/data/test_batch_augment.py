@@ -191,23 +191,18 @@ def solid_batch(count: int = 8, size: int = 32) -> dict:
             "image_ids": list(range(count)), "orig_sizes": [(size, size)] * count, "scales": [(1.0, 1.0)] * count}
 
 
-def test_close_mosaic_closes_the_device_mosaic():
+def test_close_mosaic_closes_the_device_mosaic_by_epoch():
     augment = BatchAugment(mosaic_prob=1.0)
-    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_dataset=None, batch_augment=augment), max_epochs=10,
-                              current_epoch=7)
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_dataset=None, batch_augment=augment), max_epochs=10)
 
-    def mosaics() -> int:
-        return sum(len(image.reshape(3, -1).unique(dim=1).T) > 1 for image in augment(solid_batch())["images"])
+    def mosaics(epoch: int) -> int:
+        return sum(len(image.reshape(3, -1).unique(dim=1).T) > 1 for image in augment(solid_batch(), epoch)["images"])
 
-    callback = CloseMosaic(epochs=2)
-    callback.on_train_epoch_start(trainer, None)
-    assert augment.mosaic_enabled and mosaics() == 8
-    trainer.current_epoch = 8
-    callback.on_train_epoch_start(trainer, None)
-    assert not augment.mosaic_enabled and mosaics() == 0
-    trainer.current_epoch = 0  # a restarted fit
-    callback.on_train_epoch_start(trainer, None)
-    assert augment.mosaic_enabled
+    CloseMosaic(epochs=2).on_fit_start(trainer, None)
+    assert mosaics(7) == 8 and mosaics(8) == 0 and mosaics(9) == 0
+    assert [augment.mosaic_wanted(epoch) for epoch in (0, 7, 8)] == [True, True, False]
+    augment.set_mosaic(False)  # DetectionDataModule.set_mosaic's switch
+    assert mosaics(0) == 0
 
 
 def test_datamodule_augments_training_batches_only(tmp_path):

@@ -152,7 +152,10 @@ class BatchAugment:
         if count == 0:
             return batch
         g = self.generator(epoch, batch["image_ids"])
-        uniform = lambda bounds, *shape: torch.empty(shape).uniform_(*bounds, generator=g)  # noqa: E731
+
+        def uniform(bounds: Range, *shape: int) -> torch.Tensor:
+            return torch.empty(shape).uniform_(*bounds, generator=g)
+
         # every draw, always in this order and shape: the batch's randomness does not depend on the probabilities
         mosaic = (torch.rand(count, generator=g) < self.mosaic_prob) & self.mosaic_wanted(epoch)
         corners = (uniform(self.mosaic_center_range, count, 2) * (size + 1)).long()  # window's top-left (x, y)

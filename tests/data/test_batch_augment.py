@@ -4,6 +4,7 @@ wires it in."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -100,8 +101,8 @@ def box_statistics(boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     grid = np.sort(np.concatenate([a, b]))
-    cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)  # noqa: E731
-    return float(np.abs(cdf(a) - cdf(b)).max())
+    cdf_a, cdf_b = (np.searchsorted(np.sort(x), grid, side="right") / len(x) for x in (a, b))
+    return float(np.abs(cdf_a - cdf_b).max())
 
 
 @pytest.mark.parametrize("config, height", [("coco128", 64), ("shapes", 64), ("coco128", 40)])
@@ -114,7 +115,7 @@ def test_scale_and_translation_match_the_worker_path(config, height):
     reference = np.array([28.0, height / 2 - 6, 36.0, height / 2 + 6], np.float32)
     image = np.full((height, size, 3), 100, np.uint8)
     worker = build_pipeline(size, affine)
-    worker.set_random_state(np.random.default_rng(0), __import__("random").Random(0))
+    worker.set_random_state(np.random.default_rng(0), random.Random(0))
     worker_boxes = np.stack([worker(image=image, bboxes=reference[None], labels=[0])["bboxes"][0] for _ in range(count)])
     augment, left_out = BatchAugment.from_albumentations(affine)
     assert left_out == []

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from torch.utils.data import DataLoader
 
 from detector.atomic import write_text
+from detector.data.batch_augment import BatchAugment
 from detector.data.checks import DatasetReport, Reader, check_records
 from detector.data.dataset import DetectionDataset, collate
 from detector.data.image_cache import cache_mode
@@ -35,6 +36,10 @@ class DetectionDataModule(L.LightningDataModule):
         RAM block shared by the DataLoader workers, or as .npy files under `cache_dir` (default
         `~/.cache/detector/images`; delete it any time); see `detector.data.image_cache`.
     cache_max_gb: the largest RAM cache of a split; a larger one is refused at start-up with the alternatives named.
+    augment_on: "worker" (the DataLoader workers augment each sample with albumentations) or "device": the workers
+        only decode and letterbox, and `batch_augment` (`detector.data.batch_augment.BatchAugment`, built from the same
+        `train_augmentations` and `mosaic_prob`) augments each training batch after it reached the device
+        (`on_after_batch_transfer`); transforms it has no batch version of are left out with a warning.
     verify_images: read every image header at start-up (sizes, unreadable files); False = only check
         that the files exist.
     seed: base seed of the augmentations and of the shuffling (the run's `seed`).
@@ -55,7 +60,7 @@ class DetectionDataModule(L.LightningDataModule):
         prefetch_factor: int | None = None, root: str | None = None, format: str | None = None,
         class_names: Sequence[str] | str | None = None, min_box_size: float = 1.0, seed: int = 0,
         val_fraction: float | None = None, split_seed: int = 0, cache_max_gb: float = 16.0,
-        cache_dir: str | None = None,
+        cache_dir: str | None = None, augment_on: str = "worker",
     ) -> None:
         super().__init__()
         self.train_reader, self.val_reader, self.prepare = train_reader, val_reader, prepare
@@ -71,6 +76,10 @@ class DetectionDataModule(L.LightningDataModule):
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.seed = seed
         self.expected_class_names = list(class_names) if class_names is not None and not isinstance(class_names, str) else None
+        if augment_on not in ("worker", "device"):
+            raise ValueError(f"data.augment_on={augment_on!r}: choose worker or device")
+        self.augment_on = augment_on
+        self.batch_augment: BatchAugment | None = None
         self.reports: dict[str, DatasetReport] = {}
         self.train_dataset: DetectionDataset | None = None
         self.val_dataset: DetectionDataset | None = None
@@ -85,7 +94,11 @@ class DetectionDataModule(L.LightningDataModule):
         if self.val_dataset is None:
             self.val_dataset = self._dataset(self.val_reader, "val", augmentations=())
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._dataset(self.train_reader, "train", augmentations=self.train_augmentations)
+            on_workers = self.augment_on == "worker"
+            self.train_dataset = self._dataset(self.train_reader, "train",
+                                               augmentations=self.train_augmentations if on_workers else ())
+            if not on_workers:
+                self.batch_augment = self._batch_augment()
             if self.train_dataset.class_names != self.val_dataset.class_names:
                 raise ValueError(
                     f"train and val class names differ: {self.train_dataset.class_names} vs {self.val_dataset.class_names}"
@@ -117,10 +130,26 @@ class DetectionDataModule(L.LightningDataModule):
         train = split == "train"
         return DetectionDataset(
             records, names, self.img_size, augmentations, category_ids, self.min_visibility, self.min_area,
-            mosaic_prob=self.mosaic_prob if train else 0.0, cache_images=self.cache_images, substitute_bad_images=train,
+            mosaic_prob=self.mosaic_prob if train and self.augment_on == "worker" else 0.0, cache_images=self.cache_images, substitute_bad_images=train,
             min_box_size=self.min_box_size, seed=self.seed, cache_max_gb=self.cache_max_gb, cache_dir=self.cache_dir,
             name=split,
         )
+
+    def _batch_augment(self) -> BatchAugment:
+        augment, left_out = BatchAugment.from_albumentations(
+            self.train_augmentations, mosaic_prob=self.mosaic_prob, min_visibility=self.min_visibility,
+            min_area=self.min_area, min_box_size=self.min_box_size, seed=self.seed,
+        )
+        if left_out:
+            rank_zero_warn(f"data.augment_on=device leaves out what has no batch version: {', '.join(left_out)} "
+                           "(HorizontalFlip, ColorJitter and Affine's scale/translate_percent run on the device)")
+        return augment
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """With `augment_on="device"`, the training batches are augmented here, on the device."""
+        if self.batch_augment is not None and self.trainer is not None and self.trainer.training:
+            batch = self.batch_augment(batch, epoch=self.trainer.current_epoch)
+        return batch
 
     def unaugmented_dataset(self, split: str) -> DetectionDataset:
         """The `split` ("train" or "val") set as validation serves it: letterboxed, no augmentation, no mosaic."""
@@ -138,9 +167,11 @@ class DetectionDataModule(L.LightningDataModule):
         return self.val_dataset.class_names
 
     def set_mosaic(self, enabled: bool) -> None:
-        """Turn mosaic on/off for the training set (also inside running DataLoader workers)."""
+        """Turn mosaic on/off for the training set (also inside running DataLoader workers, or on the device)."""
         if self.train_dataset is not None:
             self.train_dataset.set_mosaic(enabled)
+        if self.batch_augment is not None:
+            self.batch_augment.set_mosaic(enabled)
 
     def _loader(self, dataset: DetectionDataset, shuffle: bool) -> DataLoader:
         workers = self.num_workers > 0

@@ -202,8 +202,9 @@ def train_dataset(trainer: L.Trainer):
 
 class CloseMosaic(Callback):
     """Turn mosaic off for the last `epochs` epochs (YOLOv8's close_mosaic): the model finishes training on
-    whole, un-mosaicked images, closer to what it sees at validation. The dataset decides per sample from the
-    sample's epoch, so batches prefetched before an epoch starts, and resumed runs, follow it too."""
+    whole, un-mosaicked images, closer to what it sees at validation. The dataset (the datamodule's batch
+    augmentation with `data.augment_on=device`) decides per sample (per batch) from its epoch, so batches prefetched
+    before an epoch starts, and resumed runs, follow it too."""
 
     def __init__(self, epochs: int = 10) -> None:
         self.epochs = int(epochs)
@@ -211,17 +212,28 @@ class CloseMosaic(Callback):
     def first_closed_epoch(self, max_epochs: int | None) -> int | None:
         return max(max_epochs - self.epochs, 0) if max_epochs is not None and max_epochs > 0 else None
 
+    @staticmethod
+    def mosaic_makers(trainer: L.Trainer) -> list:
+        """What makes the training mosaics: the dataset (in the DataLoader workers) and/or the datamodule's batch
+        augmentation (`data.augment_on=device`)."""
+        dataset = train_dataset(trainer)
+        augment = getattr(getattr(trainer, "datamodule", None), "batch_augment", None)
+        makers = []
+        if hasattr(dataset, "close_mosaic_at") and getattr(dataset, "mosaic_pipeline", None) is not None:
+            makers.append(dataset)
+        if hasattr(augment, "close_mosaic_at") and getattr(augment, "mosaic_prob", 0) > 0:
+            makers.append(augment)
+        return makers
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # before Lightning creates the first epoch's DataLoader iterator (its workers start drawing samples at once)
-        dataset = train_dataset(trainer)
         closed = self.first_closed_epoch(trainer.max_epochs)
-        if closed is not None and hasattr(dataset, "close_mosaic_at") and dataset.mosaic_pipeline is not None:
-            dataset.close_mosaic_at(closed)
+        if closed is not None:
+            for maker in self.mosaic_makers(trainer):
+                maker.close_mosaic_at(closed)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        dataset = train_dataset(trainer)
-        if getattr(dataset, "mosaic_pipeline", None) is not None and trainer.current_epoch == self.first_closed_epoch(
-                trainer.max_epochs):
+        if self.mosaic_makers(trainer) and trainer.current_epoch == self.first_closed_epoch(trainer.max_epochs):
             rank_zero_info(f"CloseMosaic: mosaic off from epoch {trainer.current_epoch}")
 
 

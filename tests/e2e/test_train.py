@@ -73,3 +73,22 @@ def test_a_few_batches_on_coco128_train_and_evaluate(compose_config, coco128, tm
     ])
     metrics = train(cfg)
     assert metrics["status"] == "ok" and metrics["images"] == 12  # 3 val batches of 4 evaluated by pycocotools
+
+
+def test_fast_dev_run_with_device_augmentation(compose_config, tmp_path):
+    cfg = compose_config([*in_process_overrides(tmp_path), "data.augment_on=device", "data.mosaic_prob=1.0",
+                          "trainer.fast_dev_run=true", "callbacks=none"])
+    with pytest.warns(UserWarning, match="leaves out what has no batch version: HueSaturationValue"):
+        metrics = train(cfg)
+    assert metrics["status"] == "ok" and metrics["history"][0]["train_loss"] > 0
+
+
+@pytest.mark.slow
+def test_one_epoch_with_device_augmentation_and_close_mosaic(tmp_path):
+    # mosaics on the device in epoch 0, closed by CloseMosaic for epoch 1; the pictures show the augmented batches
+    result = run_train([*tiny_overrides(tmp_path), "data.augment_on=device", "data.mosaic_prob=1.0",
+                        "trainer.max_epochs=2", "callbacks.close_mosaic.epochs=1"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and len(metrics["history"]) == 2
+    assert "CloseMosaic: mosaic off from epoch 1" in result.stdout + result.stderr
+    assert (tmp_path / "run" / "train_batch0.jpg").is_file()

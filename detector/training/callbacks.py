@@ -92,15 +92,20 @@ class Unfreeze(Callback):
 
 
 class MetricsHistory(Callback):
-    """Per-epoch history for `metrics.json` (added by `detector.training.runner.train`, whatever the callbacks config):
-    the mean training loss over the epoch's finite steps (the loss the optimizer saw, undoing Lightning's
-    division by `accumulate_grad_batches`), how many steps were non-finite, and the validation mAP50-95 /
-    mAP50 / loss of the epoch, and `minutes`: wall time from the start of fitting to the end of that
-    validation (training and the validations so far; a resumed run counts from its resume), which
-    scripts/time_to_accuracy.py reads; and the epoch's assignment statistics, `assign/<name>` as `assign_<name>`
-    (the module's `assignment_summary()`, `detector.assigners.statistics.summarize`). Sums stay on the device (no synchronisation per step); a run that crashes
-    mid-epoch keeps its partial epoch, and a non-finite loss in the step that raised (NonFiniteLossError
-    comes before the end of its step) still counts in `train_nonfinite_steps`."""
+    """The one per-epoch record of a run (added by `detector.training.runner.train`, whatever the callbacks config):
+    `metrics.json`'s history, results.png's curves (`detector.training.plots.RunPlots` draws these rows) and
+    scripts/time_to_accuracy.py read it. Per epoch:
+    - `train_loss`: the mean training loss over the epoch's finite steps (the loss the optimizer saw, undoing
+      Lightning's division by `accumulate_grad_batches`), `train_steps`, `train_nonfinite_steps`, and
+      `train_<component>` (box, cls, dfl, ...): the mean of each loss component the training step returns;
+    - `val_<name>` for every scalar the validation logs as `val/<name>` (COCO stats, val losses);
+    - `lr` at the epoch's end, and `minutes`: wall time from the start of fitting to the end of that validation
+      (a resumed run counts from its resume);
+    - `assign_<name>`: the epoch's assignment statistics (the module's `assignment_summary()`,
+      `detector.assigners.statistics.summarize`).
+    Sums stay on the device (no synchronisation per step); a run that crashes mid-epoch keeps its partial epoch,
+    and a non-finite loss in the step that raised (NonFiniteLossError comes before the end of its step) still
+    counts in `train_nonfinite_steps`."""
 
     def __init__(self) -> None:
         self.epochs: dict[int, dict[str, float | int | None]] = {}
@@ -111,6 +116,8 @@ class MetricsHistory(Callback):
         self._loss_sum: torch.Tensor | float = 0.0
         self._finite_steps: torch.Tensor | int = 0
         self._nonfinite_steps: torch.Tensor | int = 0
+        self._component_sums: dict[str, torch.Tensor | float] = {}
+        self._component_steps: dict[str, torch.Tensor | int] = {}
         self._epoch: int | None = None
         self._pending: torch.Tensor | None = None  # the loss of the step under way (scaled under fp16 AMP)
 
@@ -141,24 +148,42 @@ class MetricsHistory(Callback):
         self._loss_sum = self._loss_sum + torch.where(finite, loss, torch.zeros_like(loss))
         self._finite_steps = self._finite_steps + finite.long()
         self._nonfinite_steps = self._nonfinite_steps + (~finite).long()
+        components = outputs.get("losses") if isinstance(outputs, dict) else None
+        for name, value in (components or {}).items():
+            if name == "loss" or not isinstance(value, torch.Tensor) or value.numel() != 1:
+                continue
+            value = value.detach().float().reshape(())
+            finite = torch.isfinite(value)
+            key = f"train_{name}"
+            self._component_sums[key] = self._component_sums.get(key, 0.0) + torch.where(finite, value, 0.0)
+            self._component_steps[key] = self._component_steps.get(key, 0) + finite.long()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # callback hooks run before the module's: the module computes the summary on the first call of the epoch
+        self.close_epoch(trainer, pl_module)
+
+    def close_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Complete this epoch's row: its training means, learning rate and assignment statistics. Idempotent, and
+        called on every rank: RunPlots calls it before drawing, whichever of the two callbacks runs first (the module
+        computes the assignment summary on the first call of the epoch, reduced across DDP ranks)."""
+        row = self.epochs.setdefault(trainer.current_epoch, {"epoch": trainer.current_epoch})
         summary = getattr(pl_module, "assignment_summary", None)
         if callable(summary):
-            row = self.epochs.setdefault(trainer.current_epoch, {"epoch": trainer.current_epoch})
             row.update({f"assign_{name}": value for name, value in summary().items()})
+        optimizers = getattr(trainer, "optimizers", None)
+        if optimizers:
+            row["lr"] = float(optimizers[0].param_groups[0]["lr"])
         self._flush()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after LitDetector.on_validation_epoch_end has logged val/map (callback hooks run before the module's)
         if trainer.sanity_checking:
             return
-        metrics = trainer.callback_metrics
         row = self.epochs.setdefault(trainer.current_epoch, {"epoch": trainer.current_epoch})
-        for key, name in (("val/map", "val_map"), ("val/map_50", "val_map_50"), ("val/loss", "val_loss")):
-            if key in metrics:
-                row[name] = float(metrics[key])
+        for key, value in trainer.callback_metrics.items():
+            name = key.removeprefix("val/")
+            # the COCO stats and val losses; not the progress bar's upper-case twins (val/mAP50-95, val/mAP50)
+            if key.startswith("val/") and name == name.lower() and value.numel() == 1:
+                row[f"val_{name}"] = float(value)
         if self._fit_start is not None:
             row["minutes"] = (time.perf_counter() - self._fit_start) / 60
 
@@ -169,6 +194,9 @@ class MetricsHistory(Callback):
         row = self.epochs.setdefault(self._epoch, {"epoch": self._epoch})
         row["train_loss"] = float(self._loss_sum) / steps if steps else None
         row["train_steps"], row["train_nonfinite_steps"] = steps, nonfinite
+        for key, total in self._component_sums.items():
+            count = int(self._component_steps[key])
+            row[key] = float(total) / count if count else None
         self._reset()
 
     def state_dict(self) -> dict[str, Any]:
@@ -176,13 +204,17 @@ class MetricsHistory(Callback):
         is the uninterrupted run's."""
         return {"epochs": {epoch: dict(row) for epoch, row in self.epochs.items()}, "epoch": self._epoch,
                 "loss_sum": float(self._loss_sum), "finite_steps": int(self._finite_steps),
-                "nonfinite_steps": int(self._nonfinite_steps)}
+                "nonfinite_steps": int(self._nonfinite_steps),
+                "component_sums": {k: float(v) for k, v in self._component_sums.items()},
+                "component_steps": {k: int(v) for k, v in self._component_steps.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = {int(epoch): dict(row) for epoch, row in state_dict["epochs"].items()}
         self._epoch = state_dict["epoch"]
         self._loss_sum = state_dict["loss_sum"]
         self._finite_steps, self._nonfinite_steps = state_dict["finite_steps"], state_dict["nonfinite_steps"]
+        self._component_sums = dict(state_dict.get("component_sums", {}))
+        self._component_steps = dict(state_dict.get("component_steps", {}))
 
     def history(self) -> list[dict[str, float | int | None]]:
         """One dict per epoch seen so far (including a partial epoch), sorted by epoch."""

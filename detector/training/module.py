@@ -104,14 +104,16 @@ class LitDetector(L.LightningModule):
                             "CriterionOutput(losses, assignment_stats) (detector.criteria.base)")
         return result
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
+        """The loss to minimise, and its components (detached) for the callbacks' per-epoch means."""
         losses, stats = self._criterion(batch, self(batch["images"]))
         if stats is not None:
             self.assignment_stats.update(stats)
         self._input_size = int(batch["images"].shape[-1])
         self._last_losses = {k: v.detach() for k, v in losses.items()}
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["images"]))
-        return losses["loss"]
+        self.log_dict({f"train/{k}": v for k, v in self._last_losses.items()}, prog_bar=True,
+                      batch_size=len(batch["images"]))
+        return {"loss": losses["loss"], "losses": self._last_losses}
 
     def _epoch_assignment_totals(self) -> dict | None:
         """This training epoch's assignment totals as Python numbers (None: the criterion recorded none), computed

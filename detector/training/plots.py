@@ -1,8 +1,8 @@
 """The pictures of a training run's folder, drawn by one callback (`RunPlots`, `callbacks.plots` in
 configs/callbacks/default.yaml) on the global-zero process:
 
-    results.png                 the per-epoch curves: train losses (mean over the epoch's finite steps of what the
-                                module logs), val losses, mAP50 / mAP50-95 / mAR100, learning rate, assignment
+    results.png                 the per-epoch curves of the run's MetricsHistory rows (the rows of metrics.json):
+                                train losses, val losses, mAP50 / mAP50-95 / mAR100, learning rate, assignment
                                 statistics; redrawn at each epoch end
     train_batch{0,1,2}.jpg      the first batches of the run as the model saw them (after mosaic and augmentation)
     val_batch{0,1}_labels.jpg   the first validation batches with their labels ...
@@ -35,16 +35,16 @@ from detector.deploy.evaluate import evaluate_checkpoint, evaluation_config
 from detector.deploy.predict import draw_detections
 from detector.evaluation.plots import save_figure
 from detector.models.build import model_priors
-from detector.training.callbacks import train_dataset
+from detector.training.callbacks import MetricsHistory, train_dataset
 
-# the panels of results.png: logged name -> title (those a run does not log are left out)
+# the panels of results.png: MetricsHistory row key -> title (those a run does not record are left out)
 PANELS = {
-    "train/box": "train box loss", "train/cls": "train cls loss", "train/dfl": "train DFL loss",
-    "train/loss": "train loss", "lr": "learning rate",
-    "val/box": "val box loss", "val/cls": "val cls loss", "val/dfl": "val DFL loss", "val/loss": "val loss",
-    "val/map_50": "mAP50", "val/map": "mAP50-95", "val/mar_100": "mAR100",
-    "assign/pos_per_gt": "positives per GT", "assign/gt_without_pos": "GTs without a positive",
-    "assign/pos_iou": "positives' IoU",
+    "train_box": "train box loss", "train_cls": "train cls loss", "train_dfl": "train DFL loss",
+    "train_loss": "train loss", "lr": "learning rate",
+    "val_box": "val box loss", "val_cls": "val cls loss", "val_dfl": "val DFL loss", "val_loss": "val loss",
+    "val_map_50": "mAP50", "val_map": "mAP50-95", "val_mar_100": "mAR100",
+    "assign_pos_per_gt": "positives per GT", "assign_gt_without_pos": "GTs without a positive",
+    "assign_pos_iou": "positives' IoU",
 }
 COLUMNS = 5
 
@@ -106,16 +106,13 @@ class RunPlots(Callback):
     """Draws the pictures of the module docstring into the trainer's `default_root_dir` (the run directory).
     train_batches / val_batches: how many batches to draw; max_images: images per batch picture; conf_threshold:
     the smallest score drawn in val_batch*_pred.jpg; labels: draw labels.png; evaluate: write eval/ at the end.
-    The per-epoch rows of results.png are kept in the checkpoints, so a resumed run continues its curves."""
+    results.png draws the rows of the trainer's MetricsHistory (kept in the checkpoints: a resumed run continues
+    its curves)."""
 
     def __init__(self, train_batches: int = 3, val_batches: int = 2, max_images: int = 16, conf_threshold: float = 0.25,
                  labels: bool = True, evaluate: bool = True) -> None:
         self.train_batches, self.val_batches, self.max_images = int(train_batches), int(val_batches), int(max_images)
         self.conf_threshold, self.labels, self.evaluate = float(conf_threshold), bool(labels), bool(evaluate)
-        self.rows: list[dict[str, float]] = []
-        self._sums: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, torch.Tensor] = {}
-        self._val: dict[str, float] = {}
         self._val_batches: list[tuple[dict, list[dict]]] = []
         self._first_epoch: int | None = None
         self._failed: set[str] = set()
@@ -129,12 +126,6 @@ class RunPlots(Callback):
             if name not in self._failed:
                 self._failed.add(name)
                 rank_zero_warn(f"RunPlots: {name} not drawn ({type(error).__name__}: {error}); the training goes on")
-
-    def state_dict(self) -> dict:
-        return {"rows": [dict(row) for row in self.rows]}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.rows = [dict(row) for row in state_dict.get("rows", [])]
 
     @staticmethod
     def run_dir(trainer: L.Trainer) -> Path:
@@ -167,12 +158,6 @@ class RunPlots(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if not trainer.is_global_zero:
             return
-        for key, value in trainer.callback_metrics.items():
-            if key.startswith("train/") and key in PANELS:  # this step's logged value; summed on the device
-                value = value.detach().float()
-                finite = torch.isfinite(value)
-                self._sums[key] = self._sums.get(key, 0) + torch.where(finite, value, torch.zeros_like(value))
-                self._counts[key] = self._counts.get(key, 0) + finite.long()
         if trainer.current_epoch == self._first_epoch and batch_idx < self.train_batches:
             with self._reported("train_batch*.jpg"):
                 self._save(trainer, f"train_batch{batch_idx}.jpg",
@@ -194,17 +179,8 @@ class RunPlots(Callback):
                       for d in outputs["detections"][:n]]
         self._val_batches.append((kept, detections))
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sums, self._counts, self._val = {}, {}, {}
-
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        if trainer.is_global_zero:
-            self._val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
-        # the epoch's row before ModelCheckpoint saves (it runs after the other callbacks): a resumed run has it
-        self._record(trainer, pl_module, complete=trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-        if not trainer.is_global_zero:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         best = getattr(pl_module, "best_metrics", None)
         if best is not None and best.get("epoch") != trainer.current_epoch:
@@ -218,29 +194,18 @@ class RunPlots(Callback):
                            batch_grid(batch["images"], detections, names, self.max_images))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer, pl_module, complete=True)
+        history = next((c for c in trainer.callbacks if isinstance(c, MetricsHistory)), None)
+        if history is None:
+            if "results.png" not in self._failed and trainer.is_global_zero:
+                self._failed.add("results.png")
+                rank_zero_info("RunPlots: results.png draws the rows of a MetricsHistory callback, and this trainer "
+                               "has none (detector.training.runner.train adds it)")
+            return
+        history.close_epoch(trainer, pl_module)  # every rank: the assignment summary is reduced across DDP ranks
         if trainer.is_global_zero:
             with self._reported("results.png"):
-                path = save_figure(results_figure(self.rows), self.run_dir(trainer) / "results.png", dpi=100)
+                path = save_figure(results_figure(history.history()), self.run_dir(trainer) / "results.png", dpi=100)
                 self._publish(trainer, path)
-
-    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, complete: bool) -> None:
-        """(Re)write this epoch's row: the means of its steps so far, the last validation, the learning rate, and
-        when its training is `complete`, the assignment statistics (LitDetector computes them once per epoch and
-        reduces them across DDP ranks on the first call: every rank calls here)."""
-        summary = getattr(pl_module, "assignment_summary", None)
-        assignment = summary() if complete and callable(summary) else {}
-        if not trainer.is_global_zero:
-            return
-        row: dict[str, float] = {"epoch": trainer.current_epoch}
-        for key, total in self._sums.items():
-            steps = int(self._counts[key])
-            row[key] = float(total) / steps if steps else math.nan
-        row.update(self._val)
-        if trainer.optimizers:
-            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
-        row.update({f"assign/{name}": float(value) for name, value in assignment.items()})
-        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (self.evaluate and trainer.is_global_zero):

@@ -57,13 +57,13 @@ def test_batch_grid_shows_scores_of_detections_and_fits_large_batches():
 
 
 def test_results_figure_has_one_point_per_epoch_and_skips_what_is_not_logged():
-    rows = [{"epoch": 0, "train/box": 2.0, "train/cls": 3.0, "val/map": 0.1, "lr": 1e-3, "assign/pos_per_gt": 9.0},
-            {"epoch": 1, "train/box": 1.5, "train/cls": 2.5, "lr": 8e-4, "assign/pos_per_gt": 8.0},  # no validation
-            {"epoch": 2, "train/box": 1.0, "train/cls": float("nan"), "val/map": 0.3, "lr": 5e-4,
-             "assign/pos_per_gt": 7.0}]
+    rows = [{"epoch": 0, "train_box": 2.0, "train_cls": 3.0, "val_map": 0.1, "lr": 1e-3, "assign_pos_per_gt": 9.0},
+            {"epoch": 1, "train_box": 1.5, "train_cls": 2.5, "lr": 8e-4, "assign_pos_per_gt": 8.0},  # no validation
+            {"epoch": 2, "train_box": 1.0, "train_cls": float("nan"), "val_map": 0.3, "lr": 5e-4,
+             "assign_pos_per_gt": 7.0, "train_loss": None, "train_steps": 4}]
     figure = results_figure(rows)
     panels = {ax.get_title(): ax.lines[0] for ax in figure.axes}
-    assert set(panels) == {PANELS[k] for k in ("train/box", "train/cls", "val/map", "lr", "assign/pos_per_gt")}
+    assert set(panels) == {PANELS[k] for k in ("train_box", "train_cls", "val_map", "lr", "assign_pos_per_gt")}
     assert list(panels["train box loss"].get_xdata()) == [1, 2, 3]
     assert list(panels["train box loss"].get_ydata()) == [2.0, 1.5, 1.0]
     assert list(panels["mAP50-95"].get_xdata()) == [1, 3]  # the epoch without validation has no point
@@ -85,15 +85,21 @@ def test_pictures_go_to_loggers_with_a_tensorboard_writer(tmp_path):
     assert image.shape == (30, 40, 3) and (image[..., 2] == 255).all() and (image[..., 0] == 0).all()  # RGB
 
 
-def test_rows_survive_a_checkpoint_round_trip():
-    plots = RunPlots()
-    plots.rows = [{"epoch": 0, "train/box": 1.0, "val/map": float("nan")}]
+def test_history_rows_and_running_sums_survive_a_checkpoint_round_trip():
+    from detector.training.callbacks import MetricsHistory
+
+    history = MetricsHistory()
+    trainer = SimpleNamespace(current_epoch=0, accumulate_grad_batches=1)
+    for box in (1.0, 3.0):
+        step = {"loss": torch.tensor(box + 1), "losses": {"loss": torch.tensor(box + 1), "box": torch.tensor(box)}}
+        history.on_train_batch_end(trainer, None, step, None, 0)
     buffer = io.BytesIO()
-    torch.save(plots.state_dict(), buffer)  # as Lightning saves a callback's state into the checkpoint
+    torch.save(history.state_dict(), buffer)  # as Lightning saves a callback's state into the checkpoint
     buffer.seek(0)
-    restored = RunPlots()
+    restored = MetricsHistory()
     restored.load_state_dict(torch.load(buffer, weights_only=True))
-    assert restored.rows[0]["train/box"] == 1.0 and np.isnan(restored.rows[0]["val/map"])
+    [row] = restored.history()
+    assert row["train_box"] == 2.0 and row["train_loss"] == 3.0 and row["train_steps"] == 2
 
 
 def test_callbacks_plots_false_and_no_progress_bar_turn_the_callbacks_off(compose_config, tmp_path):
@@ -173,17 +179,16 @@ def test_the_val_labels_picture_shows_the_first_val_images_with_their_boxes(tiny
 
 @pytest.mark.slow
 def test_results_has_one_point_per_epoch_with_losses_lr_and_assignment(tiny_run):
-    # the rows as saved in the last checkpoint (at the last validation, before the epoch's end): a resume has them
-    state = torch.load(tiny_run / "checkpoints/last.ckpt", weights_only=True)["callbacks"]
-    [rows] = [s["rows"] for k, s in state.items() if k.startswith("RunPlots")]
+    # results.png draws metrics.json's rows; the last checkpoint holds the same rows: a resume continues the curves
+    rows = json.loads((tiny_run / "metrics.json").read_text())["history"]
     assert [row["epoch"] for row in rows] == list(range(EPOCHS))
     for row in rows:
-        for key in ("train/box", "train/cls", "train/dfl", "train/loss", "val/loss", "val/map", "val/map_50",
-                    "val/mar_100", "lr", "assign/pos_per_gt", "assign/gt_without_pos", "assign/pos_iou"):
+        for key in ("train_box", "train_cls", "train_dfl", "train_loss", "val_loss", "val_map", "val_map_50",
+                    "val_mar_100", "lr", "assign_pos_per_gt", "assign_gt_without_pos", "assign_pos_iou"):
             assert np.isfinite(row[key]), key
-    history = json.loads((tiny_run / "metrics.json").read_text())["history"]
-    assert [row["val/map"] for row in rows] == pytest.approx([h["val_map"] for h in history])
-    assert [row["train/loss"] for row in rows] == pytest.approx([h["train_loss"] for h in history], rel=1e-5)
+    state = torch.load(tiny_run / "checkpoints/last.ckpt", weights_only=True)["callbacks"]
+    [saved] = [s for k, s in state.items() if k.startswith("MetricsHistory")]
+    assert saved["epochs"][EPOCHS - 1]["val_map"] == rows[-1]["val_map"]
     lines = {ax.get_title(): ax.lines[0] for ax in results_figure(rows).axes}
     assert len(lines) == 15 and all(len(line.get_xdata()) == EPOCHS for line in lines.values())
 

@@ -115,11 +115,13 @@ def test_metrics_history_means_finite_steps_and_undoes_gradient_accumulation():
     history = MetricsHistory()
     trainer = SimpleNamespace(current_epoch=0, accumulate_grad_batches=2, sanity_checking=False,
                               callback_metrics={"val/map": torch.tensor(0.25), "val/map_50": torch.tensor(0.5),
-                                                "val/loss": torch.tensor(3.0)})
+                                                "val/loss": torch.tensor(3.0), "val/mAP50-95": torch.tensor(0.25)},
+                              optimizers=[SimpleNamespace(param_groups=[{"lr": 0.01}])])
     history.on_fit_start(trainer, None)
     history.on_train_epoch_start(trainer, None)
     for loss in (1.0, math.inf, 2.0):  # Lightning hands the loss divided by accumulate_grad_batches
-        history.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, 0)
+        components = {"loss": torch.tensor(2 * loss), "box": torch.tensor(loss / 4), "cls": torch.tensor(1.0)}
+        history.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss), "losses": components}, None, 0)
     history.on_validation_end(trainer, None)
     history.on_train_epoch_end(trainer, None)
     trainer.current_epoch, trainer.sanity_checking = 1, True
@@ -130,7 +132,9 @@ def test_metrics_history_means_finite_steps_and_undoes_gradient_accumulation():
     rows = history.history()
     assert 0 <= rows[0].pop("minutes") < 1  # wall time from fit start to the end of the validation
     assert rows == [
-        {"epoch": 0, "train_loss": 3.0, "train_steps": 2, "train_nonfinite_steps": 1,
-         "val_map": 0.25, "val_map_50": 0.5, "val_loss": 3.0},
+        # the components are the criterion's own (not divided), each averaged over its finite steps; the progress
+        # bar's upper-case twin val/mAP50-95 is not a second column
+        {"epoch": 0, "train_loss": 3.0, "train_steps": 2, "train_nonfinite_steps": 1, "train_box": 0.375,
+         "train_cls": 1.0, "val_map": 0.25, "val_map_50": 0.5, "val_loss": 3.0, "lr": 0.01},
         {"epoch": 1, "train_loss": 1.0, "train_steps": 1, "train_nonfinite_steps": 0},
     ]

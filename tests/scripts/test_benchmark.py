@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ..conftest import run_script
+from ..conftest import ROOT, run_script
 
 # every case runs in a fresh process (a torch import each): a generous limit for a busy 2-core machine
 TIMEOUT = 900
@@ -97,3 +97,11 @@ def test_data_sections_on_coco128_time_samples_stages_and_loader_epochs(tmp_path
     assert profile["a_mosaic_ms"] > profile["stages_ms"]["compose_mosaic"] > 0
     loader = figures["loader"]["@64, cache ram, 0 workers"]
     assert loader["images_per_epoch"] == 128 - 128 % 8 and loader["first_epoch_s"] > 0
+
+
+def test_a_case_whose_process_dies_is_reported_and_the_run_goes_on(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from benchmarks import harness
+
+    assert harness.run_isolated(harness.compare, {}) == {
+        "failed": "the case's process exited with code 1 (traceback above)"}  # compare() without its arguments

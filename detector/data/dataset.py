@@ -28,7 +28,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from detector.data.image_cache import DiskCache, RamCache, cache_mode, default_cache_dir
-from detector.data.transforms import PAD_VALUE, build_pipeline, letterbox_scale, mosaic_transform
+from detector.data.mosaic import compose_mosaic
+from detector.data.transforms import PAD_VALUE, build_pipeline, letterbox_scale
 
 
 @dataclass
@@ -109,7 +110,8 @@ class DetectionDataset(Dataset):
     orig_size (h, w), scale (sx, sy)) with the letterbox inverse given by `scale`.
 
     mosaic_prob: probability that a training sample is a 2x2 mosaic of itself and 3 random other images
-        (albumentations' `A.Mosaic`, fed through its metadata key), before `augmentations`;
+        (`detector.data.mosaic.compose_mosaic`: albumentations' `A.Mosaic`, composed from the loaded images), before
+        `augmentations`, with its centre drawn in `mosaic_center_range` (fractions of the valid range);
         `set_mosaic(False)` turns it off in every DataLoader worker (see `detector.training.callbacks.CloseMosaic`).
     cache_images: "ram" (or true), "disk" or false: decode and resize every image once, up front, and keep it in one
         block of RAM shared by the DataLoader workers, or as a .npy file per image under `cache_dir` (default
@@ -144,9 +146,11 @@ class DetectionDataset(Dataset):
         self.image_size = image_size
         self.pipeline = build_pipeline(image_size, augmentations, min_visibility, min_area, min_box_size)
         self.mosaic_prob = float(mosaic_prob)
+        self.mosaic_center_range = tuple(mosaic_center_range)
+        self.min_area, self.min_box_size = min_area, min_box_size
+        # the augmentations of mosaic samples (their own random stream, which the mosaic also draws from)
         self.mosaic_pipeline = (
-            build_pipeline(image_size, [mosaic_transform(image_size, mosaic_center_range), *augmentations], min_visibility,
-                           min_area, min_box_size)
+            build_pipeline(image_size, augmentations, min_visibility, min_area, min_box_size)
             if self.mosaic_prob > 0 and len(self.records) > 1 else None
         )
         self.substitute_bad_images = substitute_bad_images
@@ -216,7 +220,8 @@ class DetectionDataset(Dataset):
         return resize_to_letterbox(image, self.image_size)[0]
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image at network scale, its boxes, labels); OSError when the image cannot be read."""
+        """(image at network scale, its boxes, labels); OSError when the image cannot be read. The image may be the
+        RAM cache's own array, read-only."""
         record = self.records[index]
         image = self._cache.get(index) if self._cache is not None else None
         if image is None:  # no cache, or not in it (it failed to load when caching: this raises again)
@@ -275,22 +280,26 @@ class DetectionDataset(Dataset):
         raise RuntimeError(f"{self.MAX_LOAD_ATTEMPTS} images in a row failed to load; is the dataset readable?")
 
     def _sample(self, index: int, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict:
+        if not image.flags.writeable:  # the RAM cache's array: the augmentations get their own
+            image = image.copy()
         out = self.pipeline(image=image, bboxes=boxes, labels=labels)
         return self._output(index, out)
 
     def _mosaic_sample(self, index: int, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict:
-        metadata = []
+        items = [(image, boxes, labels)]
         for _attempt in range(2 * 3):
-            if len(metadata) == 3:
+            if len(items) == 4:
                 break
             other = self._other_index()
             try:
-                other_image, other_boxes, other_labels = self._load(other)
+                items.append(self._load(other))
             except OSError as error:
                 self._note_failure(other, error, "using another image in the mosaic")
-                continue
-            metadata.append({"image": other_image, "bboxes": other_boxes, "labels": other_labels})
-        out = self.mosaic_pipeline(image=image, bboxes=boxes, labels=labels, mosaic_metadata=metadata)
+        rng = self.mosaic_pipeline.py_random
+        rng.random()  # the draw of an albumentations Compose call: the random stream stays that of Compose([A.Mosaic, ...])
+        image, boxes, labels = compose_mosaic(items, self.image_size, self.mosaic_center_range, rng, PAD_VALUE,
+                                              self.min_area, self.min_box_size)
+        out = self.mosaic_pipeline(image=image, bboxes=boxes, labels=labels, force_apply=True)
         return self._output(index, out)
 
     def _output(self, index: int, out: dict) -> dict:

@@ -64,7 +64,7 @@ Loader = Callable[[int], np.ndarray]  # index -> the image resized for the lette
 
 
 class RamCache:
-    """Every image in one shared uint8 block; `get` returns a copy (the caller may change it) or None."""
+    """Every image in one shared uint8 block; `get` returns a read-only view of it (no copy) or None."""
 
     def __init__(self, shapes: Sequence[tuple[int, int]], load: Loader, max_gb: float, name: str = "dataset",
                  num_threads: int = 8) -> None:
@@ -103,7 +103,9 @@ class RamCache:
         if not self.cached[index]:
             return None
         height, width = self.shapes[index]
-        return self.buffer[self.offsets[index]:self.offsets[index + 1]].reshape(height, width, 3).copy()
+        image = self.buffer[self.offsets[index]:self.offsets[index + 1]].reshape(height, width, 3)
+        image.flags.writeable = False
+        return image
 
 
 class DiskCache:

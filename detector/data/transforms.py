@@ -1,5 +1,5 @@
-"""Image/box transforms: albumentations pipelines (optionally starting with a 4-image mosaic) that end in
-a letterbox to the network size.
+"""Image/box transforms: albumentations pipelines that end in a letterbox to the network size (the 4-image mosaic
+that may come before them: `detector.data.mosaic`).
 
 Letterbox = resize the longest side to `size` (aspect kept), pad bottom/right with grey (114).
 Its exact inverse maps network-input boxes back to the original image: x / sx, y / sy with the
@@ -53,14 +53,3 @@ def unletterbox_boxes(boxes: torch.Tensor, scale: tuple[float, float], height: i
     out = boxes / boxes.new_tensor([sx, sy, sx, sy])
     return torch.stack((out[:, 0].clamp(0, width), out[:, 1].clamp(0, height), out[:, 2].clamp(0, width), out[:, 3].clamp(0, height)), -1)
 
-
-def mosaic_transform(size: int, center_range: tuple[float, float] = (0.25, 0.75), p: float = 1.0) -> A.Mosaic:
-    """2x2 mosaic (YOLOv4/ultralytics style) with albumentations' own `A.Mosaic`: each of 4 images is fitted
-    into a `size` x `size` cell (longest side = size, "contain"; the dataset already loads images at that
-    scale), the cells tile a 2size x 2size canvas, and a size x size window around a random centre is cut
-    out. The 3 extra images come through the `mosaic_metadata` key of the Compose call. Boxes cut by a
-    cell or window edge are clipped and kept while visible (min_area still applies)."""
-    return A.Mosaic(
-        grid_yx=(2, 2), target_size=(size, size), cell_shape=(size, size), center_range=tuple(center_range),
-        fit_mode="contain", interpolation=cv2.INTER_LINEAR, fill=PAD_VALUE, metadata_key="mosaic_metadata", p=p,
-    )

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ..conftest import run_script
+from ..conftest import ROOT, run_script
 
 # every case runs in a fresh process (a torch import each): a generous limit for a busy 2-core machine
 TIMEOUT = 900
@@ -36,13 +36,18 @@ def test_criterion_and_assigner_sections_compare_with_their_references(tmp_path)
 
 def test_coco128_sections_are_skipped_with_the_reason_without_the_data(tmp_path):
     out = tmp_path / "benchmark.json"
-    result = run_script("scripts/benchmark.py", ["--only", "data", "eval", "--sizes", "64", "--coco128",
+    result = run_script("scripts/benchmark.py", ["--only", "data", "data_profile", "loader", "eval", "--sizes", "64",
+                                                 "--cache", "ram", "--workers", "0", "2", "--coco128",
                                                  tmp_path / "missing", "--out", out], timeout=TIMEOUT)
     figures = json.loads(out.read_text())
-    assert set(figures["data"]) == {"@64, mosaic off", "@64, mosaic on"}
-    assert all("no COCO128 at" in case["skipped"] for case in figures["data"].values())
+    # each of ours next to the ultralytics reference of the same setting
+    assert set(figures["data"]) == {f"@64, mosaic {m}, cache ram{u}" for m in ("off", "on") for u in ("", ", ultralytics")}
+    assert set(figures["loader"]) == {"@64, cache ram, 0 workers", "@64, cache ram, 2 workers"}
+    assert set(figures["data_profile"]) == {"@64, mosaic sample, no cache"}
+    for section in ("data", "data_profile", "loader"):
+        assert all("no COCO128 at" in case["skipped"] for case in figures[section].values())
     assert "no COCO128 val annotations" in figures["eval"]["pycocotools"]["skipped"]
-    assert result.stdout.count("| skipped |") == 4
+    assert result.stdout.count("| skipped |") == 9
 
 
 @pytest.mark.slow
@@ -71,3 +76,32 @@ def test_box_ops_and_nms_sections_compare_with_torchvision(tmp_path):
     assert "may differ" in nms["diou"]["note"] and nms["class_aware"]["candidates_per_image"] == 300
     assert "class_agnostic: " in result.stdout and "x the speed of torchvision nms, kept identical" in result.stdout
     assert not any("outputs" in case for section in (box_ops, nms) for case in section.values())
+
+
+@pytest.mark.slow
+def test_data_sections_on_coco128_time_samples_stages_and_loader_epochs(tmp_path, coco128):
+    out = tmp_path / "benchmark.json"
+    run_script("scripts/benchmark.py", [
+        "--only", "data", "data_profile", "loader", "--sizes", "64", "--data-images", "16", "--cache", "ram",
+        "--workers", "0", "--batch", "8", "--repeats", "1", "--warmup", "0", "--coco128", coco128, "--out", out,
+    ], timeout=TIMEOUT)
+    figures = json.loads(out.read_text())
+    ours = figures["data"]["@64, mosaic on, cache ram"]
+    assert ours["images_per_s"] == pytest.approx(16 / ours["median_s"])
+    ultralytics = figures["data"]["@64, mosaic on, cache ram, ultralytics"]
+    assert "not installed" in ultralytics.get("skipped", "not installed") and (
+        "skipped" in ultralytics or ours["vs_reference"]["reference"] == "@64, mosaic on, cache ram, ultralytics")
+    profile = figures["data_profile"]["@64, mosaic sample, no cache"]
+    assert {"compose_mosaic", "ColorJitter", "Affine", "HorizontalFlip"} <= set(profile["stages_ms"])
+    assert profile["median_s"] == pytest.approx(sum(profile["stages_ms"].values()) / 1e3)
+    assert profile["a_mosaic_ms"] > profile["stages_ms"]["compose_mosaic"] > 0
+    loader = figures["loader"]["@64, cache ram, 0 workers"]
+    assert loader["images_per_epoch"] == 128 - 128 % 8 and loader["first_epoch_s"] > 0
+
+
+def test_a_case_whose_process_dies_is_reported_and_the_run_goes_on(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from benchmarks import harness
+
+    assert harness.run_isolated(harness.compare, {}) == {
+        "failed": "the case's process exited with code 1 (traceback above)"}  # compare() without its arguments

@@ -17,7 +17,6 @@ from typing import Any
 from omegaconf import DictConfig
 
 from detector.config import ConfigError
-from detector.evaluation.coco import STAT_NAMES
 
 SQLITE = "sqlite:///"
 SWEEPER = "hydra_plugins.hydra_optuna_sweeper"
@@ -32,6 +31,8 @@ def require_sweeper(argv: list[str]) -> None:
 
 def check_metric(name: str) -> None:
     """Refuse an `optimized_metric` that no run reports, naming the ones it can be (before any training)."""
+    from detector.evaluation.coco import STAT_NAMES  # here: `train.py --cfg job` composes without torch
+
     if name not in STAT_NAMES:
         raise ConfigError(f"optimized_metric={name!r} is not a COCO stat of the best epoch; choose one of "
                           f"{', '.join(STAT_NAMES)}")

@@ -24,3 +24,16 @@ def test_a_dataset_path_becomes_data_auto_quoted_for_hydra_and_the_shell(tmp_pat
     overrides = path_overrides(spaced)
     assert overrides[1] == f"data.root='{spaced}'"
     assert _shell_word(overrides[1]) == f"\"data.root='{spaced}'\"" and _shell_word("data=auto") == "data=auto"
+
+
+def test_printing_the_composed_config_imports_no_torch(tmp_path):
+    """`python train.py ... --cfg job` only composes: it stays well under a second because torch is not imported."""
+    import subprocess
+    import sys
+
+    probe = ("import runpy, sys; sys.argv = ['train.py', 'data=auto', 'data.root=/nowhere', '--cfg', 'job']\n"
+             "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "root: /nowhere" in result.stdout and result.stdout.strip().endswith("no torch")

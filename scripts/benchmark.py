@@ -1,6 +1,6 @@
 """Speed and memory benchmarks, each case in a fresh process and compared with a reference measured in the same run.
 
-    python scripts/benchmark.py                  # every section, prints the tables, writes docs/benchmark.json
+    python scripts/benchmark.py                  # every section, prints the tables, writes logs/benchmark/benchmark.json
     python scripts/benchmark.py --only criterion assigner --repeats 5
     python scripts/benchmark.py --batch 2 --sizes 64 --num-gt 10 --data-images 4 --repeats 1 --warmup 0 --out /tmp/b.json
 

@@ -189,7 +189,8 @@ def main(sections: Sequence[ModuleType], description: str) -> None:
     parser.add_argument("--coco128", type=Path, default=default_coco128(), help="COCO128 root (data, loader, eval)")
     for section in sections:
         section.add_arguments(parser)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "benchmark" / "benchmark.json",
+                        help="JSON file of the results (default: logs/benchmark/benchmark.json)")
     args = parser.parse_args()
     if args.compile and args.warmup < 2:
         parser.error("--compile needs --warmup >= 2: the first call compiles, the second recompiles once the "

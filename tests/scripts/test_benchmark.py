@@ -34,6 +34,7 @@ def test_criterion_and_assigner_sections_compare_with_their_references(tmp_path)
     assert "3 GT/img, sparse: " in result.stdout and "x the speed of 3 GT/img, dense reference" in result.stdout
 
 
+@pytest.mark.slow  # a benchmark subprocess of four sections: about 6 s
 def test_coco128_sections_are_skipped_with_the_reason_without_the_data(tmp_path):
     out = tmp_path / "benchmark.json"
     result = run_script("scripts/benchmark.py", ["--only", "data", "data_profile", "loader", "eval", "--sizes", "64",

@@ -27,6 +27,7 @@ def test_ssd300_vgg16_gives_8732_boxes_on_300px_and_caches_its_priors():
         model(torch.rand(1, 3, 128, 128))
 
 
+@pytest.mark.slow  # builds VGG16 and SSD300 twice: about 7 s
 def test_ssd300_without_network_names_the_vgg_file_and_takes_a_local_copy(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 

@@ -104,3 +104,17 @@ def test_letterbox_image_equals_the_validation_pipeline(tmp_path):
     assert find_images(tmp_path) == [path] and find_images(path) == [path]
     with pytest.raises(FileNotFoundError):
         find_images(tmp_path / "nope")
+
+
+def test_data_keys_without_a_data_option_are_refused_by_name():
+    """An `ablation/budget` (or any config in the global package) adds data.* keys to evaluate's empty data; the
+    evaluation reads the checkpoint's data config, so it says which keys to leave out instead of a KeyError."""
+    from omegaconf import OmegaConf
+
+    from detector.deploy.evaluate import data_config
+
+    cfg = OmegaConf.create({"ckpt_path": "best.ckpt", "data": {"img_size": 128, "num_workers": 0}, "split": "val"})
+    meta = {"run_config": {"data": {"_target_": "detector.data.datamodule.DetectionDataModule", "num_classes": 5}},
+            "num_classes": 5}
+    with pytest.raises(ValueError, match=r"data\.img_size, data\.num_workers given without a data=<option>"):
+        data_config(cfg, meta)

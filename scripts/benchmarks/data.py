@@ -45,13 +45,13 @@ def time_samples(dataset, images: int, repeats: int, warmup: int) -> dict:
     return result
 
 
-def coco128_train(root: str, size: int, mosaic: bool, cache: str):
-    """The training DetectionDataset of `data=coco128` (its data module, set up for fit)."""
+def coco128_train(root: str, size: int, mosaic: bool, cache: str, augment_on: str = "worker"):
+    """The data module of `data=coco128`, set up for fit."""
     import hydra
 
     logging.disable(logging.INFO)  # the data checks' summaries would cut the table; their warnings still show
     cfg = compose(["data=coco128", f"data.root={root}", f"data.img_size={size}", f"data.mosaic_prob={float(mosaic)}",
-                   f"data.cache_images={cache}"])
+                   f"data.cache_images={cache}", f"data.augment_on={augment_on}"])
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     return datamodule

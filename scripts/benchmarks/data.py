@@ -3,7 +3,8 @@ at each of --sizes, mosaic on and off, for each --cache mode: the `data=coco128`
 HSV, flip, affine, crop, letterbox), against ultralytics' `YOLODataset` with its default training augmentations
 (mosaic, random perspective, HSV, flip, and its albumentations blurs at p=0.01) in the same run. The ultralytics
 reference is skipped, saying why, when it is not importable (it is optional: `pip install ultralytics`; the
-package never imports it)."""
+package never imports it). Besides wall time, each case reports its CPU time per sample, and the comparison its
+ratio: on a loaded machine the wall times of two cases run one after the other see different loads."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import importlib.util
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -31,7 +33,8 @@ def one_thread() -> None:
 
 
 def time_samples(dataset, images: int, repeats: int, warmup: int) -> dict:
-    """`images` consecutive samples per call, a new run of indices in every call."""
+    """`images` consecutive samples per call, a new run of indices in every call; also the process's CPU time per
+    sample over the timed calls (`cpu_per_image_s`: steadier than wall time on a loaded machine)."""
     start = 0
 
     def samples():
@@ -40,7 +43,11 @@ def time_samples(dataset, images: int, repeats: int, warmup: int) -> dict:
             dataset[i % len(dataset)]
         start += images
 
-    result = timed(samples, repeats, warmup)
+    for _ in range(warmup):
+        samples()
+    cpu = time.process_time()
+    result = timed(samples, repeats, 0)
+    result["cpu_per_image_s"] = (time.process_time() - cpu) / (images * repeats)
     result["images_per_s"] = images / result["median_s"]
     return result
 

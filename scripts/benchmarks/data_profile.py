@@ -13,7 +13,7 @@ import random
 import albumentations as A
 import cv2
 
-from .data import coco128_train, one_thread
+from .data import as_worker, coco128_train
 from .harness import Case, timed
 
 NAME = "data_profile"
@@ -33,8 +33,9 @@ def profile_case(root: str, size: int, images: int, repeats: int, warmup: int) -
     from detector.data.mosaic import compose_mosaic
     from detector.data.transforms import PAD_VALUE
 
-    one_thread()
-    dataset = coco128_train(root, size, True, "false").train_dataset
+    datamodule = coco128_train(root, size, True, "false")
+    as_worker(datamodule)
+    dataset = datamodule.train_dataset
     rng = random.Random(0)
     groups = [[i % len(dataset), *rng.sample(range(len(dataset)), 3)] for i in range(images)]
     paths = [[dataset.records[j].image_path for j in group] for group in groups]

@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from .data import coco128_train, one_thread, time_samples
+from .data import as_worker, coco128_train, time_samples
 from .harness import Case, timed
 
 NAME = "device_augment"
@@ -25,8 +25,9 @@ BATCHES = 4  # batches per timed call of BatchAugment
 
 def worker_case(root: str, size: int, augment_on: str, cache: str, images: int, repeats: int, warmup: int) -> dict:
     """`images` samples of the training set as one worker serves them under `data.augment_on=augment_on`."""
-    one_thread()
-    return time_samples(coco128_train(root, size, True, cache, augment_on).train_dataset, images, repeats, warmup)
+    datamodule = coco128_train(root, size, True, cache, augment_on)
+    as_worker(datamodule)
+    return time_samples(datamodule.train_dataset, images, repeats, warmup)
 
 
 def synthetic(batch: int, size: int, generator: torch.Generator) -> dict:

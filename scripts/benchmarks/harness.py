@@ -42,22 +42,23 @@ class Case(NamedTuple):
     skip: str | None = None
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> dict:
-    return timed_alternately([fn], repeats, warmup)[0]
+def timed(fn: Callable[[], Any], repeats: int, warmup: int, clock: Callable[[], float] = time.perf_counter) -> dict:
+    return timed_alternately([fn], repeats, warmup, clock)[0]
 
 
-def timed_alternately(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int) -> list[dict]:
+def timed_alternately(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int,
+                      clock: Callable[[], float] = time.perf_counter) -> list[dict]:
     """Median, min and max seconds of each function, called in turn within each repeat (so that they share the
-    machine's load)."""
+    machine's load), by `clock` (wall time; `time.process_time`: this process's CPU time)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, spent in zip(fns, times):
-            start = time.perf_counter()
+            start = clock()
             fn()
-            spent.append(time.perf_counter() - start)
+            spent.append(clock() - start)
     return [{"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)} for t in times]
 
 

@@ -148,11 +148,14 @@ class DetectionDataset(Dataset):
         self.mosaic_prob = float(mosaic_prob)
         self.mosaic_center_range = tuple(mosaic_center_range)
         self.min_area, self.min_box_size = min_area, min_box_size
-        # the augmentations of mosaic samples (their own random stream, which the mosaic also draws from)
+        # the augmentations of mosaic samples (their own random stream, which the mosaic also draws from); the
+        # mosaic is already square, so the letterbox runs only after a crop changed its size (`_mosaic_sample`)
         self.mosaic_pipeline = (
-            build_pipeline(image_size, augmentations, min_visibility, min_area, min_box_size)
+            build_pipeline(image_size, augmentations, min_visibility, min_area, min_box_size,
+                           with_letterbox=not augmentations)  # (a Compose without transforms would warn)
             if self.mosaic_prob > 0 and len(self.records) > 1 else None
         )
+        self.letterbox = build_pipeline(image_size, (), min_visibility, min_area, min_box_size)
         self.substitute_bad_images = substitute_bad_images
         # shared-memory flags/counters: seen and updated by every DataLoader worker, persistent or not
         self._mosaic_on = torch.ones((), dtype=torch.bool).share_memory_()
@@ -300,6 +303,8 @@ class DetectionDataset(Dataset):
         image, boxes, labels = compose_mosaic(items, self.image_size, self.mosaic_center_range, rng, PAD_VALUE,
                                               self.min_area, self.min_box_size)
         out = self.mosaic_pipeline(image=image, bboxes=boxes, labels=labels, force_apply=True)
+        if out["image"].shape[:2] != (self.image_size, self.image_size):
+            out = self.letterbox(image=out["image"], bboxes=out["bboxes"], labels=out["labels"])
         return self._output(index, out)
 
     def _output(self, index: int, out: dict) -> dict:

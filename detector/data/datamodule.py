@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from torch.utils.data import DataLoader
 
 from detector.atomic import write_text
+from detector.data.allocator import init_worker
 from detector.data.batch_augment import BatchAugment
 from detector.data.checks import DatasetReport, Reader, check_records
 from detector.data.dataset import DetectionDataset, collate
@@ -185,6 +186,7 @@ class DetectionDataModule(L.LightningDataModule):
         return DataLoader(
             dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=workers and self.persistent_workers,
+            worker_init_fn=init_worker,
             prefetch_factor=self.prefetch_factor if workers else None,
             drop_last=shuffle and len(dataset) > self.batch_size,
         )

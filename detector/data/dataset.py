@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from detector.data.image_cache import DiskCache, RamCache, cache_mode, default_cache_dir
 from detector.data.mosaic import compose_mosaic
@@ -148,11 +148,14 @@ class DetectionDataset(Dataset):
         self.mosaic_prob = float(mosaic_prob)
         self.mosaic_center_range = tuple(mosaic_center_range)
         self.min_area, self.min_box_size = min_area, min_box_size
-        # the augmentations of mosaic samples (their own random stream, which the mosaic also draws from)
+        # the augmentations of mosaic samples (their own random stream, which the mosaic also draws from); the
+        # mosaic is already square, so the letterbox runs only after a crop changed its size (`_mosaic_sample`)
         self.mosaic_pipeline = (
-            build_pipeline(image_size, augmentations, min_visibility, min_area, min_box_size)
+            build_pipeline(image_size, augmentations, min_visibility, min_area, min_box_size,
+                           with_letterbox=not augmentations)  # (a Compose without transforms would warn)
             if self.mosaic_prob > 0 and len(self.records) > 1 else None
         )
+        self.letterbox = build_pipeline(image_size, (), min_visibility, min_area, min_box_size)
         self.substitute_bad_images = substitute_bad_images
         # shared-memory flags/counters: seen and updated by every DataLoader worker, persistent or not
         self._mosaic_on = torch.ones((), dtype=torch.bool).share_memory_()
@@ -300,13 +303,15 @@ class DetectionDataset(Dataset):
         image, boxes, labels = compose_mosaic(items, self.image_size, self.mosaic_center_range, rng, PAD_VALUE,
                                               self.min_area, self.min_box_size)
         out = self.mosaic_pipeline(image=image, bboxes=boxes, labels=labels, force_apply=True)
+        if out["image"].shape[:2] != (self.image_size, self.image_size):
+            out = self.letterbox(image=out["image"], bboxes=out["bboxes"], labels=out["labels"])
         return self._output(index, out)
 
     def _output(self, index: int, out: dict) -> dict:
         record = self.records[index]
         boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
+            "image": channels_first(out["image"]),
             "boxes": torch.from_numpy(boxes),
             "labels": torch.as_tensor(np.asarray(out["labels"], np.int64).reshape(-1)),
             "image_id": record.image_id,
@@ -335,6 +340,14 @@ class DetectionDataset(Dataset):
         return coco
 
 
+def channels_first(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) uint8 -> a contiguous (C, H, W) tensor, each channel copied by `cv2.split` into its plane (a
+    quarter of the time of a transposed copy)."""
+    out = torch.empty(image.shape[2], *image.shape[:2], dtype=torch.uint8)
+    cv2.split(np.ascontiguousarray(image), list(out.numpy()))
+    return out
+
+
 def collate(samples: list[dict]) -> dict:
     """Stack images; pad boxes/labels to the largest GT count: labels (B, M), boxes (B, M, 4), mask (B, M)."""
     batch = len(samples)
@@ -346,7 +359,7 @@ def collate(samples: list[dict]) -> dict:
         n = len(sample["labels"])
         labels[i, :n], boxes[i, :n], mask[i, :n] = sample["labels"], sample["boxes"], True
     return {
-        "images": torch.stack([s["image"] for s in samples]),
+        "images": default_collate([s["image"] for s in samples]),  # in a worker: stacked into shared memory
         "labels": labels, "boxes": boxes, "mask": mask,
         "image_ids": [s["image_id"] for s in samples],
         "orig_sizes": [s["orig_size"] for s in samples],

@@ -33,13 +33,13 @@ def letterbox_scale(height: int, width: int, size: int) -> tuple[float, float]:
 
 def build_pipeline(
     size: int, augmentations: Sequence[A.BasicTransform] = (), min_visibility: float = 0.0, min_area: float = 1.0,
-    min_box_size: float = 0.0,
+    min_box_size: float = 0.0, with_letterbox: bool = True,
 ) -> A.Compose:
-    """`augmentations` followed by the letterbox; boxes are pascal_voc (xyxy pixels). Boxes that the
-    augmentations cut to less than `min_visibility` of their area, less than `min_area` px^2, or less than
-    `min_box_size` px wide or high are dropped."""
+    """`augmentations` followed by the letterbox (unless `with_letterbox` is False); boxes are pascal_voc (xyxy
+    pixels). Boxes that the augmentations cut to less than `min_visibility` of their area, less than `min_area` px^2,
+    or less than `min_box_size` px wide or high are dropped."""
     return A.Compose(
-        [*augmentations, *letterbox(size)],
+        [*augmentations, *(letterbox(size) if with_letterbox else ())],
         bbox_params=A.BboxParams(
             format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility, min_area=min_area,
             min_width=min_box_size, min_height=min_box_size,

@@ -3,7 +3,8 @@ at each of --sizes, mosaic on and off, for each --cache mode: the `data=coco128`
 HSV, flip, affine, crop, letterbox), against ultralytics' `YOLODataset` with its default training augmentations
 (mosaic, random perspective, HSV, flip, and its albumentations blurs at p=0.01) in the same run. The ultralytics
 reference is skipped, saying why, when it is not importable (it is optional: `pip install ultralytics`; the
-package never imports it)."""
+package never imports it). Besides wall time, each case reports its CPU time per sample, and the comparison its
+ratio: on a loaded machine the wall times of two cases run one after the other see different loads."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import importlib.util
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -30,8 +32,17 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def as_worker(datamodule) -> None:
+    """This process set up as a worker of the datamodule's training DataLoader: one thread, its `worker_init_fn`."""
+    one_thread()
+    init = datamodule.train_dataloader().worker_init_fn
+    if init is not None:
+        init(0)
+
+
 def time_samples(dataset, images: int, repeats: int, warmup: int) -> dict:
-    """`images` consecutive samples per call, a new run of indices in every call."""
+    """`images` consecutive samples per call, a new run of indices in every call; also the process's CPU time per
+    sample over the timed calls (`cpu_per_image_s`: steadier than wall time on a loaded machine)."""
     start = 0
 
     def samples():
@@ -40,27 +51,33 @@ def time_samples(dataset, images: int, repeats: int, warmup: int) -> dict:
             dataset[i % len(dataset)]
         start += images
 
-    result = timed(samples, repeats, warmup)
+    for _ in range(warmup):
+        samples()
+    cpu = time.process_time()
+    result = timed(samples, repeats, 0)
+    result["cpu_per_image_s"] = (time.process_time() - cpu) / (images * repeats)
     result["images_per_s"] = images / result["median_s"]
     return result
 
 
-def coco128_train(root: str, size: int, mosaic: bool, cache: str):
-    """The training DetectionDataset of `data=coco128` (its data module, set up for fit)."""
+def coco128_train(root: str, size: int, mosaic: bool, cache: str, augment_on: str = "worker"):
+    """The data module of `data=coco128`, set up for fit."""
     import hydra
 
     logging.disable(logging.INFO)  # the data checks' summaries would cut the table; their warnings still show
     cfg = compose(["data=coco128", f"data.root={root}", f"data.img_size={size}", f"data.mosaic_prob={float(mosaic)}",
-                   f"data.cache_images={cache}"])
+                   f"data.cache_images={cache}", f"data.augment_on={augment_on}"])
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     return datamodule
 
 
 def data_case(root: str, size: int, mosaic: bool, images: int, cache: str, repeats: int, warmup: int) -> dict:
-    """`images` training samples through the `data=coco128` pipeline; the cache is filled first (not timed)."""
-    one_thread()
-    return time_samples(coco128_train(root, size, mosaic, cache).train_dataset, images, repeats, warmup)
+    """`images` training samples through the `data=coco128` pipeline, as one DataLoader worker serves them; the
+    cache is filled first (not timed)."""
+    datamodule = coco128_train(root, size, mosaic, cache)
+    as_worker(datamodule)
+    return time_samples(datamodule.train_dataset, images, repeats, warmup)
 
 
 def ultralytics_case(root: str, size: int, mosaic: bool, images: int, cache: str, repeats: int, warmup: int) -> dict:

@@ -3,20 +3,26 @@ each of --sizes: decoding the 4 images, resizing them for the letterbox, composi
 albumentations' A.Mosaic in a Compose, which the dataset used before), each augmentation in a Compose of its own
 (HSV jitter, flip, affine, crop, letterbox), albumentations' bbox processing (the augmentations with boxes minus the
 same without), the tensor conversion and the collate (per sample of a batch of 16). Each stage runs on the previous
-stage's outputs; milliseconds per sample (medians over --repeats)."""
+stage's outputs, in a process set up as a DataLoader worker; CPU milliseconds per sample (medians over --repeats)."""
 
 from __future__ import annotations
 
 import argparse
 import random
+import time
 
 import albumentations as A
 import cv2
 
-from .data import coco128_train, one_thread
+from .data import as_worker, coco128_train
 from .harness import Case, timed
 
 NAME = "data_profile"
+
+
+def cpu_timed(fn, repeats: int, warmup: int) -> dict:
+    """`timed` on this process's CPU time: steadier than wall time on a loaded machine."""
+    return timed(fn, repeats, warmup, clock=time.process_time)
 
 
 def a_mosaic_compose(size: int, min_area: float, min_box_size: float) -> A.Compose:
@@ -33,8 +39,9 @@ def profile_case(root: str, size: int, images: int, repeats: int, warmup: int) -
     from detector.data.mosaic import compose_mosaic
     from detector.data.transforms import PAD_VALUE
 
-    one_thread()
-    dataset = coco128_train(root, size, True, "false").train_dataset
+    datamodule = coco128_train(root, size, True, "false")
+    as_worker(datamodule)
+    dataset = datamodule.train_dataset
     rng = random.Random(0)
     groups = [[i % len(dataset), *rng.sample(range(len(dataset)), 3)] for i in range(images)]
     paths = [[dataset.records[j].image_path for j in group] for group in groups]
@@ -42,7 +49,7 @@ def profile_case(root: str, size: int, images: int, repeats: int, warmup: int) -
 
     def stage(name: str, fn, inputs: list) -> list:
         outputs: list = []
-        stages[name] = timed(lambda: outputs.__setitem__(slice(None), [fn(x) for x in inputs]), repeats, warmup)[
+        stages[name] = cpu_timed(lambda: outputs.__setitem__(slice(None), [fn(x) for x in inputs]), repeats, warmup)[
             "median_s"] / len(inputs) * 1e3
         return outputs
 
@@ -71,13 +78,13 @@ def profile_case(root: str, size: int, images: int, repeats: int, warmup: int) -
     with_boxes.set_random_seed(0)
     without.set_random_seed(0)
     inputs = [{"image": im, "bboxes": b, "labels": c} for im, b, c in mosaics]
-    t_with = timed(lambda: [with_boxes(**d) for d in inputs], repeats, warmup)["median_s"]
-    t_without = timed(lambda: [without(image=d["image"]) for d in inputs], repeats, warmup)["median_s"]
+    t_with = cpu_timed(lambda: [with_boxes(**d) for d in inputs], repeats, warmup)["median_s"]
+    t_without = cpu_timed(lambda: [without(image=d["image"]) for d in inputs], repeats, warmup)["median_s"]
     bbox_ms = (t_with - t_without) / len(inputs) * 1e3
     samples = stage("to tensors (DetectionDataset._output)", lambda d: dataset._output(0, d), outs)
     batch = min(16, len(samples))
     batches = [samples[i:i + batch] for i in range(0, len(samples) - batch + 1, batch)]
-    stages["collate (per sample, batches of 16)"] = timed(lambda: [collate(b) for b in batches], repeats, warmup)[
+    stages["collate (per sample, batches of 16)"] = cpu_timed(lambda: [collate(b) for b in batches], repeats, warmup)[
         "median_s"] / (batch * len(batches)) * 1e3
     total = sum(stages.values())
     note = "; ".join(f"{k} {v:.2f} ms ({v / total:.0%})" for k, v in stages.items())

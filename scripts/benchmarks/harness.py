@@ -42,22 +42,23 @@ class Case(NamedTuple):
     skip: str | None = None
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> dict:
-    return timed_alternately([fn], repeats, warmup)[0]
+def timed(fn: Callable[[], Any], repeats: int, warmup: int, clock: Callable[[], float] = time.perf_counter) -> dict:
+    return timed_alternately([fn], repeats, warmup, clock)[0]
 
 
-def timed_alternately(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int) -> list[dict]:
+def timed_alternately(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int,
+                      clock: Callable[[], float] = time.perf_counter) -> list[dict]:
     """Median, min and max seconds of each function, called in turn within each repeat (so that they share the
-    machine's load)."""
+    machine's load), by `clock` (wall time; `time.process_time`: this process's CPU time)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, spent in zip(fns, times):
-            start = time.perf_counter()
+            start = clock()
             fn()
-            spent.append(time.perf_counter() - start)
+            spent.append(clock() - start)
     return [{"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)} for t in times]
 
 
@@ -80,6 +81,8 @@ def compare(result: dict, reference: dict) -> dict:
     """Speed of a case relative to its reference, how far their losses, COCO stats or float outputs are apart,
     and whether their index outputs (lists of arrays) are identical."""
     comparison = {"speedup": reference["median_s"] / result["median_s"]}
+    if "cpu_per_image_s" in result and "cpu_per_image_s" in reference:
+        comparison["cpu_speedup"] = reference["cpu_per_image_s"] / result["cpu_per_image_s"]
     for key in ("losses", "stats"):
         if key in result and key in reference:
             comparison[f"max_{key}_difference"] = max(abs(result[key][k] - reference[key][k]) for k in reference[key])
@@ -101,6 +104,8 @@ def describe(result: dict) -> str:
                      "of forward + backward)")
     if "images_per_s" in result:
         extra.append(f"{result['images_per_s']:.1f} img/s")
+    if "cpu_per_image_s" in result:
+        extra.append(f"{result['cpu_per_image_s'] * 1e3:.2f} CPU ms/img")
     if "peak_extra_mib" in result:
         extra.append(f"+{result['peak_extra_mib']:.0f} MiB peak")
     if "losses" in result:
@@ -119,7 +124,8 @@ def describe_comparison(name: str, comparison: dict) -> str:
                    for k, v in comparison.items() if k.endswith("_difference")]
     same = [f", {k.removeprefix('same_')} {'identical' if v else 'differ'}" for k, v in comparison.items()
             if k.startswith("same_")]
-    return f"{name}: {comparison['speedup']:.2f}x the speed of {comparison['reference']}{''.join(differences + same)}"
+    cpu = f" ({comparison['cpu_speedup']:.2f}x per CPU second)" if "cpu_speedup" in comparison else ""
+    return f"{name}: {comparison['speedup']:.2f}x the speed of {comparison['reference']}{cpu}{''.join(differences + same)}"
 
 
 def _run(fn: Callable[..., dict], kwargs: dict, queue) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -83,12 +84,12 @@ def test_box_ops_and_nms_sections_compare_with_torchvision(tmp_path):
 def test_data_sections_on_coco128_time_samples_stages_and_loader_epochs(tmp_path, coco128):
     out = tmp_path / "benchmark.json"
     run_script("scripts/benchmark.py", [
-        "--only", "data", "data_profile", "loader", "--sizes", "64", "--data-images", "16", "--cache", "ram",
+        "--only", "data", "data_profile", "loader", "device_augment", "--sizes", "64", "--data-images", "16", "--cache", "ram",
         "--workers", "0", "--batch", "8", "--repeats", "1", "--warmup", "0", "--coco128", coco128, "--out", out,
     ], timeout=TIMEOUT)
     figures = json.loads(out.read_text())
     ours = figures["data"]["@64, mosaic on, cache ram"]
-    assert ours["images_per_s"] == pytest.approx(16 / ours["median_s"])
+    assert ours["images_per_s"] == pytest.approx(16 / ours["median_s"]) and 0 < ours["cpu_per_image_s"] < 1
     ultralytics = figures["data"]["@64, mosaic on, cache ram, ultralytics"]
     assert "not installed" in ultralytics.get("skipped", "not installed") and (
         "skipped" in ultralytics or ours["vs_reference"]["reference"] == "@64, mosaic on, cache ram, ultralytics")
@@ -98,6 +99,29 @@ def test_data_sections_on_coco128_time_samples_stages_and_loader_epochs(tmp_path
     assert profile["a_mosaic_ms"] > profile["stages_ms"]["compose_mosaic"] > 0
     loader = figures["loader"]["@64, cache ram, 0 workers"]
     assert loader["images_per_epoch"] == 128 - 128 % 8 and loader["first_epoch_s"] > 0
+    device = figures["device_augment"]
+    assert device["@64, device path: the worker's share, cache ram"]["vs_reference"]["reference"] == \
+        "@64, worker path, cache ram"
+    assert device["@64, BatchAugment on cpu"]["note"] == "COCO128 batches"
+    assert device["@64, BatchAugment on cpu"]["images_per_s"] == pytest.approx(4 * 8 / device["@64, BatchAugment on cpu"]["median_s"])
+
+
+def test_device_augment_times_the_batch_augmentation_on_synthetic_batches_without_coco128(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from benchmarks import device_augment
+
+    args = argparse.Namespace(sizes=[64], cache=["false", "ram"], data_images=8, batch=4, device="cpu",
+                              coco128=tmp_path / "absent")
+    cases = device_augment.cases(args)
+    skipped = {case.name: device_augment.skip(case, args) for case in cases}
+    assert [name for name, reason in skipped.items() if reason is None] == [
+        "@64, BatchAugment on cpu", "@64, BatchAugment on cpu, without colour"]
+    assert all("no COCO128 at" in reason for reason in skipped.values() if reason is not None) and len(skipped) == 6
+    assert {case.name: case.reference for case in cases}["@64, BatchAugment on cpu, without colour"] == \
+        "@64, BatchAugment on cpu"
+    result = device_augment.batch_augment_case(**cases[-1].kwargs, repeats=1, warmup=0)
+    assert result["note"] == "synthetic batches (no COCO128)"
+    assert result["images_per_s"] == pytest.approx(4 * 4 / result["median_s"])
 
 
 def test_a_case_whose_process_dies_is_reported_and_the_run_goes_on(monkeypatch):

@@ -44,3 +44,13 @@ def test_every_budget_composes_with_every_synthetic_data_config(compose_config):
         for data in ("shapes", "shapes_tiny"):
             config = resolved(compose_config, [f"data={data}", f"ablation/budget={budget}"])
             assert config["data"]["prepare"]["root"].startswith(str(ROOT / "data"))
+
+
+def test_shapes128_1500_changes_only_the_data_size_and_keeps_the_default_recipe(compose_config):
+    budget = resolved(compose_config, ["data=shapes", "ablation/budget=shapes128_1500"])
+    default = resolved(compose_config, ["data=shapes"])
+    prepare = budget["data"]["prepare"]
+    assert (prepare["num_train"], prepare["num_val"], prepare["image_size"]) == (1500, 250, 128)
+    assert prepare["root"] == f"{ROOT / 'data'}/shapes_128px_1500"
+    assert budget["data"]["img_size"] == 128 and budget["trainer"]["max_epochs"] == 12
+    assert budget["callbacks"] == default["callbacks"] and budget["scheduler"] == default["scheduler"]

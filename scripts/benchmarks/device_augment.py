@@ -77,16 +77,13 @@ def batch_augment_case(root: str, size: int, batch: int, device: str, colour: bo
 
 
 def coco128_batch_augment():
-    """BatchAugment of configs/data/coco128.yaml, as `data.augment_on=device` builds it (without the data)."""
+    """BatchAugment of configs/data/coco128.yaml, built by its data module as `data.augment_on=device` does (without
+    reading the data)."""
     import hydra
-
-    from detector.data.batch_augment import BatchAugment
 
     from .harness import compose
 
-    cfg = compose(["data=coco128"]).data
-    return BatchAugment.from_albumentations(hydra.utils.instantiate(cfg.train_augmentations), mosaic_prob=cfg.mosaic_prob,
-                                            min_visibility=cfg.min_visibility, min_area=cfg.min_area)[0]
+    return hydra.utils.instantiate(compose(["data=coco128", "data.augment_on=device"]).data)._batch_augment()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

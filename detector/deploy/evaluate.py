@@ -22,10 +22,10 @@ from detector.evaluation.report import evaluate_report, summary_lines
 def data_config(cfg: DictConfig, meta: dict) -> dict:
     """The data config to instantiate: the command line's data=... when given, else the checkpoint's; set up for
     evaluation (checkpoint image size, no augmentation, `split` served as the validation set)."""
-    if cfg.get("data") is not None and "_target_" not in cfg.data:
-        raise ValueError(f"data.{', data.'.join(cfg.data)} given without a data=<option> (an ablation/budget?): the "
-                         "evaluation reads the checkpoint's data config; leave them out, or choose data=<option>")
     if cfg.get("data") is not None:
+        if "_target_" not in cfg.data:
+            raise ValueError(f"data.{', data.'.join(cfg.data)} given without a data=<option> (an ablation/budget?): "
+                             "the evaluation reads the checkpoint's data config; leave them out, or choose data=<option>")
         data = OmegaConf.to_container(cfg.data, resolve=True)
         source = "command line"
     elif "data" not in meta["run_config"]:

@@ -25,6 +25,7 @@ from detector.jsonsafe import json_safe
 from detector.models.build import WEIGHT_OPTIONS, split_model_config
 from detector.training.callbacks import MetricsHistory
 from detector.training.finetune import prepare_model
+from detector.training.numerics import describe, numerics, set_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_combination(cfg)  # before any data is read: a combination that cannot train is refused here
     for message in renamed_choices(config_choices(cfg)):
         warnings.warn(message, FutureWarning, stacklevel=2)
+    set_cpu_threads(cfg.get("cpu_threads"))
+    log.info("numerics: %s", describe(numerics()))
     output_dir = Path(cfg.paths.output_dir)
     remove_stale_temporaries(run_folders(cfg))
     history, module, trainer = MetricsHistory(), None, None
@@ -146,6 +149,7 @@ def _run_record(cfg: DictConfig, history: MetricsHistory, module: L.LightningMod
     if module is not None:
         record["parameters"] = sum(p.numel() for p in module.model.parameters())
     record["seed"] = cfg.get("seed")
+    record["numerics"] = numerics()
     record["overrides"], record["choices"], record["job_num"] = [], {}, None
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()

@@ -78,6 +78,20 @@ def test_ok_run_records_status_overrides_seed_combination_and_history(hydra_cfg,
     assert [h["epoch"] for h in record["history"]] == [0, 1]
     assert [h["train_loss"] for h in record["history"]] == [2.0, 1.0]
     assert [h["val_map"] for h in record["history"]] == pytest.approx([0.1, 0.2])
+    assert record["numerics"]["cpu_threads"] == torch.get_num_threads()
+
+
+def test_cpu_threads_is_applied_before_the_run_and_recorded(hydra_cfg, tmp_path, monkeypatch):
+    cfg = hydra_cfg("RUN")
+    cfg.cpu_threads = 1
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(runner, "instantiate_all", fake_instantiate(fake_epochs))
+    try:
+        runner.train(cfg)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "metrics.json").read_text())["numerics"]["cpu_threads"] == 1
 
 
 @pytest.mark.parametrize("mode", ["MULTIRUN", "RUN"])

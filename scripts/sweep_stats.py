@@ -77,6 +77,7 @@ class Run:
     sweep_dir: Path | None = None  # the multirun directory it was collected from
     hydra_overrides: tuple[str, ...] = ()  # the launch's Hydra overrides (`hydra.overrides.hydra`: launcher, ...)
     epochs: int | None = None  # a run read from a runs.csv has no history, only its epoch count
+    numerics: dict[str, Any] | None = None  # metrics.json's `numerics`: torch, CPU threads, kernel set, environment
 
     @property
     def name(self) -> str:
@@ -153,6 +154,7 @@ def read_run(directory: Path) -> Run:
         run.reason += f"; log: {last}" if last else ""
         return run
     run.history = list(data.get("history") or [])
+    run.numerics = data.get("numerics") if isinstance(data.get("numerics"), dict) else None
     status = data.get("status") or ("ok" if data.get("map") is not None else "failed")  # files from before `status`
     if status != "ok":
         error = data.get("error") or {}
@@ -645,9 +647,32 @@ def summarize(
             unpaired = sorted(set(configuration.by_seed("map")) - set(configuration.comparisons["map"].seeds))
             warnings.append(f"'{configuration.label}': seeds {unpaired} have no successful baseline run with the "
                             "same seed and are left out of the paired test")
+    warnings += _numerics_warning(runs)
     problems = [r for r in runs if r.status != "ok"]
     return Summary(list(map(Path, sweep_dirs)), configurations, common, reference, spec if reference else None,
                    source, problems, list(superseded), warnings, confidence, alpha, target_delta)
+
+
+def _numerics_warning(runs: Sequence[Run]) -> list[str]:
+    """A warning when the successful runs differ in what decides float rounding (docs/results.md, "Same numbers on
+    another machine"): their differences then include the machines', not only the configurations'."""
+    settings: dict[str, int] = {}
+    for run in runs:
+        if run.status == "ok" and run.numerics:
+            key = json.dumps(run.numerics, sort_keys=True)
+            settings[key] = settings.get(key, 0) + 1
+    if len(settings) < 2:
+        return []
+    described = "; ".join(f"{count} runs with {_describe_numerics(json.loads(key))}" for key, count in settings.items())
+    return [f"the runs come from {len(settings)} numeric settings ({described}): their differences include float "
+            "rounding of the machines, not only the configurations; compare runs of one setting where it matters"]
+
+
+def _describe_numerics(numerics: dict[str, Any]) -> str:
+    parts = [f"torch {numerics.get('torch')}", f"{numerics.get('cpu_threads')} CPU threads",
+             f"{numerics.get('cpu_capability')} kernels"]
+    parts += [f"{name}={value}" for name, value in (numerics.get("environment") or {}).items()]
+    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------- commands

@@ -209,3 +209,22 @@ def test_a_stored_runs_csv_is_summarised_again_to_the_same_statistics(fabricated
     broken.write_text("run,seed\nx,1\n")
     bad = subprocess.run([*script, str(broken)], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "not a runs.csv" in bad.stderr and "broken.csv" in bad.stderr
+
+
+def test_runs_from_different_numeric_settings_are_flagged(fabricated_sweep):
+    def set_numerics(threads_of_job):
+        for job, threads in threads_of_job.items():
+            path = fabricated_sweep / str(job) / "metrics.json"
+            record = json.loads(path.read_text())
+            record["numerics"] = {"torch": "2.14.1", "cpu_threads": threads, "cpu_capability": "AVX512",
+                                  "environment": {"MKL_CBWR": "AVX2"} if threads == 16 else {}}
+            path.write_text(json.dumps(record))
+
+    set_numerics({0: 2, 1: 2, 3: 2})  # one setting (runs without the record, from older code, do not count)
+    assert not any("numeric settings" in w for w in summarize(collect_runs([fabricated_sweep])[0]).warnings)
+    set_numerics({4: 16})
+    summary = summarize(collect_runs([fabricated_sweep])[0])
+    (warning,) = [w for w in summary.warnings if "numeric settings" in w]
+    assert warning.startswith("the runs come from 2 numeric settings (3 runs with torch 2.14.1, 2 CPU threads, "
+                              "AVX512 kernels; 1 runs with torch 2.14.1, 16 CPU threads, AVX512 kernels, MKL_CBWR=AVX2)")
+    assert "Warning: the runs come from 2 numeric settings" in to_markdown(summary)

@@ -41,6 +41,7 @@ from scipy import stats as _stats
 
 from detector.atomic import atomic_write, remove_stale_temporaries, write_text
 from detector.sweeps import expand_grid
+from detector.training.numerics import describe as describe_numerics
 
 # metrics.json key -> column title; AP over IoU 0.50:0.95 unless named otherwise
 METRICS: dict[str, str] = {
@@ -663,16 +664,9 @@ def _numerics_warning(runs: Sequence[Run]) -> list[str]:
             settings[key] = settings.get(key, 0) + 1
     if len(settings) < 2:
         return []
-    described = "; ".join(f"{count} runs with {_describe_numerics(json.loads(key))}" for key, count in settings.items())
+    described = "; ".join(f"{count} runs with {describe_numerics(json.loads(key))}" for key, count in settings.items())
     return [f"the runs come from {len(settings)} numeric settings ({described}): their differences include float "
             "rounding of the machines, not only the configurations; compare runs of one setting where it matters"]
-
-
-def _describe_numerics(numerics: dict[str, Any]) -> str:
-    parts = [f"torch {numerics.get('torch')}", f"{numerics.get('cpu_threads')} CPU threads",
-             f"{numerics.get('cpu_capability')} kernels"]
-    parts += [f"{name}={value}" for name, value in (numerics.get("environment") or {}).items()]
-    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------- commands

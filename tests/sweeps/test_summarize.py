@@ -226,5 +226,5 @@ def test_runs_from_different_numeric_settings_are_flagged(fabricated_sweep):
     summary = summarize(collect_runs([fabricated_sweep])[0])
     (warning,) = [w for w in summary.warnings if "numeric settings" in w]
     assert warning.startswith("the runs come from 2 numeric settings (3 runs with torch 2.14.1, 2 CPU threads, "
-                              "AVX512 kernels; 1 runs with torch 2.14.1, 16 CPU threads, AVX512 kernels, MKL_CBWR=AVX2)")
+                              "AVX512 kernels; 1 runs with torch 2.14.1, 16 CPU threads, AVX512 kernels (MKL_CBWR=AVX2))")
     assert "Warning: the runs come from 2 numeric settings" in to_markdown(summary)

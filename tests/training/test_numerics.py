@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detector.training.numerics import describe, numerics, set_cpu_threads
+from detector.training.numerics import NUMERICS_ENV, describe, numerics, set_cpu_threads
 
 
 @pytest.fixture
@@ -36,8 +36,7 @@ def test_invalid_thread_counts_are_refused_by_name(bad, restore_threads):
 
 
 def test_numerics_names_kernel_set_and_the_environment_variables_that_are_set(monkeypatch):
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR",
-                 "MKL_ENABLE_INSTRUCTIONS"):
+    for name in NUMERICS_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MKL_CBWR", "AVX2")
     settings = numerics()

@@ -16,6 +16,8 @@ status, Hydra overrides, seed, best-epoch COCO stats, per-epoch history. This mo
   difference (`seeds_needed`), both from the noncentral t distribution;
 - builds the `python train.py -m ...` commands that add seeds to a sweep (`add_seed_commands`) or relaunch its
   missing and failed jobs (`resume_commands`) into the same directory;
+- finds the runs whose validation mAP50 collapsed mid-run (`lowest_share`: the lowest mAP50 after epoch 3 as a share
+  of the best before it; below `COLLAPSE_SHARE` is a collapse);
 - writes the tables (`to_markdown`, `write_csv`) and plots (`plot_bars`, `plot_curves`).
 
 `scripts/summarize_sweep.py` is the command line (it imports this module from its own folder); docs/ablations.md
@@ -53,6 +55,8 @@ SEED_KEY = "seed"
 POWER = 0.8  # the power of the minimal detectable effect and of the seeds needed
 MAX_SEEDS = 200  # seeds_needed gives up beyond this many pairs
 _STATUS_RANK = {"ok": 3, "failed": 2, "incomplete": 1, "missing": 0}
+SETTLE_EPOCHS = 4  # lowest_share looks at epochs 4, 5, ... (the first epochs' mAP is near 0 and noisy)
+COLLAPSE_SHARE = 0.5  # a run whose val mAP50 falls below half of its best so far collapsed (issue 24)
 
 
 class SweepError(ValueError):
@@ -79,12 +83,36 @@ class Run:
     hydra_overrides: tuple[str, ...] = ()  # the launch's Hydra overrides (`hydra.overrides.hydra`: launcher, ...)
     epochs: int | None = None  # a run read from a runs.csv has no history, only its epoch count
     numerics: dict[str, Any] | None = None  # metrics.json's `numerics`: torch, CPU threads, kernel set, environment
+    fall: Fall | None = None  # the deepest fall of val mAP50 (`lowest_share`); None without the history for it
 
     @property
     def name(self) -> str:
         if self.directory is not None:
             return str(self.directory)
         return "(no directory) " + " ".join(self.overrides)
+
+
+@dataclass(frozen=True)
+class Fall:
+    """The lowest validation mAP50 of an epoch as a share of the best of the epochs before it."""
+
+    share: float
+    epoch: int
+
+
+def lowest_share(history: Sequence[dict[str, Any]], key: str = "val_map_50", start: int = SETTLE_EPOCHS) -> Fall | None:
+    """min over epochs e >= `start` of history[e][key] / max(history[0..e-1][key]): 1.0 for a run that never
+    falls, 0.03 for one whose mAP50 drops to 3% of its best so far. Epochs without the value are skipped; None when
+    no epoch from `start` on has a positive best before it."""
+    best, fall = 0.0, None
+    for epoch, row in enumerate(history):
+        value = row.get(key)
+        if value is None or not math.isfinite(value):
+            continue
+        if epoch >= start and best > 0 and (fall is None or value / best < fall.share):
+            fall = Fall(min(value / best, 1.0), epoch)
+        best = max(best, value)
+    return fall
 
 
 def override_key(override: str) -> str:
@@ -155,6 +183,7 @@ def read_run(directory: Path) -> Run:
         run.reason += f"; log: {last}" if last else ""
         return run
     run.history = list(data.get("history") or [])
+    run.fall = lowest_share(run.history)
     run.numerics = data.get("numerics") if isinstance(data.get("numerics"), dict) else None
     status = data.get("status") or ("ok" if data.get("map") is not None else "failed")  # files from before `status`
     if status != "ok":
@@ -310,11 +339,13 @@ def read_runs_csv(path: Path | str) -> list[Run]:
             seed = int(row["seed"]) if row["seed"] else None
             metrics = {m: float(row[m]) if row[m] else math.nan for m in METRICS}
             epochs = int(row["epochs"]) if row["epochs"] else None
+            fall = (Fall(float(row["lowest_share"]), int(row["lowest_share_epoch"]))
+                    if row.get("lowest_share") else None)  # (runs.csv files from before the column: none)
         except ValueError as error:
             raise SweepError(f"{path}, line {line}: {error}") from None
         directory = None if row["run"].startswith("(no directory)") else Path(row["run"])
         runs.append(Run(directory, tuple(row["overrides"].split()), row["status"], row["reason"], seed=seed,
-                        metrics=metrics, epochs=epochs, sweep_dir=directory.parent if directory else None))
+                        metrics=metrics, epochs=epochs, sweep_dir=directory.parent if directory else None, fall=fall))
     if not runs:
         raise SweepError(f"{path}: no runs")
     return runs
@@ -649,9 +680,34 @@ def summarize(
             warnings.append(f"'{configuration.label}': seeds {unpaired} have no successful baseline run with the "
                             "same seed and are left out of the paired test")
     warnings += _numerics_warning(runs)
+    warnings += _collapse_warnings(configurations)
     problems = [r for r in runs if r.status != "ok"]
     return Summary(list(map(Path, sweep_dirs)), configurations, common, reference, spec if reference else None,
                    source, problems, list(superseded), warnings, confidence, alpha, target_delta)
+
+
+def _collapse_warnings(configurations: Sequence[Configuration]) -> list[str]:
+    """One warning per successful run whose val mAP50 fell below `COLLAPSE_SHARE` of its best so far."""
+    return [f"'{c.label}' seed {r.seed}: val mAP50 fell to {r.fall.share:.2f} of its best so far at epoch "
+            f"{r.fall.epoch} (a mid-run collapse: docs/ablations.md, \"Why short runs collapsed\")"
+            for c in configurations for r in c.ok_runs if r.fall is not None and r.fall.share < COLLAPSE_SHARE]
+
+
+def falls_lines(summary: Summary) -> list[str]:
+    """The falls section: per configuration, each seed's `lowest_share` and the lowest of them."""
+    rows = [(c, [r for r in c.ok_runs if r.fall is not None]) for c in summary.configurations]
+    rows = [(c, runs) for c, runs in rows if runs]
+    if not rows:
+        return []
+    lines = ["## Falls of val mAP50 during training", "",
+             f"The lowest validation mAP50 from epoch {SETTLE_EPOCHS} on, as a share of the best of the epochs before "
+             f"it (1.00: it never fell; below {COLLAPSE_SHARE:g}: a collapse).", ""]
+    for c, runs in rows:
+        low = min(runs, key=lambda r: r.fall.share)
+        seeds = ", ".join(f"seed {r.seed} {r.fall.share:.2f}" for r in runs)
+        lines.append(f"- `{_md_escape(c.label)}`: lowest {low.fall.share:.2f} (seed {low.seed}, epoch "
+                     f"{low.fall.epoch}); {seeds}")
+    return [*lines, ""]
 
 
 def _numerics_warning(runs: Sequence[Run]) -> list[str]:
@@ -968,6 +1024,7 @@ def to_markdown(summary: Summary, compared: Sequence[str] = ("map", "map_50"), o
                          "not that the configurations are equal.")
         lines.append("")
     lines += power_lines(summary, compared[0]) if compared else []
+    lines += falls_lines(summary)
     for warning in summary.warnings:
         lines.append(f"Warning: {warning}")
     if summary.warnings:
@@ -1002,7 +1059,8 @@ def _num(value: float | None) -> str:
 
 def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
     """summary.csv: one row per configuration, raw fractions (not x 100); runs.csv: one row per run."""
-    columns = ["configuration", "overrides", "is_baseline", "n_ok", "n_runs", "seeds"]
+    columns = ["configuration", "overrides", "is_baseline", "n_ok", "n_runs", "seeds", "lowest_share",
+               "lowest_share_seed"]
     for m in METRICS:
         columns += [f"{m}_mean", f"{m}_sd", f"{m}_ci_low", f"{m}_ci_high"]
     for m in METRICS:
@@ -1015,6 +1073,9 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
         for c in summary.configurations:
             row: list[Any] = [c.label, " ".join(c.overrides), c.is_baseline, len(c.ok_runs), len(c.runs),
                               " ".join(str(r.seed) for r in c.ok_runs)]
+            falls = [r for r in c.ok_runs if r.fall is not None]
+            low = min(falls, key=lambda r: r.fall.share) if falls else None
+            row += [_num(low.fall.share), low.seed] if low else ["", ""]
             for m in METRICS:
                 e = c.stats[m]
                 row += [_num(e.mean), _num(e.sd), _num(e.low), _num(e.high)]
@@ -1027,11 +1088,12 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
             writer.writerow(row)
     with atomic_write(runs_csv, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", "configuration", "seed", "status", "reason", *METRICS, "epochs", "overrides",
-                         "results_png"])
+        writer.writerow(["run", "configuration", "seed", "status", "reason", *METRICS, "epochs", "lowest_share",
+                         "lowest_share_epoch", "overrides", "results_png"])
         for r in summary.runs:
             writer.writerow([r.name, r.configuration, "" if r.seed is None else r.seed, r.status, r.reason,
                              *[_num(r.metrics.get(m)) for m in METRICS], len(r.history) if r.epochs is None else r.epochs,
+                             *([_num(r.fall.share), r.fall.epoch] if r.fall else ["", ""]),
                              " ".join(r.overrides), results_picture(r) or ""])
 
 

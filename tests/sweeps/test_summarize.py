@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep_stats import SweepError, collect_runs, summarize, to_markdown, write_all
+from sweep_stats import Fall, SweepError, collect_runs, lowest_share, read_runs_csv, summarize, to_markdown, write_all
 
 from .conftest import fabricate, job_overrides, write_job
 
@@ -228,3 +228,46 @@ def test_runs_from_different_numeric_settings_are_flagged(fabricated_sweep):
     assert warning.startswith("the runs come from 2 numeric settings (3 runs with torch 2.14.1, 2 CPU threads, "
                               "AVX512 kernels; 1 runs with torch 2.14.1, 16 CPU threads, AVX512 kernels (MKL_CBWR=AVX2))")
     assert "Warning: the runs come from 2 numeric settings" in to_markdown(summary)
+
+
+def test_lowest_share_against_hand_computation():
+    def history(*map50):
+        return [{"val_map_50": v} for v in map50]
+
+    # epoch 4: 0.1 / best 0.4 = 0.25; epoch 5 rises (share 1, capped); epoch 6: 0.45 / 0.5 = 0.9
+    assert lowest_share(history(0.1, 0.2, 0.3, 0.4, 0.1, 0.5, 0.45)) == Fall(0.25, 4)
+    assert lowest_share(history(0.1, 0.2, 0.3, 0.4, 0.5, 0.6)) == Fall(1.0, 4)  # never falls
+    # the first epochs do not count: the 0.0 of epoch 1 is before `start`
+    assert lowest_share(history(0.3, 0.0, 0.1, 0.2, 0.3, 0.27)) == Fall(pytest.approx(0.9), 5)
+    assert lowest_share(history(0.3, 0.0, 0.1), start=1) == Fall(0.0, 1)
+    # epochs without the value (a failed validation, NaN) are skipped, not read as a fall
+    assert lowest_share(history(0.2, 0.4, 0.4, 0.4, None, math.nan, 0.3)) == Fall(pytest.approx(0.75), 6)
+    assert lowest_share(history(0.0, 0.0, 0.0, 0.0, 0.0)) is None  # no best to fall from
+    assert lowest_share(history(0.1, 0.2, 0.3)) is None and lowest_share([]) is None  # too short
+    assert lowest_share([{"val_map": 0.5}] * 6) is None
+
+
+def test_runs_that_collapse_mid_run_are_flagged_and_kept_in_runs_csv(fabricated_sweep, tmp_path):
+    def set_map50(job, *map50):
+        path = fabricated_sweep / str(job) / "metrics.json"
+        record = json.loads(path.read_text())
+        record["history"] = [{"epoch": e, "val_map": v / 2, "val_map_50": v} for e, v in enumerate(map50)]
+        path.write_text(json.dumps(record))
+
+    set_map50(3, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # giou seed 0: never falls
+    set_map50(4, 0.1, 0.2, 0.3, 0.4, 0.38, 0.012, 0.5)  # giou seed 1: 0.012 / 0.4 at epoch 5
+    set_map50(5, 0.1, 0.2, 0.3, 0.4, 0.3, 0.5)  # giou seed 2: 0.75 at epoch 4
+    summary = summarize(collect_runs([fabricated_sweep])[0])
+    (warning,) = [w for w in summary.warnings if "collapse" in w]
+    assert warning == ("'loss=giou' seed 1: val mAP50 fell to 0.03 of its best so far at epoch 5 (a mid-run collapse: "
+                       'docs/ablations.md, "Why short runs collapsed")')
+    text = to_markdown(summary)
+    assert "- `loss=giou`: lowest 0.03 (seed 1, epoch 5); seed 0 1.00, seed 1 0.03, seed 2 0.75" in text
+    assert "`loss=ciou`: lowest" not in text  # its history has no mAP50
+    paths = write_all(summary, tmp_path / "out", plots=False)
+    with open(paths["csv"]) as f:
+        rows = {r["configuration"]: r for r in csv.DictReader(f)}
+    assert (float(rows["loss=giou"]["lowest_share"]), rows["loss=giou"]["lowest_share_seed"]) == (pytest.approx(0.03), "1")
+    assert rows["loss=ciou"]["lowest_share"] == ""
+    again = {(r.overrides[0], r.seed): r.fall for r in read_runs_csv(paths["runs"])}
+    assert again[("loss=giou", 1)] == Fall(pytest.approx(0.03), 5) and again[("loss=ciou", 0)] is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,19 +57,27 @@ class RecomputeBatchNorm(Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.recent:
             return
-        was_training = pl_module.training
-        pl_module.train()
-        norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-        momenta = [m.momentum for m in norms]
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average over the batches below
-        with torch.no_grad(), trainer.precision_plugin.forward_context():
-            for images in self.recent:
-                pl_module(images)
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        pl_module.train(was_training)
+        with trainer.precision_plugin.forward_context():
+            recompute_batch_norm(pl_module, self.recent)
+
+
+def recompute_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Replace the running mean and variance of every BatchNorm layer that `model.train()` puts in training mode by
+    their plain average over `batches` (each a model input), as torch.optim.swa_utils.update_bn does; the layers it
+    keeps in eval mode (the detector's frozen ones) keep theirs. The model's mode is restored."""
+    was_training = model.training
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+    with torch.no_grad():
+        for inputs in batches:
+            model(inputs)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
 
 
 class Unfreeze(Callback):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from detector.training.callbacks import GradientNorms, RecomputeBatchNorm
+from detector.training.callbacks import GradientNorms, RecomputeBatchNorm, recompute_batch_norm
 
 
 class TwoNorms(nn.Module):
@@ -108,3 +108,16 @@ def test_gradient_norms_log_one_norm_per_part(tiny_module, batch, training_step)
     # the class prior at init: sigmoid(log(5 / nc / (64 / stride)^2)) = 5 / nc / cells / (1 + that)
     prior = 5 / 5 / (64 / 8) ** 2
     assert abs(logged["cls_prior/level0"] - prior / (1 + prior)) < 1e-6
+
+
+def test_the_function_averages_any_iterable_of_inputs_and_restores_the_mode():
+    model = TwoNorms().eval()
+    data = batches(3)
+    recompute_batch_norm(model, iter(data))  # a generator: read once
+    mean = torch.stack([x.mean((0, 2, 3)) for x in data]).mean(0)
+    torch.testing.assert_close(model.a.running_mean, mean)
+    with torch.no_grad():
+        inner = [model.conv(nn.functional.batch_norm(x, None, None, model.a.weight, model.a.bias, training=True))
+                 for x in data]
+    torch.testing.assert_close(model.b.running_mean, torch.stack([y.mean((0, 2, 3)) for y in inner]).mean(0))
+    assert not model.a.training and model.b.momentum == 0.03  # eval mode restored

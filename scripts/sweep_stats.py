@@ -532,6 +532,16 @@ class Configuration:
     def by_seed(self, metric: str) -> dict[int, float]:
         return {r.seed: r.metrics[metric] for r in self.ok_runs if r.seed is not None}
 
+    @property
+    def fallen_runs(self) -> list[Run]:
+        """The successful runs with a `lowest_share` (those with a val mAP50 history long enough)."""
+        return [r for r in self.ok_runs if r.fall is not None]
+
+    @property
+    def deepest_fall(self) -> Run | None:
+        """The successful run whose val mAP50 fell furthest below its best so far; None without any history."""
+        return min(self.fallen_runs, key=lambda r: r.fall.share, default=None)
+
 
 @dataclass
 class Summary:
@@ -690,24 +700,19 @@ def _collapse_warnings(configurations: Sequence[Configuration]) -> list[str]:
     """One warning per successful run whose val mAP50 fell below `COLLAPSE_SHARE` of its best so far."""
     return [f"'{c.label}' seed {r.seed}: val mAP50 fell to {r.fall.share:.2f} of its best so far at epoch "
             f"{r.fall.epoch} (a mid-run collapse: docs/ablations.md, \"Why short runs collapsed\")"
-            for c in configurations for r in c.ok_runs if r.fall is not None and r.fall.share < COLLAPSE_SHARE]
+            for c in configurations for r in c.fallen_runs if r.fall.share < COLLAPSE_SHARE]
 
 
 def falls_lines(summary: Summary) -> list[str]:
     """The falls section: per configuration, each seed's `lowest_share` and the lowest of them."""
-    rows = [(c, [r for r in c.ok_runs if r.fall is not None]) for c in summary.configurations]
-    rows = [(c, runs) for c, runs in rows if runs]
-    if not rows:
+    lines = [f"- `{_md_escape(c.label)}`: lowest {low.fall.share:.2f} (seed {low.seed}, epoch {low.fall.epoch}); "
+             + ", ".join(f"seed {r.seed} {r.fall.share:.2f}" for r in c.fallen_runs)
+             for c in summary.configurations if (low := c.deepest_fall) is not None]
+    if not lines:
         return []
-    lines = ["## Falls of val mAP50 during training", "",
-             f"The lowest validation mAP50 from epoch {SETTLE_EPOCHS} on, as a share of the best of the epochs before "
-             f"it (1.00: it never fell; below {COLLAPSE_SHARE:g}: a collapse).", ""]
-    for c, runs in rows:
-        low = min(runs, key=lambda r: r.fall.share)
-        seeds = ", ".join(f"seed {r.seed} {r.fall.share:.2f}" for r in runs)
-        lines.append(f"- `{_md_escape(c.label)}`: lowest {low.fall.share:.2f} (seed {low.seed}, epoch "
-                     f"{low.fall.epoch}); {seeds}")
-    return [*lines, ""]
+    return ["## Falls of val mAP50 during training", "",
+            f"The lowest validation mAP50 from epoch {SETTLE_EPOCHS} on, as a share of the best of the epochs before "
+            f"it (1.00: it never fell; below {COLLAPSE_SHARE:g}: a collapse).", "", *lines, ""]
 
 
 def _numerics_warning(runs: Sequence[Run]) -> list[str]:
@@ -1073,8 +1078,7 @@ def write_csv(summary: Summary, summary_csv: Path, runs_csv: Path) -> None:
         for c in summary.configurations:
             row: list[Any] = [c.label, " ".join(c.overrides), c.is_baseline, len(c.ok_runs), len(c.runs),
                               " ".join(str(r.seed) for r in c.ok_runs)]
-            falls = [r for r in c.ok_runs if r.fall is not None]
-            low = min(falls, key=lambda r: r.fall.share) if falls else None
+            low = c.deepest_fall
             row += [_num(low.fall.share), low.seed] if low else ["", ""]
             for m in METRICS:
                 e = c.stats[m]

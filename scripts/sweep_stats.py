@@ -738,11 +738,12 @@ OFFSET_RESOLVER = "offset_job_num"  # detector.sweeps.RESOLVER (not imported: th
 
 def _repeated_hydra_overrides(hydra_overrides: Iterable[str]) -> tuple[str, ...]:
     """The Hydra overrides of a launch that a relaunch repeats (the launcher and its settings), without the sweep
-    dir (given anew), the mode (`-m` says it) and the job-folder offset detector.sweeps set for that launch."""
+    dir (given anew), the mode (`-m` says it), a single run's output dir (a multirun does not use it) and the
+    job-folder offset detector.sweeps set for that launch."""
     kept = []
     for o in hydra_overrides:
         key = override_key(o)
-        if key in ("hydra.sweep.dir", "hydra.mode") or (key == "hydra.sweep.subdir" and OFFSET_RESOLVER in o):
+        if key in ("hydra.sweep.dir", "hydra.mode", "hydra.run.dir") or (key == "hydra.sweep.subdir" and OFFSET_RESOLVER in o):
             continue
         kept.append(o)
     return tuple(kept)

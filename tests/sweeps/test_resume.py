@@ -95,7 +95,7 @@ def test_resume_commands_keep_the_launcher_and_drop_the_old_sweep_settings(tmp_p
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     hydra = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.mode=MULTIRUN",
-             f"hydra.sweep.dir={sweep}"]
+             f"hydra.sweep.dir={sweep}", f"hydra.run.dir={tmp_path / 'single'}"]
     (sweep / "multirun.yaml").write_text(multirun_yaml(["model=yolov8", "seed=0,1", "data.img_size=${oc.env:SZ}"],
                                                        hydra=hydra + ["hydra.sweep.subdir=${offset_job_num:4}"]))
     [command], _ = resume_commands(collect_runs([sweep])[0])

@@ -743,7 +743,8 @@ def _repeated_hydra_overrides(hydra_overrides: Iterable[str]) -> tuple[str, ...]
     kept = []
     for o in hydra_overrides:
         key = override_key(o)
-        if key in ("hydra.sweep.dir", "hydra.mode", "hydra.run.dir") or (key == "hydra.sweep.subdir" and OFFSET_RESOLVER in o):
+        if key in ("hydra.sweep.dir", "hydra.mode", "hydra.run.dir") or (
+                key == "hydra.sweep.subdir" and OFFSET_RESOLVER in o):
             continue
         kept.append(o)
     return tuple(kept)
